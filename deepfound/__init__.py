@@ -1,0 +1,1 @@
+from deepfound import optim  # noqa: F401

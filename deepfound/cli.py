@@ -1,0 +1,59 @@
+"""Shared command-line plumbing: flag parsing and the exit-status contract.
+
+Exit 0 on success; 2 with one line on stderr for a bad config, flag or data file; 1 when a run
+diverges. ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from absl import flags, logging
+
+EXIT_DIVERGED = 1
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def flags_parser(required: Sequence[str]) -> Callable[[list[str]], list[str]]:
+  """An ``app.run`` flags parser that turns flag errors into one line and exit status 2."""
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      remaining = flags.FLAGS(argv)
+    except flags.Error as e:
+      fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except Exception as e:  # noqa: BLE001 - a config file that raises while loading
+      fail(f"could not load the config: {type(e).__name__}: {e}")
+    for name in required:
+      if flags.FLAGS[name].value is None:
+        fail(f"--{name} is required")
+    return remaining
+
+  return parse
+
+
+def run_main(fn: Callable[[], object]) -> None:
+  """Calls ``fn``, mapping known failures to their exit status."""
+  from deepfound.data import DataError
+  from deepfound.experiment import ConfigError, DivergenceError
+
+  verbose = "verbose" in flags.FLAGS and flags.FLAGS.verbose
+  if not verbose:
+    logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
+  try:
+    fn()
+  except (ConfigError, DataError) as e:
+    if verbose:
+      traceback.print_exc()
+    fail(str(e))
+  except DivergenceError as e:
+    if verbose:
+      traceback.print_exc()
+    fail(str(e), EXIT_DIVERGED)

@@ -1,0 +1,9 @@
+"""Data sets: the shipped quantum set, synthetic data, scikit-learn's bundled sets, LIBSVM files,
+and an infinite stream of fresh samples (17.2)."""
+
+from deepfound.data.errors import DataError
+from deepfound.data.files import load_breast_cancer, load_libsvm
+from deepfound.data.quantum import load_quantum
+from deepfound.data.synthetic import make_logistic_data
+
+DATASETS = ("quantum", "synthetic", "breast_cancer", "libsvm", "stream")

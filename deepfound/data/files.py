@@ -1,0 +1,43 @@
+"""Loaders for scikit-learn's bundled sets and LIBSVM-format text files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from deepfound.data.errors import DataError
+
+
+def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's bundled Wisconsin breast-cancer set (569 x 30), standardized, labels +-1."""
+  import sklearn.datasets
+
+  features, labels = sklearn.datasets.load_breast_cancer(return_X_y=True)
+  features = (features - features.mean(axis=0)) / features.std(axis=0)
+  return features, 2.0 * labels - 1.0
+
+
+def load_libsvm(path: str, num_features: int | None = None, binary: bool = True):
+  """A LIBSVM/SVMlight text file (``label index:value ...``, indices from 1) as dense arrays.
+
+  The format of the standard benchmark sets (covtype, rcv1, a9a, ...). With ``binary`` the two
+  label values are mapped to -1 and +1 (0/1, 1/2 and -1/+1 files all appear in the wild).
+  """
+  import sklearn.datasets
+
+  if not os.path.isfile(path):
+    raise DataError(f"data file not found: {path}")
+  try:
+    sparse, labels = sklearn.datasets.load_svmlight_file(path, n_features=num_features)
+  except (ValueError, OSError, RuntimeError) as e:
+    raise DataError(f"malformed LIBSVM file {path}: {e}") from e
+  if sparse.shape[0] == 0:
+    raise DataError(f"LIBSVM file {path} holds no samples")
+  features = np.asarray(sparse.todense())
+  if binary:
+    values = np.unique(labels)
+    if values.size != 2:
+      raise DataError(f"LIBSVM file {path}: expected 2 label values, found {values.size}")
+    labels = np.where(labels == values[1], 1.0, -1.0)
+  return features, labels

@@ -1,0 +1,41 @@
+"""Checkpoints of a run's on-device state (orbax), from which the same command resumes."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def _nonempty_leaves(state) -> dict:
+  """Leaves by position; orbax refuses zero-size arrays, which hold nothing to restore anyway."""
+  return {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(state)) if leaf.size}
+
+
+class Checkpointer:
+  """Keeps the latest state of a run under ``<workdir>/checkpoints`` (writes are atomic)."""
+
+  def __init__(self, workdir: str):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             enable_async_checkpointing=False),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state) -> None:
+    self._manager.save(step, args=ocp.args.StandardSave(_nonempty_leaves(state)))
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int, like):
+    """Restores the state saved at ``step`` with the structure, shapes and dtypes of ``like``."""
+    leaves, treedef = jax.tree.flatten(like)
+    saved = self._manager.restore(step, args=ocp.args.StandardRestore(_nonempty_leaves(like)))
+    restored = [saved.get(str(i), leaf) for i, leaf in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, restored)
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,275 @@
+"""config -> data + problem + method -> on-device run, with metrics, checkpoints and progress."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from deepfound import data as data_lib
+from deepfound.experiment.checkpoint import Checkpointer
+from deepfound.experiment.config import ConfigError, validate
+from deepfound.experiment.progress import Progress
+from deepfound.optim import driver
+from deepfound.problems import make_logistic_stream, make_problem, solve_optimum
+
+# Set in the environment to SIGKILL the process right after checkpointing chunk k (1-based):
+# how the resume test interrupts a real run at a known point.
+_KILL_AFTER_CHUNK = "DEEPFOUND_TEST_KILL_AFTER_CHUNK"
+
+
+class DivergenceError(RuntimeError):
+  """The objective or the parameters became NaN or infinite."""
+
+
+def load_arrays(config) -> tuple[np.ndarray, np.ndarray]:
+  name = config.data.name
+  if name == "quantum":
+    return data_lib.load_quantum(seed=config.data.seed, path=config.data.path)
+  if name == "synthetic":
+    return data_lib.make_logistic_data(config.data.num_samples, config.data.num_features,
+                                       config.data.seed)
+  if name == "breast_cancer":
+    return data_lib.load_breast_cancer()
+  if name == "libsvm":
+    return data_lib.load_libsvm(config.data.path, binary=config.problem.loss != "multinomial")
+  raise data_lib.DataError(f"data.name={name} has no arrays")
+
+
+def build_problem(config):
+  dtype = jnp.float64 if config.precision == "float64" else jnp.float32
+  if config.data.name == "stream":
+    return make_logistic_stream(config.data.num_features, config.data.seed, config.problem.l2,
+                                dtype=dtype)
+  features, targets = load_arrays(config)
+  if config.optim.batch_size > features.shape[0]:
+    raise ConfigError(f"optim.batch_size must be <= the number of samples ({features.shape[0]}), "
+                      f"got {config.optim.batch_size}")
+  return make_problem(features, targets, config.problem.l2, config.problem.loss, dtype)
+
+
+def build_method(config) -> driver.Method:
+  optim = config.optim
+  return driver.Method(
+      name=optim.name, schedule=optim.schedule, batch_size=optim.batch_size,
+      sampling=optim.sampling, memory=optim.memory, average_over_seen=optim.average_over_seen,
+      svrg_frequency=optim.svrg_frequency,
+  )
+
+
+def problem_constants(problem) -> dict[str, Any]:
+  """L, L_max and the float64 optimum E* (finite sums only)."""
+  if driver.is_stream(problem):
+    return dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
+  optimum = solve_optimum(problem)
+  return dict(
+      lipschitz=problem.lipschitz(),
+      max_sample_lipschitz=problem.max_sample_lipschitz(),
+      optimum=optimum.value if optimum.converged else None,
+      optimum_gradient_norm=optimum.gradient_norm,
+  )
+
+
+def resolve_hyperparameters(config, constants) -> dict[str, float]:
+  """Config values, with the defaults that depend on the problem filled in."""
+  learning_rate = config.optim.learning_rate
+  if learning_rate is None and config.optim.name == "bgd":
+    learning_rate = 1.0 / constants["lipschitz"]  # BGD's default step 1/L (< 2/L)
+  strong_convexity = config.optim.strong_convexity
+  if strong_convexity is None:
+    strong_convexity = config.problem.l2 if config.problem.l2 > 0 else 1.0
+  return dict(learning_rate=float(learning_rate if learning_rate is not None else 1.0),
+              l0=float(config.optim.l0), strong_convexity=float(strong_convexity))
+
+
+def _logs_per_chunk(total_logs: int, log_every: int, checkpoint_every: int) -> int:
+  """Largest divisor of total_logs not above checkpoint_every / log_every: equal chunks, so
+  one compiled program serves them all."""
+  target = max(1, checkpoint_every // log_every)
+  return max(d for d in range(1, min(total_logs, target) + 1) if total_logs % d == 0)
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, value) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Keeps the metric lines up to ``last_step`` (a resumed run rewrites the rest)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+  with open(path, "w") as f:
+    f.writelines(kept)
+
+
+def _metric_rows(points, first_elapsed, chunk_seconds, method, problem, optimum):
+  steps = np.asarray(points.step)
+  rows = []
+  for k, step in enumerate(steps):
+    objective = float(points.objective[k])
+    if method.name == "bgd":
+      epoch = float(step)
+    elif driver.is_stream(problem):
+      epoch = None
+    else:
+      epoch = float(step) * method.batch_size / problem.num_samples
+    rows.append(dict(
+        step=int(step), epoch=epoch, objective=objective,
+        suboptimality=None if optimum is None else objective - optimum,
+        learning_rate=float(points.learning_rate[k]),
+        # Points of a chunk come back together; their times are interpolated within it.
+        elapsed_s=first_elapsed + chunk_seconds * (k + 1) / len(steps),
+    ))
+  return rows
+
+
+def _check_finite(rows, state, hyper_info, constants, method) -> None:
+  bad = [r for r in rows if not math.isfinite(r["objective"])]
+  params_ok = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params))
+  if not bad and params_ok:
+    return
+  step = bad[0]["step"] if bad else rows[-1]["step"]
+  rate = hyper_info["learning_rate"]
+  hint = ""
+  if constants.get("lipschitz"):
+    hint = f", 2/L = {2.0 / constants['lipschitz']:.4g}"
+    if method.name in driver.MEMORY_METHODS:
+      hint += f", 1/L_max = {1.0 / constants['max_sample_lipschitz']:.4g}"
+  raise DivergenceError(
+      f"diverged: the objective is not finite at step {step} "
+      f"(optim.learning_rate = {rate:.4g}{hint}); lower the learning rate"
+  )
+
+
+def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bool = True):
+  """Runs (or resumes) the experiment of ``config`` in ``workdir`` and returns its summary.
+
+  Raises ``ConfigError`` / ``DataError`` before writing anything, and ``DivergenceError`` when
+  the run diverges (after writing the metrics up to the first bad point and a summary).
+  """
+  validate(config)
+  if config.precision == "float64":
+    jax.config.update("jax_enable_x64", True)
+  problem = build_problem(config)
+  method = build_method(config)
+  constants = problem_constants(problem)
+  hyper_info = resolve_hyperparameters(config, constants)
+
+  config_json = json.loads(config.to_json())
+  config_path = os.path.join(workdir, "config.json")
+  summary_path = os.path.join(workdir, "summary.json")
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(config_path) and _read_json(config_path).get("config") != config_json:
+    raise ConfigError(f"{workdir} holds a run with a different config; use another --workdir")
+  if os.path.exists(summary_path) and _read_json(summary_path).get("status") == "complete":
+    return _read_json(summary_path)
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(config_path, dict(config=config_json, resolved=hyper_info, constants=constants))
+
+  dtype = jnp.float64 if config.precision == "float64" else jnp.float32
+  hyper = driver.hyperparameters(**hyper_info, dtype=dtype)
+  key = jax.random.PRNGKey(config.seed)
+  state = driver.init_state(problem, method, hyper, key)
+  checkpointer = Checkpointer(workdir)
+  start_step = checkpointer.latest_step()
+  optimum = constants["optimum"]
+  if start_step is not None:
+    state = checkpointer.restore(start_step, state)
+    _truncate_metrics(metrics_path, start_step)
+    elapsed_before = 0.0
+    if os.path.exists(metrics_path) and os.path.getsize(metrics_path):
+      with open(metrics_path) as f:
+        elapsed_before = json.loads(f.readlines()[-1])["elapsed_s"]
+  else:
+    start_step, elapsed_before = 0, 0.0
+    first = jax.jit(driver.initial_log_point, static_argnames="method")(problem, method, hyper, state)
+    rows = _metric_rows(jax.tree.map(lambda a: a[None], first), 0.0, 0.0, method, problem, optimum)
+    with open(metrics_path, "w") as f:
+      f.write(json.dumps(rows[0]) + "\n")
+
+  total_logs = config.num_steps // config.log_every
+  logs_per_chunk = _logs_per_chunk(total_logs, config.log_every, config.checkpoint_every)
+  chunk_steps = logs_per_chunk * config.log_every
+  compile_start = time.perf_counter()
+  chunk_fn = driver.run_chunk_jit.lower(
+      problem, method, hyper, state, num_logs=logs_per_chunk, log_every=config.log_every
+  ).compile()
+  compile_s = time.perf_counter() - compile_start
+
+  bar = Progress(config.optim.name, config.num_steps, start_step, enabled=progress)
+  kill_after = int(os.environ.get(_KILL_AFTER_CHUNK, "0"))
+  run_seconds, chunks_done = 0.0, 0
+  step = start_step
+  status = "complete"
+  try:
+    while step < config.num_steps:
+      tic = time.perf_counter()
+      state, points = chunk_fn(problem, hyper, state)
+      points = jax.device_get(points)
+      seconds = time.perf_counter() - tic
+      run_seconds += seconds
+      rows = _metric_rows(points, elapsed_before + run_seconds - seconds, seconds, method, problem,
+                          optimum)
+      try:
+        _check_finite(rows, state, hyper_info, constants, method)
+      except DivergenceError:
+        status = "diverged"
+        rows = [r for r in rows if math.isfinite(r["objective"])]
+        raise
+      finally:
+        with open(metrics_path, "a") as f:
+          f.writelines(json.dumps(r) + "\n" for r in rows)
+      step = int(state.step)
+      checkpointer.save(step, state)
+      chunks_done += 1
+      bar.update(step, rows[-1]["objective"], rows[-1]["suboptimality"])
+      if kill_after and chunks_done == kill_after:
+        os.kill(os.getpid(), 9)
+  except DivergenceError as e:
+    _write_json(summary_path, dict(status=status, message=str(e)))
+    raise
+  finally:
+    checkpointer.close()
+
+  with open(metrics_path) as f:
+    final = json.loads(f.readlines()[-1])
+  steps_run = config.num_steps - start_step
+  summary = dict(
+      final,
+      status=status,
+      steps_per_second=steps_run / run_seconds if run_seconds > 0 else None,
+      compile_s=compile_s,
+      backend=jax.default_backend(),
+      device_count=jax.device_count(),
+      optimum=optimum,
+      lipschitz=constants["lipschitz"],
+      max_sample_lipschitz=constants["max_sample_lipschitz"],
+      learning_rate_used=hyper_info["learning_rate"],
+      resumed_from_step=start_step or None,
+      method=method.name,
+      chunk_steps=chunk_steps,
+  )
+  arrays = {}
+  for prefix, tree in (("params", state.params), ("reported", driver.reported_params(state))):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
+      arrays[prefix + jax.tree_util.keystr(path)] = np.asarray(leaf)
+  np.savez(os.path.join(workdir, "params.npz"), **arrays)
+  _write_json(summary_path, summary)
+  return summary

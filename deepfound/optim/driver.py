@@ -1,0 +1,255 @@
+"""The on-device driver: runs a method on a problem inside one compiled program.
+
+A run is a pure function of (problem, hyperparameters, key): ``init_state`` then ``run_chunk``
+repeatedly. ``run_chunk`` is one ``jax.jit`` of a ``lax.scan`` over log blocks, each a ``lax.scan``
+of ``log_every`` steps followed by one evaluation of the full objective on the device. The host
+only sees chunk boundaries (progress, checkpoints); chunks of equal length never retrace. Because
+everything is a pure function, ``jax.vmap`` over hyperparameters and keys gives many runs in one
+program (``run`` is the whole trajectory in a single call, the form a sweep vmaps).
+
+Per-step cost does not depend on n: one sample (or minibatch) is gathered, the gradient memory is
+touched at those rows only (see ``memory.py``), and indices come from a counter-based PRNG
+(uniform with replacement) or a permutation drawn once per epoch (shuffled epochs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepfound.optim import schedules
+from deepfound.optim.sag import sag
+from deepfound.optim.saga import saga
+from deepfound.optim.sga import averaged_params, sga
+from deepfound.optim.sgd import bgd, sgd
+from deepfound.optim.svrg import svrg
+
+MEMORY_METHODS = ("sag", "saga", "svrg")
+SAMPLINGS = ("uniform", "shuffle")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """What is compiled into the program (hashable, static). Numbers that may vary between the
+  runs of one program (learning rate, l0, ...) live in ``Hyperparameters`` instead."""
+
+  name: str  # bgd, sgd, sga, sag, saga, svrg
+  schedule: str = "constant"  # one of schedules.SCHEDULES
+  batch_size: int = 1
+  sampling: str = "uniform"  # "uniform": i.i.d. with replacement (the chapter); "shuffle": epochs
+  memory: str = "scalar"  # gradient memory layout for sag/saga/svrg
+  average_over_seen: bool = False  # SAG: divide by samples seen during the first pass
+  svrg_frequency: int | None = None  # SVRG snapshot period m (None: one epoch, n // batch_size)
+
+
+class Hyperparameters(NamedTuple):
+  """Numeric settings, traced: vmap over any of them."""
+
+  learning_rate: jax.Array  # constant rate, or tau0 of a schedule
+  l0: jax.Array  # warm-up length of the inverse_time / inverse_sqrt schedules
+  strong_convexity: jax.Array  # mu of the strongly_convex schedule
+
+
+def hyperparameters(learning_rate, l0=1.0, strong_convexity=1.0, dtype=jnp.float32):
+  return Hyperparameters(*(jnp.asarray(v, dtype) for v in (learning_rate, l0, strong_convexity)))
+
+
+class RunState(NamedTuple):
+  params: optax.Params
+  opt_state: optax.OptState
+  step: jax.Array  # int32 scalar, iterations done
+  order: jax.Array  # int32 (n,): this epoch's permutation ("shuffle"), else shape (0,)
+  key: jax.Array  # the run's PRNG key (constant; step keys are fold_in(key, step))
+
+
+class LogPoint(NamedTuple):
+  step: jax.Array  # iterations done at this point
+  objective: jax.Array  # full E at the reported iterate (the average for SGA)
+  learning_rate: jax.Array  # schedule value at this iteration count
+
+
+def is_stream(problem) -> bool:
+  return problem.num_samples is None
+
+
+def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | None):
+  """The optax transformation and the schedule for ``method`` with (traced) ``hyper``."""
+  schedule = schedules.make_schedule(
+      method.schedule, hyper.learning_rate, hyper.l0, hyper.strong_convexity
+  )
+  if method.name == "bgd":
+    return bgd(schedule), schedule
+  if method.name == "sgd":
+    return sgd(schedule), schedule
+  if method.name == "sga":
+    return sga(schedule), schedule
+  if num_samples is None:
+    raise ValueError(f"{method.name} keeps one gradient per sample and needs a finite data set")
+  if method.name == "sag":
+    opt = sag(schedule, num_samples, method.memory, method.batch_size,
+                      method.average_over_seen)
+  elif method.name == "saga":
+    opt = saga(schedule, num_samples, method.memory, method.batch_size)
+  elif method.name == "svrg":
+    period = method.svrg_frequency or max(num_samples // method.batch_size, 1)
+    opt = svrg(schedule, num_samples, period, method.memory)
+  else:
+    raise ValueError(f"unknown method {method.name!r}")
+  return opt, schedule
+
+
+def steps_per_epoch(method: Method, num_samples: int) -> int:
+  return max(num_samples // method.batch_size, 1)
+
+
+def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array) -> RunState:
+  params = problem.init_params()
+  optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
+  if method.sampling == "shuffle" and not is_stream(problem) and method.name != "bgd":
+    order = jax.random.permutation(jax.random.fold_in(key, 0), problem.num_samples).astype(jnp.int32)
+  else:
+    order = jnp.zeros((0,), jnp.int32)
+  return RunState(params, optimizer.init(params), jnp.zeros((), jnp.int32), order, key)
+
+
+def _uniform_indices(key: jax.Array, steps: jax.Array, num_samples: int, batch: int) -> jax.Array:
+  """Indices (len(steps), b) drawn i.i.d. uniformly with replacement, a pure function of
+  (key, step): the same whatever the blocking into chunks. Drawn for a whole block at once because
+  a per-step threefry call inside the loop costs more than the SAG step itself."""
+  draw = lambda t: jax.random.randint(jax.random.fold_in(key, t), (batch,), 0, num_samples,  # noqa: E731
+                                      dtype=jnp.int32)
+  return jax.vmap(draw)(steps)
+
+
+def _shuffled_indices(problem, method: Method, state: RunState):
+  """Indices (b,) of step ``state.step`` in shuffled epochs, and the epoch's permutation."""
+  n, b = problem.num_samples, method.batch_size
+  per_epoch = steps_per_epoch(method, n)
+  epoch, position = state.step // per_epoch, state.step % per_epoch
+  order = jax.lax.cond(
+      jnp.logical_and(position == 0, state.step > 0),
+      lambda: jax.random.permutation(jax.random.fold_in(state.key, epoch), n).astype(jnp.int32),
+      lambda: state.order,
+  )
+  # When n % b != 0 the last n % b samples of each permutation are skipped (drop-remainder).
+  return jax.lax.dynamic_slice(order, (position * b,), (b,)), order
+
+
+def _refresh_fn(problem, method: Method):
+  """params -> (gradient memory at params, mean stored gradient), for SVRG snapshots."""
+
+  def refresh(params):
+    scale_table = problem.scale_table(params)
+    if method.memory == "scalar":
+      stored = jnp.tensordot(problem.features, scale_table, axes=(0, 0)) / problem.num_samples
+      return scale_table, stored
+    table = jnp.einsum("np,n...->np...", problem.features, scale_table) + problem.l2 * params
+    return table, jnp.mean(table, axis=0)
+
+  return refresh
+
+
+def make_step(problem, method: Method, hyper: Hyperparameters):
+  """One iteration of ``method``: RunState -> RunState."""
+  optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
+
+  def step(state: RunState, drawn: tuple | None = None) -> RunState:
+    """``drawn``: this step's (indices (b,), x (b, p), y (b,)) when drawn ahead."""
+    params, order = state.params, state.order
+    if method.name == "bgd":
+      updates, opt_state = optimizer.update(problem.gradient(params), state.opt_state, params)
+    else:
+      if is_stream(problem):
+        index_b = jnp.zeros((method.batch_size,), jnp.int32)
+        x_b, y_b = problem.draw(jax.random.fold_in(state.key, state.step), method.batch_size)
+      elif drawn is None:
+        index_b, order = _shuffled_indices(problem, method, state)
+        x_b, y_b = problem.features[index_b], problem.targets[index_b]
+      else:
+        index_b, x_b, y_b = drawn
+      scale_b, gradients_b = problem.terms(params, x_b, y_b)
+      if method.name in MEMORY_METHODS:
+        extra = dict(index=index_b, sample_scale=scale_b, sample_features=x_b)
+        if method.name == "svrg":
+          extra["refresh_fn"] = _refresh_fn(problem, method)
+        updates, opt_state = optimizer.update(gradients_b, state.opt_state, params, **extra)
+      else:
+        updates, opt_state = optimizer.update(gradients_b.mean(axis=0), state.opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return RunState(params, opt_state, state.step + 1, order, state.key)
+
+  return step
+
+
+_PAGE_STEPS = 1024
+
+
+def _largest_divisor_at_most(value: int, bound: int) -> int:
+  return max(d for d in range(1, min(value, bound) + 1) if value % d == 0)
+
+
+def reported_params(state: RunState) -> optax.Params:
+  """The iterate whose objective is reported: the Cesaro average for SGA, else the params."""
+  return averaged_params(state.opt_state, state.params)
+
+
+def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, *,
+              num_logs: int, log_every: int) -> tuple[RunState, LogPoint]:
+  """``num_logs * log_every`` iterations; evaluates E every ``log_every`` of them."""
+  step = make_step(problem, method, hyper)
+  _, schedule = make_optimizer(method, hyper, problem.num_samples)
+
+  draw_ahead = (method.name != "bgd" and method.sampling == "uniform"
+                and not is_stream(problem))
+
+  # Pages of pre-drawn samples: gathering the rows of a page at once overlaps the memory
+  # latency of random rows of a large X, which a step-by-step loop pays in full.
+  page = _largest_divisor_at_most(log_every, _PAGE_STEPS)
+
+  def run_page(state):
+    steps = state.step + jnp.arange(page, dtype=jnp.int32)
+    indices = _uniform_indices(state.key, steps, problem.num_samples, method.batch_size)
+    drawn = (indices, problem.features[indices], problem.targets[indices])
+    return jax.lax.scan(lambda s, d: (step(s, d), None), state, drawn)[0]
+
+  def log_block(state, _):
+    if draw_ahead:
+      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
+    else:
+      state = jax.lax.fori_loop(0, log_every, lambda _, s: step(s), state)
+    objective = problem.objective(reported_params(state))
+    return state, LogPoint(state.step, objective, schedule(state.step))
+
+  return jax.lax.scan(log_block, state, None, length=num_logs)
+
+
+run_chunk_jit = jax.jit(run_chunk, static_argnames=("method", "num_logs", "log_every"))
+
+
+@functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every"))
+def run(problem, method: Method, hyper: Hyperparameters, key: jax.Array, *, num_steps: int,
+        log_every: int) -> tuple[RunState, LogPoint]:
+  """A whole run in one program: the pure function that sweeps ``vmap`` over hyper and key.
+
+  ``num_steps`` must be a multiple of ``log_every``. Returns the final state and one ``LogPoint``
+  per ``log_every`` iterations (leaves of shape (num_steps // log_every,)).
+  """
+  if num_steps % log_every:
+    raise ValueError(f"num_steps ({num_steps}) must be a multiple of log_every ({log_every})")
+  state = init_state(problem, method, hyper, key)
+  return run_chunk(problem, method, hyper, state, num_logs=num_steps // log_every,
+                   log_every=log_every)
+
+
+def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState) -> LogPoint:
+  _, schedule = make_optimizer(method, hyper, problem.num_samples)
+  return LogPoint(state.step, problem.objective(reported_params(state)), schedule(state.step))
+
+
+def count_bytes(tree: Any) -> int:
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))

@@ -1,0 +1,122 @@
+"""Stochastic Average Gradient (SAG), section 17.1.5 of the chapter."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepfound.optim import memory as memory_lib
+from deepfound.optim import schedules
+
+
+class ScaleBySAGState(NamedTuple):
+  """State of ``scale_by_sag``."""
+
+  table: Any  # per-sample memory G_i: leaves (n, *param.shape) ("pytree") or (n, *param.shape[1:]) ("scalar")
+  gradient_sum: optax.Updates  # g = sum_i G_i (the stored part), shaped like params
+  pending: memory_lib.PendingWrite  # last step's write into `table`, applied at the next update
+  seen: jax.Array  # bool (n,) samples visited so far; shape (0,) unless average_over_seen
+  num_seen: jax.Array  # int32 scalar, number of distinct samples visited so far
+
+
+def scale_by_sag(
+    num_samples: int,
+    memory: str = "pytree",
+    batch_size: int = 1,
+    average_over_seen: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """Replaces a sample gradient by the SAG direction g / n (17.1.5).
+
+  With h = grad E_i(b) the gradient of the sampled term (the ``updates``), the iteration is::
+
+      g   <- g - G_i + h
+      G_i <- h
+      direction = g / n        (or g / #samples seen so far, if ``average_over_seen``)
+
+  Args:
+    num_samples: n, the number of terms of the finite sum.
+    memory: ``"pytree"`` (any model) or ``"scalar"`` (linear models; see ``memory.py``).
+    batch_size: number of indices per update; ``updates`` then carry a leading batch axis.
+    average_over_seen: divide by the number of distinct samples seen instead of n during the first
+      pass, as scikit-learn does; avoids the small steps of the first epoch.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``. Its ``update`` takes the extra keyword arguments
+    ``index`` (int scalar, or (b,)) and, for the scalar layout, ``sample_scale`` (s_i) and
+    ``sample_features`` (x_i).
+  """
+  layout = memory_lib.get_layout(memory)
+
+  def init_fn(params):
+    table = layout.init_table(params, num_samples)
+    return ScaleBySAGState(
+        table=table,
+        gradient_sum=optax.tree.zeros_like(params),
+        pending=memory_lib.empty_pending(table, batch_size),
+        seen=jnp.zeros((num_samples if average_over_seen else 0,), bool),
+        num_seen=jnp.zeros((), jnp.int32),
+    )
+
+  def update_fn(updates, state, params=None, *, index, sample_scale=None, sample_features=None,
+                **extra_args):
+    del params, extra_args
+    index_b = memory_lib.batch_indices(index)
+    gradients_b = memory_lib.add_batch_axis(updates, index)
+    scale_b = None if sample_scale is None else memory_lib.add_batch_axis(sample_scale, index)
+    features_b = None if sample_features is None else memory_lib.add_batch_axis(sample_features, index)
+
+    entries_b = layout.entries(gradients_b, scale_b)
+    table, old_b, pending, is_first = memory_lib.exchange(state.table, state.pending, index_b, entries_b)
+    delta = layout.total(memory_lib.masked_difference(entries_b, old_b, is_first), features_b)
+    gradient_sum = optax.tree.add(state.gradient_sum, delta)
+
+    if average_over_seen:
+      seen = state.seen.at[state.pending.index].set(state.pending.valid)
+      is_new = jnp.logical_and(is_first, jnp.logical_not(seen[index_b]))
+      num_seen = state.num_seen + jnp.sum(is_new, dtype=jnp.int32)
+      denominator = num_seen
+    else:
+      seen, num_seen = state.seen, state.num_seen
+      denominator = num_samples
+    unstored = layout.unstored(gradients_b, scale_b, features_b)
+    direction = jax.tree.map(
+        lambda s, u: s / jnp.asarray(denominator, s.dtype) + u, gradient_sum, unstored
+    )
+    return direction, ScaleBySAGState(table, gradient_sum, pending, seen, num_seen)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sag(
+    learning_rate: optax.ScalarOrSchedule,
+    num_samples: int,
+    memory: str = "pytree",
+    batch_size: int = 1,
+    average_over_seen: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """SAG: beta <- beta - tau g / n, with g the sum of the stored per-sample gradients (17.1.5).
+
+  The chapter writes the step as "beta - tau a"; it is the step along g / n. For convergence tau
+  should be of the order of 1/L; 1/L_max (largest per-sample Lipschitz constant) is always safe
+  and gives a linear rate on strongly convex sums.
+
+  Example::
+
+      opt = deepfound.optim.sag(learning_rate=0.01, num_samples=n)
+      state = opt.init(params)
+      grad_i = jax.grad(loss)(params, x[i], y[i])
+      updates, state = opt.update(grad_i, state, params, index=i)
+      params = optax.apply_updates(params, updates)
+
+  Reference: Schmidt, Le Roux, Bach, "Minimizing finite sums with the stochastic average
+  gradient", Mathematical Programming, 2017.
+  """
+  if not callable(learning_rate):
+    learning_rate = schedules.constant_schedule(learning_rate)
+  return optax.chain(
+      scale_by_sag(num_samples, memory, batch_size, average_over_seen),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,0 +1,83 @@
+"""SAGA: the unbiased variant of SAG (beyond the chapter), on the same gradient memory."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from deepfound.optim import memory as memory_lib
+from deepfound.optim import schedules
+
+
+class ScaleBySAGAState(NamedTuple):
+  """State of ``scale_by_saga``."""
+
+  table: Any  # per-sample memory G_i: leaves (n, *param.shape) ("pytree") or (n, *param.shape[1:]) ("scalar")
+  gradient_sum: optax.Updates  # g = sum_i G_i (the stored part), shaped like params
+  pending: memory_lib.PendingWrite  # last step's write into `table`, applied at the next update
+
+
+def scale_by_saga(
+    num_samples: int, memory: str = "pytree", batch_size: int = 1
+) -> optax.GradientTransformationExtraArgs:
+  """Replaces a sample gradient h = grad E_i(b) by the SAGA direction.
+
+  ::
+
+      direction = h - G_i + g / n      (g before the update: an unbiased estimate of grad E)
+      g   <- g - G_i + h
+      G_i <- h
+
+  With a minibatch, h - G_i is averaged over the batch. Extra arguments as in ``scale_by_sag``.
+  """
+  layout = memory_lib.get_layout(memory)
+
+  def init_fn(params):
+    table = layout.init_table(params, num_samples)
+    return ScaleBySAGAState(
+        table=table,
+        gradient_sum=optax.tree.zeros_like(params),
+        pending=memory_lib.empty_pending(table, batch_size),
+    )
+
+  def update_fn(updates, state, params=None, *, index, sample_scale=None, sample_features=None,
+                **extra_args):
+    del params, extra_args
+    index_b = memory_lib.batch_indices(index)
+    gradients_b = memory_lib.add_batch_axis(updates, index)
+    scale_b = None if sample_scale is None else memory_lib.add_batch_axis(sample_scale, index)
+    features_b = None if sample_features is None else memory_lib.add_batch_axis(sample_features, index)
+    batch = index_b.shape[0]
+
+    entries_b = layout.entries(gradients_b, scale_b)
+    table, old_b, pending, is_first = memory_lib.exchange(state.table, state.pending, index_b, entries_b)
+    old_total = layout.total(old_b, features_b)
+    direction = jax.tree.map(
+        lambda h, old, g: h.mean(axis=0) - old / batch + g / num_samples,
+        gradients_b, old_total, state.gradient_sum,
+    )
+    delta = layout.total(memory_lib.masked_difference(entries_b, old_b, is_first), features_b)
+    gradient_sum = optax.tree.add(state.gradient_sum, delta)
+    return direction, ScaleBySAGAState(table, gradient_sum, pending)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def saga(
+    learning_rate: optax.ScalarOrSchedule,
+    num_samples: int,
+    memory: str = "pytree",
+    batch_size: int = 1,
+) -> optax.GradientTransformationExtraArgs:
+  """SAGA: beta <- beta - tau (h - G_i + g / n); step size about 1/(3 L_max) in theory.
+
+  Reference: Defazio, Bach, Lacoste-Julien, "SAGA: a fast incremental gradient method with
+  support for non-strongly convex composite objectives", NeurIPS 2014.
+  """
+  if not callable(learning_rate):
+    learning_rate = schedules.constant_schedule(learning_rate)
+  return optax.chain(
+      scale_by_saga(num_samples, memory, batch_size), optax.scale_by_learning_rate(learning_rate)
+  )

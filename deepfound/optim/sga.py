@@ -1,0 +1,74 @@
+"""Stochastic gradient descent with averaging (SGA), section 17.1.4."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepfound.optim import schedules
+
+
+class CesaroAverageState(NamedTuple):
+  """State of ``cesaro_average``."""
+
+  count: jax.Array  # int32 scalar, number of iterates averaged so far (l)
+  average: optax.Params  # (1/l) sum_{k=1..l} of the iterates after each step; like params
+
+
+def cesaro_average() -> optax.GradientTransformationExtraArgs:
+  """Leaves updates unchanged and keeps the running average of the iterates they lead to.
+
+  After l updates, ``average`` = (1/l) sum_{k=1}^{l} beta~^(k), updated as
+  avg <- avg + (beta~^(l) - avg) / l; before any update it is the starting point.
+  Must come last in a chain, so that ``updates`` are the final ones.
+  """
+
+  def init_fn(params):
+    return CesaroAverageState(count=jnp.zeros((), jnp.int32), average=params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("cesaro_average needs params")
+    count = optax.safe_increment(state.count)
+    new_params = optax.apply_updates(params, updates)
+    average = jax.tree.map(
+        lambda a, p: a + (p - a) / count.astype(jnp.result_type(a)), state.average, new_params
+    )
+    return updates, CesaroAverageState(count, average)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sga(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
+  """SGA: SGD on auxiliary iterates beta~, reporting their Cesaro average (17.1.4).
+
+  ::
+
+      beta~^(l+1) = beta~^(l) - tau_l grad E_i(l)(beta~^(l))
+      beta^(l)    = (1/l) sum_{k=1}^{l} beta~^(k)
+
+  The params an optimizer loop carries are the auxiliary iterates beta~; the estimate to report
+  is ``averaged_params(state)``. Use a slowly decaying step, e.g.
+  ``inverse_sqrt_schedule(tau0, l0)`` = tau0 / (1 + sqrt(l / l0)).
+
+  Reference: Bach, "Adaptivity of averaged stochastic gradient descent to local strong convexity
+  for logistic regression", JMLR 2014; Polyak and Juditsky, 1992.
+  """
+  if not callable(learning_rate):
+    learning_rate = schedules.constant_schedule(learning_rate)
+  return optax.chain(optax.scale_by_learning_rate(learning_rate), cesaro_average())
+
+
+def averaged_params(state: optax.OptState, default: optax.Params | None = None) -> optax.Params:
+  """The Cesaro average kept by ``sga`` (or any chain holding ``cesaro_average``).
+
+  Returns ``default`` when the state holds no average (e.g. the state of ``sgd``), so a loop can
+  call ``averaged_params(state, params)`` for every method.
+  """
+  is_average = lambda node: isinstance(node, CesaroAverageState)  # noqa: E731
+  found = [node for node in jax.tree.leaves(state, is_leaf=is_average) if is_average(node)]
+  return found[0].average if found else default

@@ -1,0 +1,131 @@
+"""Finite sums of linear models, E(b) = (1/n) sum_i L(<x_i, b>, y_i) + (l2/2) ||b||^2 (17.1, 17.4).
+
+Every per-sample gradient has the form grad E_i(b) = x_i (x) s_i + l2 b with s_i = L'(<x_i, b>, y_i)
+(a scalar for binary logistic and least squares, a vector of K logits for multinomial), which is
+what the scalar gradient memory of SAG exploits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LOSSES = ("logistic", "multinomial", "least_squares")
+
+# Bound on the second derivative of each loss in its score, so that L = c ||X||_2^2 / n + l2.
+_CURVATURE = {"logistic": 0.25, "multinomial": 0.5, "least_squares": 1.0}
+
+
+def loss_value(loss: str, scores: jax.Array, targets: jax.Array) -> jax.Array:
+  """L(s, y) per sample. Logistic: log(1 + exp(-s y)) with y in {-1, +1} (17.4)."""
+  if loss == "logistic":
+    return jnp.logaddexp(0.0, -scores * targets)
+  if loss == "least_squares":
+    return 0.5 * jnp.square(scores - targets)
+  if loss == "multinomial":
+    picked = jnp.take_along_axis(scores, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jax.nn.logsumexp(scores, axis=-1) - picked
+  raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+
+
+def loss_derivative(loss: str, scores: jax.Array, targets: jax.Array) -> jax.Array:
+  """dL/ds per sample. Logistic: -y e^{-sy} / (1 + e^{-sy}) = -y sigmoid(-s y)."""
+  if loss == "logistic":
+    return -targets * jax.nn.sigmoid(-scores * targets)
+  if loss == "least_squares":
+    return scores - targets
+  if loss == "multinomial":
+    num_classes = scores.shape[-1]
+    return jax.nn.softmax(scores, axis=-1) - jax.nn.one_hot(targets, num_classes, dtype=scores.dtype)
+  raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LinearFiniteSum:
+  """E(b) = (1/n) sum_i L(<x_i, b>, y_i) + (l2/2) ||b||^2 on arrays held on the device.
+
+  ``l2`` is a pytree leaf so a sweep can ``vmap`` over it; ``loss`` and ``num_classes`` are static.
+  Parameters have shape (p,) (binary logistic, least squares) or (p, K) (multinomial).
+  """
+
+  features: jax.Array  # (n, p)
+  targets: jax.Array  # (n,): +-1 (logistic), reals (least squares), class ids (multinomial)
+  l2: jax.Array  # scalar, weight of (l2/2)||b||^2
+  loss: str = dataclasses.field(default="logistic", metadata=dict(static=True))
+  num_classes: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+  @property
+  def num_samples(self) -> int:
+    return self.features.shape[0]
+
+  @property
+  def num_features(self) -> int:
+    return self.features.shape[1]
+
+  @property
+  def param_shape(self) -> tuple[int, ...]:
+    if self.loss == "multinomial":
+      return (self.num_features, self.num_classes)
+    return (self.num_features,)
+
+  def init_params(self) -> jax.Array:
+    """The chapter starts every method at b = 0."""
+    return jnp.zeros(self.param_shape, self.features.dtype)
+
+  def terms(self, params: jax.Array, x_b: jax.Array, y_b: jax.Array):
+    """Per-sample scales s_k (b, *slot) and gradients x_k (x) s_k + l2 b, (b, *param_shape)."""
+    scale_b = loss_derivative(self.loss, x_b @ params, y_b)
+    gradients_b = jnp.einsum("bp,b...->bp...", x_b, scale_b) + self.l2 * params
+    return scale_b, gradients_b
+
+  def objective(self, params: jax.Array) -> jax.Array:
+    data_term = jnp.mean(loss_value(self.loss, self.features @ params, self.targets))
+    return data_term + 0.5 * self.l2 * jnp.sum(jnp.square(params))
+
+  def gradient(self, params: jax.Array) -> jax.Array:
+    """grad E (17.5), computed as X^T s / n + l2 b."""
+    scale = loss_derivative(self.loss, self.features @ params, self.targets)
+    return jnp.tensordot(self.features, scale, axes=(0, 0)) / self.num_samples + self.l2 * params
+
+  def scale_table(self, params: jax.Array) -> jax.Array:
+    """s_i for every sample, (n, *slot): the scalar-layout gradient memory at ``params``."""
+    return loss_derivative(self.loss, self.features @ params, self.targets)
+
+  def lipschitz(self) -> float:
+    """L, the Lipschitz constant of grad E: c ||X||_2^2 / n + l2 (c bounds L'')."""
+    x = np.asarray(self.features, np.float64)
+    top = float(np.linalg.eigvalsh(x.T @ x)[-1])
+    return _CURVATURE[self.loss] * top / self.num_samples + float(self.l2)
+
+  def max_sample_lipschitz(self) -> float:
+    """L_max = max_i of the Lipschitz constant of grad E_i: c max_i ||x_i||^2 + l2."""
+    x = np.asarray(self.features, np.float64)
+    return _CURVATURE[self.loss] * float(np.max(np.sum(x * x, axis=1))) + float(self.l2)
+
+
+def make_problem(
+    features, targets, l2: float = 0.0, loss: str = "logistic", dtype=jnp.float32
+) -> LinearFiniteSum:
+  """Builds a problem from host arrays (copied to the device in ``dtype``)."""
+  if loss not in LOSSES:
+    raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+  features = np.asarray(features)
+  targets = np.asarray(targets)
+  num_classes = 0
+  if loss == "multinomial":
+    targets = targets.astype(np.int32)
+    num_classes = int(targets.max()) + 1
+    target_dtype = jnp.int32
+  else:
+    target_dtype = dtype
+  return LinearFiniteSum(
+      features=jnp.asarray(features, dtype),
+      targets=jnp.asarray(targets, target_dtype),
+      l2=jnp.asarray(l2, dtype),
+      loss=loss,
+      num_classes=num_classes,
+  )
