@@ -21,6 +21,16 @@ def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
   sys.exit(status)
 
 
+def _one_line(message: str) -> str:
+  """The first line of a flag error, or for a config file that raised, its exception line."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  if not lines:
+    return ""
+  if len(lines) > 1:  # config_flags embeds the cause (a traceback, a path) after the first line
+    return f"{lines[0].rstrip(':')}: {lines[-1]}"
+  return lines[0]
+
+
 def flags_parser(required: Sequence[str]) -> Callable[[list[str]], list[str]]:
   """An ``app.run`` flags parser that turns flag errors into one line and exit status 2."""
 
@@ -28,12 +38,21 @@ def flags_parser(required: Sequence[str]) -> Callable[[list[str]], list[str]]:
     try:
       remaining = flags.FLAGS(argv)
     except flags.Error as e:
-      fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+      fail(_one_line(str(e)) or type(e).__name__)
+    except (AttributeError, KeyError) as e:  # ml_collections, on an override of a missing key
+      keys = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+      missing = [k for k in keys if str(e).strip("'\"") in k.split(".")] or keys
+      fail(f"{missing[0] if missing else 'config'}: no such config key")
     except Exception as e:  # noqa: BLE001 - a config file that raises while loading
-      fail(f"could not load the config: {type(e).__name__}: {e}")
+      fail(f"could not load the config: {type(e).__name__}: {_one_line(str(e))}")
     for name in required:
       if flags.FLAGS[name].value is None:
         fail(f"--{name} is required")
+    if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+      try:  # config_flags loads the file lazily: surface a missing or broken file here
+        flags.FLAGS["config"].value.to_dict()
+      except Exception as e:  # noqa: BLE001
+        fail(f"could not load the config: {_one_line(str(e))}")
     return remaining
 
   return parse

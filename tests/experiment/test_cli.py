@@ -1,0 +1,104 @@
+"""scripts/train.py through a real subprocess: outputs, exit codes, resume after a kill."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+QUANTUM = os.path.join(ROOT, "configs", "logreg_quantum.py")
+
+
+def train(workdir, *args, env=None, config=QUANTUM + ":sag"):
+  command = [sys.executable, TRAIN, f"--config={config}", f"--workdir={workdir}", *args]
+  return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                        env=dict(os.environ, **(env or {})))
+
+
+def test_run_writes_the_contract(tmp_path):
+  workdir = tmp_path / "run"
+  result = train(workdir, "--config.num_steps=2000", "--config.log_every=100",
+                 "--config.checkpoint_every=1000")
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(0, 2001, 100))
+  for key in ("step", "epoch", "objective", "suboptimality", "learning_rate", "elapsed_s"):
+    assert key in rows[-1]
+  assert rows[-1]["epoch"] == pytest.approx(0.2)
+  assert rows[-1]["objective"] < rows[0]["objective"] - 0.03
+  assert rows[-1]["suboptimality"] == pytest.approx(rows[-1]["objective"] - 0.551805, abs=1e-5)
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["status"] == "complete" and summary["steps_per_second"] > 0
+  assert summary["backend"] == "cpu" and summary["device_count"] >= 1 and summary["compile_s"] > 0
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["config"]["optim"]["name"] == "sag"
+  assert "step 2000/2000" in result.stderr  # progress line
+
+
+def test_resume_after_kill_gives_the_same_parameters(tmp_path):
+  args = ("--config.num_steps=3000", "--config.log_every=100", "--config.checkpoint_every=1000",
+          "--config.optim.name=saga", "--config.problem.l2=0.001")
+  killed = train(tmp_path / "a", *args, env={"DEEPFOUND_TEST_KILL_AFTER_CHUNK": "1"})
+  assert killed.returncode == -9  # SIGKILL after the first checkpoint
+  assert not (tmp_path / "a" / "summary.json").exists()
+  resumed = train(tmp_path / "a", *args)
+  assert resumed.returncode == 0, resumed.stderr
+  straight = train(tmp_path / "b", *args)
+  assert straight.returncode == 0, straight.stderr
+  a, b = np.load(tmp_path / "a" / "params.npz"), np.load(tmp_path / "b" / "params.npz")
+  np.testing.assert_array_equal(a["params"], b["params"])
+  assert json.loads((tmp_path / "a" / "summary.json").read_text())["resumed_from_step"] == 1000
+  rows = [json.loads(line)["step"] for line in (tmp_path / "a" / "metrics.jsonl").open()]
+  assert rows == list(range(0, 3001, 100))  # no duplicated or missing points
+
+
+BAD_INPUTS = [
+    (["--config.optim.name=newton"], "optim.name must be one of"),
+    (["--config.optim.learning_rate=-0.1"], "optim.learning_rate must be > 0"),
+    (["--config.optim.learning_rate=0"], "optim.learning_rate must be > 0"),
+    (["--config.optim.nope=1"], "no such config key"),
+    (["--config.data.name=stream"], "needs a finite sum"),
+    (["--config.data.name=libsvm", "--config.data.path=/no/such/file.svm"], "not found"),
+    (["--config.num_steps=1001"], "multiple of log_every"),
+    (["--config.data.name=quantum", "--config.data.path={tmp}/broken.csv"], "malformed"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+  (tmp_path / "broken.csv").write_text("1,2,x\n")
+  workdir = tmp_path / "run"
+  result = train(workdir, *[a.format(tmp=tmp_path) for a in args])
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], result.stderr
+  assert not workdir.exists()  # nothing half-written
+
+
+def test_unknown_method_and_missing_step_size(tmp_path):
+  result = train(tmp_path / "r", config=QUANTUM + ":newton")
+  assert result.returncode == 2 and "unknown method 'newton'" in result.stderr
+  config = tmp_path / "no_rate.py"
+  config.write_text(
+      "from configs import logreg_quantum\n"
+      "def get_config():\n"
+      "  c = logreg_quantum.get_config('sgd')\n"
+      "  c.optim.learning_rate = None\n"
+      "  return c\n"
+  )
+  result = train(tmp_path / "r", config=str(config))
+  assert result.returncode == 2 and "optim.learning_rate is required for sgd" in result.stderr
+  assert not (tmp_path / "r").exists()
+
+
+def test_divergence_stops_and_reports(tmp_path):
+  result = train(tmp_path / "d", "--config.optim.name=bgd", "--config.problem.loss=least_squares",
+                 "--config.optim.learning_rate=10", "--config.num_steps=1000")
+  assert result.returncode == 1
+  assert "not finite at step 50" in result.stderr and "2/L = 0.2365" in result.stderr
+  summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+  assert summary["status"] == "diverged"
