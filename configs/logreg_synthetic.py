@@ -4,8 +4,8 @@
         --config.data.num_samples=20000 --config.data.num_features=100
 
 Same methods and tour defaults as ``logreg_quantum.py``; x_i ~ N(0, I_p), noisy labels (see
-``deepfound.data.make_logistic_data``). Defaults: n = 10000, p = 100, seed 0; expect SAG to reach
-E - E* below 1e-4 in 10 epochs.
+``deepfound.data.make_logistic_data``). Defaults: n = 10000, p = 100, seed 0. Expected after the
+default 100000 steps (10 epochs): SAG E - E* = 1.1e-5, SGD 1.1e-3.
 """
 
 from configs import logreg_quantum

@@ -4,6 +4,10 @@
 ``deepfound.problems`` the finite sums; ``deepfound.data`` the data sets.
 """
 
-from deepfound import data, optim, problems  # noqa: F401
+from deepfound import _xla_flags
+
+_xla_flags.apply()  # before any JAX computation; see _xla_flags.py
+
+from deepfound import data, optim, problems  # noqa: E402, F401
 
 __version__ = "0.1.0"

@@ -1,8 +1,8 @@
 """Update rules of section 17.1 as optax transformations, their schedules and the driver."""
 
 from deepfound.optim.memory import LAYOUTS, flushed_table, memory_bytes
-from deepfound.optim.saga import ScaleBySAGAState, saga, scale_by_saga
 from deepfound.optim.sag import ScaleBySAGState, sag, scale_by_sag
+from deepfound.optim.saga import ScaleBySAGAState, saga, scale_by_saga
 from deepfound.optim.schedules import (
     SCHEDULES,
     constant_schedule,

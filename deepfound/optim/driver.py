@@ -111,33 +111,47 @@ def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array) 
   params = problem.init_params()
   optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
   if method.sampling == "shuffle" and not is_stream(problem) and method.name != "bgd":
-    order = jax.random.permutation(jax.random.fold_in(key, 0), problem.num_samples).astype(jnp.int32)
+    order = _permutation(key, 0, problem.num_samples)
   else:
     order = jnp.zeros((0,), jnp.int32)
   return RunState(params, optimizer.init(params), jnp.zeros((), jnp.int32), order, key)
 
 
-def _uniform_indices(key: jax.Array, steps: jax.Array, num_samples: int, batch: int) -> jax.Array:
-  """Indices (len(steps), b) drawn i.i.d. uniformly with replacement, a pure function of
-  (key, step): the same whatever the blocking into chunks. Drawn for a whole block at once because
-  a per-step threefry call inside the loop costs more than the SAG step itself."""
-  draw = lambda t: jax.random.randint(jax.random.fold_in(key, t), (batch,), 0, num_samples,  # noqa: E731
-                                      dtype=jnp.int32)
-  return jax.vmap(draw)(steps)
+def _permutation(key: jax.Array, epoch: jax.Array, num_samples: int) -> jax.Array:
+  return jax.random.permutation(jax.random.fold_in(key, epoch), num_samples).astype(jnp.int32)
 
 
-def _shuffled_indices(problem, method: Method, state: RunState):
-  """Indices (b,) of step ``state.step`` in shuffled epochs, and the epoch's permutation."""
-  n, b = problem.num_samples, method.batch_size
-  per_epoch = steps_per_epoch(method, n)
-  epoch, position = state.step // per_epoch, state.step % per_epoch
-  order = jax.lax.cond(
-      jnp.logical_and(position == 0, state.step > 0),
-      lambda: jax.random.permutation(jax.random.fold_in(state.key, epoch), n).astype(jnp.int32),
-      lambda: state.order,
-  )
-  # When n % b != 0 the last n % b samples of each permutation are skipped (drop-remainder).
-  return jax.lax.dynamic_slice(order, (position * b,), (b,)), order
+def _draw_page(problem, method: Method, state: RunState, page: int):
+  """The samples of the next ``page`` steps, drawn at once, and the epoch permutation after them.
+
+  Returns ((indices (page, b), x (page, b, p), y (page, b)), order). Every draw is a pure function
+  of (key, step), so a run does not depend on how it is cut into pages, log blocks or chunks.
+  Drawing a page at once matters on CPU: a threefry call per step inside the loop costs more than
+  a SAG step, and gathering a page of rows overlaps the memory latency of a large X.
+  """
+  b = method.batch_size
+  steps = state.step + jnp.arange(page, dtype=jnp.int32)
+  if is_stream(problem):
+    x, y = jax.vmap(lambda t: problem.draw(jax.random.fold_in(state.key, t), b))(steps)
+    return (jnp.zeros((page, b), jnp.int32), x, y), state.order
+  n = problem.num_samples
+  if method.sampling == "uniform":
+    draw = lambda t: jax.random.randint(jax.random.fold_in(state.key, t), (b,), 0, n,  # noqa: E731
+                                        dtype=jnp.int32)
+    indices, order = jax.vmap(draw)(steps), state.order
+  else:
+    # ``order`` is the permutation of the epoch of ``state.step``; a page (no longer than an
+    # epoch) reaches at most into the next one. Within an epoch, step k takes samples
+    # order[k b : (k + 1) b]; the last n % b samples of each permutation are skipped.
+    per_epoch = steps_per_epoch(method, n)
+    epoch = state.step // per_epoch
+    crosses = (state.step + page) // per_epoch > epoch
+    upcoming = jax.lax.cond(crosses, lambda: _permutation(state.key, epoch + 1, n),
+                            lambda: state.order)
+    slots = (steps % per_epoch)[:, None] * b + jnp.arange(b, dtype=jnp.int32)
+    indices = jnp.where((steps // per_epoch == epoch)[:, None], state.order[slots], upcoming[slots])
+    order = upcoming
+  return (indices, problem.features[indices], problem.targets[indices]), order
 
 
 def _refresh_fn(problem, method: Method):
@@ -159,19 +173,12 @@ def make_step(problem, method: Method, hyper: Hyperparameters):
   optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
 
   def step(state: RunState, drawn: tuple | None = None) -> RunState:
-    """``drawn``: this step's (indices (b,), x (b, p), y (b,)) when drawn ahead."""
-    params, order = state.params, state.order
+    """``drawn``: this step's (indices (b,), x (b, p), y (b,)); unused by BGD."""
+    params = state.params
     if method.name == "bgd":
       updates, opt_state = optimizer.update(problem.gradient(params), state.opt_state, params)
     else:
-      if is_stream(problem):
-        index_b = jnp.zeros((method.batch_size,), jnp.int32)
-        x_b, y_b = problem.draw(jax.random.fold_in(state.key, state.step), method.batch_size)
-      elif drawn is None:
-        index_b, order = _shuffled_indices(problem, method, state)
-        x_b, y_b = problem.features[index_b], problem.targets[index_b]
-      else:
-        index_b, x_b, y_b = drawn
+      index_b, x_b, y_b = drawn
       scale_b, gradients_b = problem.terms(params, x_b, y_b)
       if method.name in MEMORY_METHODS:
         extra = dict(index=index_b, sample_scale=scale_b, sample_features=x_b)
@@ -181,7 +188,7 @@ def make_step(problem, method: Method, hyper: Hyperparameters):
       else:
         updates, opt_state = optimizer.update(gradients_b.mean(axis=0), state.opt_state, params)
     params = optax.apply_updates(params, updates)
-    return RunState(params, opt_state, state.step + 1, order, state.key)
+    return RunState(params, opt_state, state.step + 1, state.order, state.key)
 
   return step
 
@@ -204,24 +211,23 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
   step = make_step(problem, method, hyper)
   _, schedule = make_optimizer(method, hyper, problem.num_samples)
 
-  draw_ahead = (method.name != "bgd" and method.sampling == "uniform"
-                and not is_stream(problem))
-
-  # Pages of pre-drawn samples: gathering the rows of a page at once overlaps the memory
-  # latency of random rows of a large X, which a step-by-step loop pays in full.
-  page = _largest_divisor_at_most(log_every, _PAGE_STEPS)
+  # Steps run in pages of samples drawn ahead (see _draw_page); a page divides the log block
+  # and, for shuffled epochs, is no longer than an epoch.
+  bound = _PAGE_STEPS
+  if method.sampling == "shuffle" and not is_stream(problem) and method.name != "bgd":
+    bound = min(bound, steps_per_epoch(method, problem.num_samples))
+  page = _largest_divisor_at_most(log_every, bound)
 
   def run_page(state):
-    steps = state.step + jnp.arange(page, dtype=jnp.int32)
-    indices = _uniform_indices(state.key, steps, problem.num_samples, method.batch_size)
-    drawn = (indices, problem.features[indices], problem.targets[indices])
-    return jax.lax.scan(lambda s, d: (step(s, d), None), state, drawn)[0]
+    drawn, order = _draw_page(problem, method, state, page)
+    state = jax.lax.scan(lambda s, d: (step(s, d), None), state, drawn)[0]
+    return state._replace(order=order)
 
   def log_block(state, _):
-    if draw_ahead:
-      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
-    else:
+    if method.name == "bgd":
       state = jax.lax.fori_loop(0, log_every, lambda _, s: step(s), state)
+    else:
+      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
     objective = problem.objective(reported_params(state))
     return state, LogPoint(state.step, objective, schedule(state.step))
 

@@ -30,9 +30,8 @@ LAYOUTS = ("pytree", "scalar")
 class PendingWrite(NamedTuple):
   """A memory write deferred to the next update (see module docstring)."""
 
-  index: jax.Array  # int32, shape (b,): the slots to write.
+  index: jax.Array  # int32, shape (b,): the slots to write; n (out of range: no write) at init.
   entries: Any  # like one batch of table rows: leaves of shape (b, *row_shape).
-  valid: jax.Array  # bool scalar: False until the first real update (then a no-op write).
 
 
 def batch_indices(index: jax.typing.ArrayLike) -> jax.Array:
@@ -115,13 +114,21 @@ class ScalarLayout(Layout):
   def total(self, entries, sample_features):
     if sample_features is None:
       raise ValueError("the scalar memory layout needs the extra argument sample_features")
-    # sum_k x_k (x) s_k: (b, p) x (b, *slot) -> (p, *slot).
-    return jnp.tensordot(sample_features, entries.astype(sample_features.dtype), axes=(0, 0))
+    # sum_k x_k (x) s_k: (b, p) x (b, *slot) -> (p, *slot). Written as a broadcast product and a
+    # sum rather than a dot: XLA fuses it with its neighbours, where a tiny dot is its own kernel.
+    return jnp.sum(_outer(sample_features, entries.astype(sample_features.dtype)), axis=0)
 
   def unstored(self, sample_gradients, sample_scale, sample_features):
     sample_gradients = _single_array(sample_gradients)
     stored = self.total(self.entries(None, sample_scale), sample_features)
     return jnp.mean(sample_gradients, axis=0) - stored / sample_gradients.shape[0]
+
+
+def _outer(features_bp: jax.Array, scale_b: jax.Array) -> jax.Array:
+  """Per-sample outer products x_k (x) s_k, shape (b, p, *slot)."""
+  slot_ndim = scale_b.ndim - 1
+  return (features_bp.reshape(features_bp.shape + (1,) * slot_ndim)
+          * scale_b.reshape(scale_b.shape[:1] + (1,) + scale_b.shape[1:]))
 
 
 def _single_array(tree: Any) -> jax.Array:
@@ -143,16 +150,19 @@ def get_layout(name: str) -> Layout:
 
 
 def empty_pending(table: Any, batch_size: int) -> PendingWrite:
+  num_samples = jax.tree.leaves(table)[0].shape[0]
   return PendingWrite(
-      index=jnp.zeros((batch_size,), jnp.int32),
+      index=jnp.full((batch_size,), num_samples, jnp.int32),
       entries=jax.tree.map(lambda t: jnp.zeros((batch_size, *t.shape[1:]), t.dtype), table),
-      valid=jnp.zeros((), bool),
   )
 
 
 def flush(table: Any, pending: PendingWrite) -> Any:
-  """Applies a deferred write; duplicates in ``pending.index`` carry identical entries."""
-  return jax.tree.map(lambda t, e: t.at[pending.index].set(e.astype(t.dtype)), table, pending.entries)
+  """Applies a deferred write; duplicates in ``pending.index`` carry identical entries, and the
+  out-of-range index of an empty write is dropped."""
+  return jax.tree.map(
+      lambda t, e: t.at[pending.index].set(e.astype(t.dtype), mode="drop"), table, pending.entries
+  )
 
 
 def gather(table: Any, index_b: jax.Array) -> Any:
@@ -179,7 +189,7 @@ def exchange(
   first, is_first = first_occurrence(index_b)
   if index_b.shape[0] > 1:
     entries_b = jax.tree.map(lambda e: e[first], entries_b)
-  return table, old_entries, PendingWrite(index_b, entries_b, jnp.ones((), bool)), is_first
+  return table, old_entries, PendingWrite(index_b, entries_b), is_first
 
 
 def masked_difference(new: Any, old: Any, mask_b: jax.Array) -> Any:

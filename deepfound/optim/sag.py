@@ -74,7 +74,7 @@ def scale_by_sag(
     gradient_sum = optax.tree.add(state.gradient_sum, delta)
 
     if average_over_seen:
-      seen = state.seen.at[state.pending.index].set(state.pending.valid)
+      seen = state.seen.at[state.pending.index].set(True, mode="drop")
       is_new = jnp.logical_and(is_first, jnp.logical_not(seen[index_b]))
       num_seen = state.num_seen + jnp.sum(is_new, dtype=jnp.int32)
       denominator = num_seen

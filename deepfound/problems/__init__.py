@@ -1,5 +1,11 @@
 """Finite sums E(b) = (1/n) sum_i E_i(b) and expectations (17.1, 17.2)."""
 
-from deepfound.problems.linear import LOSSES, LinearFiniteSum, loss_derivative, loss_value, make_problem
+from deepfound.problems.linear import (
+    LOSSES,
+    LinearFiniteSum,
+    loss_derivative,
+    loss_value,
+    make_problem,
+)
 from deepfound.problems.optimum import Optimum, solve_optimum
 from deepfound.problems.stream import LogisticStream, make_logistic_stream

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from deepfound.data import DataError, load_breast_cancer, load_libsvm, load_quantum, make_logistic_data
+from deepfound.data import (
+  DataError,
+  load_breast_cancer,
+  load_libsvm,
+  load_quantum,
+  make_logistic_data,
+)
 
 
 def test_quantum_preprocessing():

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import INDICES, L2, np_full_gradient, np_sample_gradient, np_sample_scale
 
 import deepfound
-from conftest import INDICES, L2, np_full_gradient, np_sample_gradient, np_sample_scale
 from deepfound import optim
 
 TAU = 0.3

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import np_full_gradient, np_objective
+
 from deepfound.problems import loss_value, make_problem, solve_optimum
 
 

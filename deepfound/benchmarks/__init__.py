@@ -1,0 +1,1 @@
+"""Benchmarks against the baselines; scripts/bench_*.py write their tables to results/."""
