@@ -46,6 +46,16 @@ def add_batch_axis(tree: Any, index: jax.typing.ArrayLike) -> Any:
   return tree
 
 
+def batch_sum(values: jax.Array) -> jax.Array:
+  """Sum over the leading batch axis. For a batch of one it is a plain index: on CPU a reduction
+  over an axis of size 1 is a separate kernel that costs more than the rest of a SAG step."""
+  return values[0] if values.shape[0] == 1 else jnp.sum(values, axis=0)
+
+
+def batch_mean(values: jax.Array) -> jax.Array:
+  return values[0] if values.shape[0] == 1 else jnp.mean(values, axis=0)
+
+
 def first_occurrence(index_b: jax.Array) -> tuple[jax.Array, jax.Array]:
   """For a batch of indices, where each one first occurs, and whether it is that occurrence.
 
@@ -92,7 +102,7 @@ class PytreeLayout(Layout):
 
   def total(self, entries, sample_features):
     del sample_features
-    return jax.tree.map(lambda e: jnp.sum(e, axis=0), entries)
+    return jax.tree.map(batch_sum, entries)
 
   def unstored(self, sample_gradients, sample_scale, sample_features):
     return jax.tree.map(lambda g: jnp.zeros_like(g[0]), sample_gradients)
@@ -116,12 +126,12 @@ class ScalarLayout(Layout):
       raise ValueError("the scalar memory layout needs the extra argument sample_features")
     # sum_k x_k (x) s_k: (b, p) x (b, *slot) -> (p, *slot). Written as a broadcast product and a
     # sum rather than a dot: XLA fuses it with its neighbours, where a tiny dot is its own kernel.
-    return jnp.sum(_outer(sample_features, entries.astype(sample_features.dtype)), axis=0)
+    return batch_sum(_outer(sample_features, entries.astype(sample_features.dtype)))
 
   def unstored(self, sample_gradients, sample_scale, sample_features):
     sample_gradients = _single_array(sample_gradients)
     stored = self.total(self.entries(None, sample_scale), sample_features)
-    return jnp.mean(sample_gradients, axis=0) - stored / sample_gradients.shape[0]
+    return batch_mean(sample_gradients) - stored / sample_gradients.shape[0]
 
 
 def _outer(features_bp: jax.Array, scale_b: jax.Array) -> jax.Array:
@@ -175,6 +185,35 @@ def memory_bytes(layout: str, params: optax.Params, num_samples: int) -> int:
   return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(table))
 
 
+class SampleBatch(NamedTuple):
+  """The per-sample inputs of one update, with the batch axis made explicit."""
+
+  index: jax.Array  # int32 (b,)
+  entries: Any  # what the memory stores for them, leaves (b, *row_shape)
+  features: jax.Array | None  # (b, p): x_k, needed by the scalar layout
+  unstored: Any  # like params: batch mean of the gradient part the memory does not hold
+
+
+def read_batch(layout: Layout, updates: Any, index, sample_scale=None, sample_features=None,
+               regularizer_gradient=None) -> SampleBatch:
+  """Parses the ``updates`` and extra arguments that SAG, SAGA and SVRG share.
+
+  With the scalar layout, the part of grad E_i that is not x_i s_i (an L2 term, say) is
+  ``regularizer_gradient`` when the caller knows it, else mean_k(h_k - x_k s_k). Passing it is
+  also faster on CPU: the subtraction makes XLA copy the parameters in the loop body and give up
+  on executing the body's kernels back to back (measured 0.6 vs 0.2 us per SAG step).
+  """
+  index_b = batch_indices(index)
+  gradients_b = add_batch_axis(updates, index)
+  scale_b = None if sample_scale is None else add_batch_axis(sample_scale, index)
+  features_b = None if sample_features is None else add_batch_axis(sample_features, index)
+  if layout.name == "scalar" and regularizer_gradient is not None:
+    unstored = regularizer_gradient
+  else:
+    unstored = layout.unstored(gradients_b, scale_b, features_b)
+  return SampleBatch(index_b, layout.entries(gradients_b, scale_b), features_b, unstored)
+
+
 def exchange(
     table: Any, pending: PendingWrite, index_b: jax.Array, entries_b: Any
 ) -> tuple[Any, Any, PendingWrite, jax.Array]:
@@ -202,6 +241,16 @@ def masked_difference(new: Any, old: Any, mask_b: jax.Array) -> Any:
   return jax.tree.map(diff, new, old)
 
 
+def unvisited_rows(rows: Any) -> jax.Array:
+  """bool (b,): which gathered rows still hold the NaN of a never-written row."""
+  leaf = jax.tree.leaves(rows)[0]
+  return jnp.isnan(leaf.reshape(leaf.shape[0], -1)[:, 0])
+
+
 def flushed_table(state: Any) -> Any:
-  """The gradient memory of a SAG/SAGA state with its deferred write applied."""
-  return flush(state.table, state.pending)
+  """The gradient memory G of a SAG/SAGA state, deferred write applied, as the chapter defines it
+  (rows never visited read 0, also where ``average_over_seen`` marks them with NaN)."""
+  table = flush(state.table, state.pending)
+  if getattr(state, "num_seen", None) is not None:
+    table = jax.tree.map(lambda t: jnp.where(jnp.isnan(t), 0.0, t), table)
+  return table

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import optax
 
 from deepfound.optim import memory as memory_lib
-from deepfound.optim import schedules
 
 
 class ScaleBySAGState(NamedTuple):
@@ -18,8 +17,7 @@ class ScaleBySAGState(NamedTuple):
   table: Any  # per-sample memory G_i: leaves (n, *param.shape) ("pytree") or (n, *param.shape[1:]) ("scalar")
   gradient_sum: optax.Updates  # g = sum_i G_i (the stored part), shaped like params
   pending: memory_lib.PendingWrite  # last step's write into `table`, applied at the next update
-  seen: jax.Array  # bool (n,) samples visited so far; shape (0,) unless average_over_seen
-  num_seen: jax.Array  # int32 scalar, number of distinct samples visited so far
+  num_seen: jax.Array | None  # int32 scalar, distinct samples visited (None unless average_over_seen)
 
 
 def scale_by_sag(
@@ -45,47 +43,47 @@ def scale_by_sag(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` takes the extra keyword arguments
-    ``index`` (int scalar, or (b,)) and, for the scalar layout, ``sample_scale`` (s_i) and
-    ``sample_features`` (x_i).
+    ``index`` (int scalar, or (b,)) and, for the scalar layout, ``sample_scale`` (s_i),
+    ``sample_features`` (x_i) and optionally ``regularizer_gradient`` (the part of grad E_i that
+    is not x_i s_i, e.g. l2 * params; see ``memory.read_batch``).
   """
   layout = memory_lib.get_layout(memory)
 
   def init_fn(params):
     table = layout.init_table(params, num_samples)
+    if average_over_seen:
+      # Rows never written hold NaN, which tells a first visit from a later one without a separate
+      # flag array (whose scatter and gather would make the loop body slower on CPU).
+      table = jax.tree.map(lambda t: jnp.full_like(t, jnp.nan), table)
     return ScaleBySAGState(
         table=table,
         gradient_sum=optax.tree.zeros_like(params),
         pending=memory_lib.empty_pending(table, batch_size),
-        seen=jnp.zeros((num_samples if average_over_seen else 0,), bool),
-        num_seen=jnp.zeros((), jnp.int32),
+        num_seen=jnp.zeros((), jnp.int32) if average_over_seen else None,
     )
 
   def update_fn(updates, state, params=None, *, index, sample_scale=None, sample_features=None,
-                **extra_args):
+                regularizer_gradient=None, **extra_args):
     del params, extra_args
-    index_b = memory_lib.batch_indices(index)
-    gradients_b = memory_lib.add_batch_axis(updates, index)
-    scale_b = None if sample_scale is None else memory_lib.add_batch_axis(sample_scale, index)
-    features_b = None if sample_features is None else memory_lib.add_batch_axis(sample_features, index)
-
-    entries_b = layout.entries(gradients_b, scale_b)
-    table, old_b, pending, is_first = memory_lib.exchange(state.table, state.pending, index_b, entries_b)
-    delta = layout.total(memory_lib.masked_difference(entries_b, old_b, is_first), features_b)
-    gradient_sum = optax.tree.add(state.gradient_sum, delta)
-
+    batch = memory_lib.read_batch(layout, updates, index, sample_scale, sample_features,
+                                  regularizer_gradient)
+    table, old_b, pending, is_first = memory_lib.exchange(
+        state.table, state.pending, batch.index, batch.entries)
     if average_over_seen:
-      seen = state.seen.at[state.pending.index].set(True, mode="drop")
-      is_new = jnp.logical_and(is_first, jnp.logical_not(seen[index_b]))
-      num_seen = state.num_seen + jnp.sum(is_new, dtype=jnp.int32)
+      unvisited = memory_lib.unvisited_rows(old_b)
+      old_b = jax.tree.map(lambda o: jnp.where(jnp.isnan(o), 0.0, o), old_b)
+      num_seen = state.num_seen + jnp.sum(jnp.logical_and(is_first, unvisited), dtype=jnp.int32)
       denominator = num_seen
     else:
-      seen, num_seen = state.seen, state.num_seen
-      denominator = num_samples
-    unstored = layout.unstored(gradients_b, scale_b, features_b)
+      num_seen, denominator = None, num_samples
+    delta = layout.total(memory_lib.masked_difference(pending.entries, old_b, is_first),
+                         batch.features)
+    gradient_sum = optax.tree.add(state.gradient_sum, delta)
+
     direction = jax.tree.map(
-        lambda s, u: s / jnp.asarray(denominator, s.dtype) + u, gradient_sum, unstored
+        lambda s, u: s / jnp.asarray(denominator, s.dtype) + u, gradient_sum, batch.unstored
     )
-    return direction, ScaleBySAGState(table, gradient_sum, pending, seen, num_seen)
+    return direction, ScaleBySAGState(table, gradient_sum, pending, num_seen)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -114,8 +112,6 @@ def sag(
   Reference: Schmidt, Le Roux, Bach, "Minimizing finite sums with the stochastic average
   gradient", Mathematical Programming, 2017.
   """
-  if not callable(learning_rate):
-    learning_rate = schedules.constant_schedule(learning_rate)
   return optax.chain(
       scale_by_sag(num_samples, memory, batch_size, average_over_seen),
       optax.scale_by_learning_rate(learning_rate),

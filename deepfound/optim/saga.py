@@ -8,7 +8,6 @@ import jax
 import optax
 
 from deepfound.optim import memory as memory_lib
-from deepfound.optim import schedules
 
 
 class ScaleBySAGAState(NamedTuple):
@@ -43,22 +42,21 @@ def scale_by_saga(
     )
 
   def update_fn(updates, state, params=None, *, index, sample_scale=None, sample_features=None,
-                **extra_args):
+                regularizer_gradient=None, **extra_args):
     del params, extra_args
-    index_b = memory_lib.batch_indices(index)
-    gradients_b = memory_lib.add_batch_axis(updates, index)
-    scale_b = None if sample_scale is None else memory_lib.add_batch_axis(sample_scale, index)
-    features_b = None if sample_features is None else memory_lib.add_batch_axis(sample_features, index)
-    batch = index_b.shape[0]
-
-    entries_b = layout.entries(gradients_b, scale_b)
-    table, old_b, pending, is_first = memory_lib.exchange(state.table, state.pending, index_b, entries_b)
-    old_total = layout.total(old_b, features_b)
+    batch = memory_lib.read_batch(layout, updates, index, sample_scale, sample_features,
+                                  regularizer_gradient)
+    size = batch.index.shape[0]
+    table, old_b, pending, is_first = memory_lib.exchange(
+        state.table, state.pending, batch.index, batch.entries)
+    new_total = layout.total(pending.entries, batch.features)
+    old_total = layout.total(old_b, batch.features)
     direction = jax.tree.map(
-        lambda h, old, g: h.mean(axis=0) - old / batch + g / num_samples,
-        gradients_b, old_total, state.gradient_sum,
+        lambda new, old, g, u: (new - old) / size + g / num_samples + u,
+        new_total, old_total, state.gradient_sum, batch.unstored,
     )
-    delta = layout.total(memory_lib.masked_difference(entries_b, old_b, is_first), features_b)
+    delta = layout.total(memory_lib.masked_difference(pending.entries, old_b, is_first),
+                         batch.features)
     gradient_sum = optax.tree.add(state.gradient_sum, delta)
     return direction, ScaleBySAGAState(table, gradient_sum, pending)
 
@@ -76,8 +74,6 @@ def saga(
   Reference: Defazio, Bach, Lacoste-Julien, "SAGA: a fast incremental gradient method with
   support for non-strongly convex composite objectives", NeurIPS 2014.
   """
-  if not callable(learning_rate):
-    learning_rate = schedules.constant_schedule(learning_rate)
   return optax.chain(
       scale_by_saga(num_samples, memory, batch_size), optax.scale_by_learning_rate(learning_rate)
   )

@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from deepfound.optim import schedules
-
 
 class CesaroAverageState(NamedTuple):
   """State of ``cesaro_average``."""
@@ -55,12 +53,32 @@ def sga(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
   is ``averaged_params(state)``. Use a slowly decaying step, e.g.
   ``inverse_sqrt_schedule(tau0, l0)`` = tau0 / (1 + sqrt(l / l0)).
 
+  State: ``CesaroAverageState`` (its count also drives the schedule). The same as
+  ``optax.chain(optax.scale_by_learning_rate(schedule), cesaro_average())``, written as one
+  transformation so that the loop body keeps one counter instead of two (on CPU, fewer kernels
+  per step is faster).
+
   Reference: Bach, "Adaptivity of averaged stochastic gradient descent to local strong convexity
   for logistic regression", JMLR 2014; Polyak and Juditsky, 1992.
   """
-  if not callable(learning_rate):
-    learning_rate = schedules.constant_schedule(learning_rate)
-  return optax.chain(optax.scale_by_learning_rate(learning_rate), cesaro_average())
+
+  def init_fn(params):
+    return CesaroAverageState(count=jnp.zeros((), jnp.int32), average=params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("sga needs params")
+    rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    updates = jax.tree.map(lambda g: -rate * g, updates)
+    count = state.count + 1
+    average = jax.tree.map(
+        lambda a, p, u: a + (p + u - a) / count.astype(jnp.result_type(a)),
+        state.average, params, updates,
+    )
+    return updates, CesaroAverageState(count, average)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def averaged_params(state: optax.OptState, default: optax.Params | None = None) -> optax.Params:

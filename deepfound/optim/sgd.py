@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import optax
 
-from deepfound.optim import schedules
-
 
 def bgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
   """Batch gradient descent: beta <- beta - tau grad E(beta), with the full gradient (17.5).
@@ -14,8 +12,6 @@ def bgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
   constant of grad E; 1/L is the usual choice, and the rate is linear when E is strongly convex.
   State: ``optax.ScaleByScheduleState`` (the iteration count, for the schedule).
   """
-  if not callable(learning_rate):
-    learning_rate = schedules.constant_schedule(learning_rate)
   return optax.chain(optax.scale_by_learning_rate(learning_rate))
 
 
@@ -30,6 +26,4 @@ def sgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
 
       opt = deepfound.optim.sgd(deepfound.optim.inverse_time_schedule(0.05, 100))
   """
-  if not callable(learning_rate):
-    learning_rate = schedules.constant_schedule(learning_rate)
   return optax.chain(optax.scale_by_learning_rate(learning_rate))

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import optax
 
 from deepfound.optim import memory as memory_lib
-from deepfound.optim import schedules
 
 # params -> (table of per-sample gradients at params, in the memory layout; their mean gradient).
 RefreshFn = Callable[[optax.Params], tuple[Any, optax.Updates]]
@@ -50,24 +49,23 @@ def scale_by_svrg(
     )
 
   def update_fn(updates, state, params=None, *, index, refresh_fn: RefreshFn, sample_scale=None,
-                sample_features=None, **extra_args):
-    del sample_scale, extra_args
+                sample_features=None, regularizer_gradient=None, **extra_args):
+    del extra_args
     if params is None:
       raise ValueError("scale_by_svrg needs params (the snapshot is taken from them)")
-    index_b = memory_lib.batch_indices(index)
-    gradients_b = memory_lib.add_batch_axis(updates, index)
-    features_b = None if sample_features is None else memory_lib.add_batch_axis(sample_features, index)
-
+    batch = memory_lib.read_batch(layout, updates, index, sample_scale, sample_features,
+                                  regularizer_gradient)
     table, snapshot_gradient = jax.lax.cond(
         state.count % period == 0,
         lambda: refresh_fn(params),
         lambda: (state.table, state.snapshot_gradient),
     )
-    old_total = layout.total(memory_lib.gather(table, index_b), features_b)
-    batch = index_b.shape[0]
+    new_total = layout.total(batch.entries, batch.features)
+    old_total = layout.total(memory_lib.gather(table, batch.index), batch.features)
+    size = batch.index.shape[0]
     direction = jax.tree.map(
-        lambda h, old, mean: h.mean(axis=0) - old / batch + mean,
-        gradients_b, old_total, snapshot_gradient,
+        lambda new, old, mean, u: (new - old) / size + mean + u,
+        new_total, old_total, snapshot_gradient, batch.unstored,
     )
     return direction, ScaleBySVRGState(table, snapshot_gradient, optax.safe_increment(state.count))
 
@@ -85,8 +83,6 @@ def svrg(
   Reference: Johnson, Zhang, "Accelerating stochastic gradient descent using predictive variance
   reduction", NeurIPS 2013.
   """
-  if not callable(learning_rate):
-    learning_rate = schedules.constant_schedule(learning_rate)
   return optax.chain(
       scale_by_svrg(num_samples, update_frequency, memory),
       optax.scale_by_learning_rate(learning_rate),
