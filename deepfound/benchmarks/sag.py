@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -50,8 +51,8 @@ def scaling(large_n: int, repeats: int) -> list[dict]:
   for name in ("sag", "saga", "svrg", "sgd"):
     method = driver.Method(name, schedule="constant")
     hyper = driver.hyperparameters(1e-3)
-    runs = {n: (lambda p=p: driver.run(p, method, hyper, key, num_steps=SCALING_STEPS,
-                                       log_every=SCALING_STEPS))
+    runs = {n: functools.partial(driver.run, p, method, hyper, key, num_steps=SCALING_STEPS,
+                                 log_every=SCALING_STEPS)
             for n, p in problems.items()}
     times = {n: [] for n in problems}
     for _ in range(repeats):
