@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -171,6 +172,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   method = build_method(config)
   constants = problem_constants(problem)
   hyper_info = resolve_hyperparameters(config, constants)
+  if method.name == "bgd" and hyper_info["learning_rate"] >= 2.0 / constants["lipschitz"]:
+    print(f"warning: optim.learning_rate = {hyper_info['learning_rate']:.4g} is not below "
+          f"2/L = {2.0 / constants['lipschitz']:.4g}; BGD may diverge", file=sys.stderr)
 
   config_json = json.loads(config.to_json())
   config_path = os.path.join(workdir, "config.json")

@@ -102,3 +102,29 @@ def test_divergence_stops_and_reports(tmp_path):
   assert "not finite at step 50" in result.stderr and "2/L = 0.2365" in result.stderr
   summary = json.loads((tmp_path / "d" / "summary.json").read_text())
   assert summary["status"] == "diverged"
+
+
+def test_bgd_defaults_to_one_over_lipschitz_and_stream_runs_sga(tmp_path):
+  config_file = tmp_path / "bc.py"
+  config_file.write_text(
+      "from configs import logreg_quantum\n"
+      "def get_config():\n"
+      "  c = logreg_quantum.get_config('bgd')\n"
+      "  c.optim.learning_rate = None  # BGD's default: 1/L\n"
+      "  return c\n"
+  )
+  result = train(tmp_path / "bc", "--config.data.name=breast_cancer", "--config.num_steps=200",
+                 "--config.problem.l2=0.01", config=str(config_file))
+  assert result.returncode == 0, result.stderr
+  config = json.loads((tmp_path / "bc" / "config.json").read_text())
+  assert config["config"]["optim"]["learning_rate"] is None
+  assert config["resolved"]["learning_rate"] == pytest.approx(1.0 / config["constants"]["lipschitz"])
+  summary = json.loads((tmp_path / "bc" / "summary.json").read_text())
+  assert 0 < summary["suboptimality"] < 1e-3 and summary["epoch"] == 200
+  stream = train(tmp_path / "st", config=QUANTUM + ":sga", *(
+      "--config.data.name=stream", "--config.data.num_features=5", "--config.num_steps=4000",
+      "--config.log_every=1000"))
+  assert stream.returncode == 0, stream.stderr
+  rows = [json.loads(line) for line in (tmp_path / "st" / "metrics.jsonl").open()]
+  assert rows[-1]["objective"] < rows[0]["objective"] - 0.05
+  assert rows[-1]["suboptimality"] is None and rows[-1]["epoch"] is None  # n is infinite
