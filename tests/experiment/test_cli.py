@@ -121,9 +121,8 @@ def test_bgd_defaults_to_one_over_lipschitz_and_stream_runs_sga(tmp_path):
   assert config["resolved"]["learning_rate"] == pytest.approx(1.0 / config["constants"]["lipschitz"])
   summary = json.loads((tmp_path / "bc" / "summary.json").read_text())
   assert 0 < summary["suboptimality"] < 1e-3 and summary["epoch"] == 200
-  stream = train(tmp_path / "st", config=QUANTUM + ":sga", *(
-      "--config.data.name=stream", "--config.data.num_features=5", "--config.num_steps=4000",
-      "--config.log_every=1000"))
+  stream = train(tmp_path / "st", "--config.data.name=stream", "--config.data.num_features=5",
+                 "--config.num_steps=4000", "--config.log_every=1000", config=QUANTUM + ":sga")
   assert stream.returncode == 0, stream.stderr
   rows = [json.loads(line) for line in (tmp_path / "st" / "metrics.jsonl").open()]
   assert rows[-1]["objective"] < rows[0]["objective"] - 0.05
