@@ -72,6 +72,7 @@ class LogPoint(NamedTuple):
   step: jax.Array  # iterations done at this point
   objective: jax.Array  # full E at the reported iterate (the average for SGA)
   learning_rate: jax.Array  # schedule value at this iteration count
+  params: Any = None  # the reported iterate, when asked for (record_params=True)
 
 
 def is_stream(problem) -> bool:
@@ -112,8 +113,10 @@ def steps_per_epoch(method: Method, num_samples: int) -> int:
   return max(num_samples // method.batch_size, 1)
 
 
-def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array) -> RunState:
-  params = problem.init_params()
+def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
+               params: optax.Params | None = None) -> RunState:
+  """The state before the first step; ``params`` defaults to the problem's start (zero)."""
+  params = problem.init_params() if params is None else params
   optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
   if method.sampling == "shuffle" and not is_stream(problem) and method.name != "bgd":
     order = _permutation(key, 0, problem.num_samples)
@@ -215,8 +218,10 @@ def reported_params(state: RunState) -> optax.Params:
 
 
 def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, *,
-              num_logs: int, log_every: int) -> tuple[RunState, LogPoint]:
-  """``num_logs * log_every`` iterations; evaluates E every ``log_every`` of them."""
+              num_logs: int, log_every: int, record_params: bool = False
+              ) -> tuple[RunState, LogPoint]:
+  """``num_logs * log_every`` iterations; evaluates E every ``log_every`` of them (and keeps the
+  reported iterate too with ``record_params``)."""
   step = make_step(problem, method, hyper)
   _, schedule = make_optimizer(method, hyper, problem.num_samples)
 
@@ -238,33 +243,40 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
       state = RunState(*carry, state.step + log_every, state.order, state.key)
     else:
       state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
-    objective = problem.objective(reported_params(state))
-    return state, LogPoint(state.step, objective, schedule(state.step))
+    reported = reported_params(state)
+    return state, LogPoint(state.step, problem.objective(reported), schedule(state.step),
+                           reported if record_params else None)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)
 
 
-run_chunk_jit = jax.jit(run_chunk, static_argnames=("method", "num_logs", "log_every"))
+run_chunk_jit = jax.jit(run_chunk,
+                        static_argnames=("method", "num_logs", "log_every", "record_params"))
 
 
-@functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every"))
-def run(problem, method: Method, hyper: Hyperparameters, key: jax.Array, *, num_steps: int,
-        log_every: int) -> tuple[RunState, LogPoint]:
+@functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every", "record_params"))
+def run(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
+        params: optax.Params | None = None, *, num_steps: int, log_every: int,
+        record_params: bool = False) -> tuple[RunState, LogPoint]:
   """A whole run in one program: the pure function that sweeps ``vmap`` over hyper and key.
 
-  ``num_steps`` must be a multiple of ``log_every``. Returns the final state and one ``LogPoint``
-  per ``log_every`` iterations (leaves of shape (num_steps // log_every,)).
+  ``params`` is the starting point (default: the problem's, zero). ``num_steps`` must be a
+  multiple of ``log_every``. Returns the final state and one ``LogPoint`` per ``log_every``
+  iterations (leaves with a leading axis of size num_steps // log_every).
   """
   if num_steps % log_every:
     raise ValueError(f"num_steps ({num_steps}) must be a multiple of log_every ({log_every})")
-  state = init_state(problem, method, hyper, key)
+  state = init_state(problem, method, hyper, key, params)
   return run_chunk(problem, method, hyper, state, num_logs=num_steps // log_every,
-                   log_every=log_every)
+                   log_every=log_every, record_params=record_params)
 
 
-def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState) -> LogPoint:
+def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState,
+                      record_params: bool = False) -> LogPoint:
   _, schedule = make_optimizer(method, hyper, problem.num_samples)
-  return LogPoint(state.step, problem.objective(reported_params(state)), schedule(state.step))
+  reported = reported_params(state)
+  return LogPoint(state.step, problem.objective(reported), schedule(state.step),
+                  reported if record_params else None)
 
 
 def count_bytes(tree: Any) -> int:

@@ -1,0 +1,30 @@
+"""Writing a figure: the PNG beside a JSON file holding every plotted series."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on the machines this runs on
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def series(label: str, x, runs, **extra) -> dict[str, Any]:
+  """One plotted series: x values and one list of y values per run."""
+  runs = np.atleast_2d(np.asarray(runs, np.float64))
+  return dict(label=label, x=np.asarray(x, np.float64).tolist(), runs=runs.tolist(), **extra)
+
+
+def save(fig: plt.Figure, name: str, out: str, data: dict[str, Any]) -> str:
+  """Writes ``<out>/<name>.png`` and ``<out>/<name>.json``; returns the PNG's path."""
+  os.makedirs(out, exist_ok=True)
+  png = os.path.join(out, f"{name}.png")
+  fig.savefig(png, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  with open(os.path.join(out, f"{name}.json"), "w") as f:
+    json.dump(dict(figure=name, **data), f, allow_nan=True)
+  return png
