@@ -16,6 +16,12 @@ class CesaroAverageState(NamedTuple):
   average: optax.Params  # (1/l) sum_{k=1..l} of the iterates after each step; like params
 
 
+def _running_average(average: optax.Params, new_params: optax.Params, count: jax.Array):
+  """avg + (beta~^(l) - avg) / l: the mean of the l iterates so far, without storing them."""
+  return jax.tree.map(lambda a, p: a + (p - a) / count.astype(jnp.result_type(a)), average,
+                      new_params)
+
+
 def cesaro_average() -> optax.GradientTransformationExtraArgs:
   """Leaves updates unchanged and keeps the running average of the iterates they lead to.
 
@@ -32,10 +38,7 @@ def cesaro_average() -> optax.GradientTransformationExtraArgs:
     if params is None:
       raise ValueError("cesaro_average needs params")
     count = optax.safe_increment(state.count)
-    new_params = optax.apply_updates(params, updates)
-    average = jax.tree.map(
-        lambda a, p: a + (p - a) / count.astype(jnp.result_type(a)), state.average, new_params
-    )
+    average = _running_average(state.average, optax.apply_updates(params, updates), count)
     return updates, CesaroAverageState(count, average)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -72,10 +75,7 @@ def sga(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
     rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
     updates = jax.tree.map(lambda g: -rate * g, updates)
     count = state.count + 1
-    average = jax.tree.map(
-        lambda a, p, u: a + (p + u - a) / count.astype(jnp.result_type(a)),
-        state.average, params, updates,
-    )
+    average = _running_average(state.average, optax.apply_updates(params, updates), count)
     return updates, CesaroAverageState(count, average)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
