@@ -1,0 +1,271 @@
+"""Runs a sweep: the runs of each program shape as one vmapped program, sharded over devices."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from deepfound.experiment import runner as experiment
+from deepfound.experiment.config import ConfigError, validate
+from deepfound.optim import driver
+from deepfound.problems import LinearFiniteSum, solve_optimum
+from deepfound.sweep import plots
+from deepfound.sweep.spec import VMAPPED_KEYS, SpecError, expand, parse
+
+
+class SweepMemoryError(ValueError):
+  """Not even one run per device fits in the memory budget."""
+
+
+def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """``config.<key> = value`` for a dotted key that must already exist."""
+  *parents, leaf = key.split(".")
+  node = config
+  for part in parents:
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise SpecError(f"{key}: no such config key")
+    node = node[part]
+  if leaf not in node:
+    raise SpecError(f"{key}: no such config key")
+  if isinstance(node[leaf], int) and not isinstance(node[leaf], bool) and isinstance(value, float):
+    if value != int(value):
+      raise SpecError(f"{key} takes integers, got {value!r}")
+    value = int(value)
+  try:
+    node[leaf] = value
+  except (TypeError, ValueError) as e:
+    raise SpecError(f"{key}={value!r}: {e}") from e
+
+
+def with_l2(problem, l2: jax.Array):
+  if isinstance(problem, LinearFiniteSum):
+    return dataclasses.replace(problem, l2=l2)
+  return dataclasses.replace(problem, evaluation=dataclasses.replace(problem.evaluation, l2=l2))
+
+
+@dataclasses.dataclass
+class Group:
+  """Runs that share one compiled program: they differ only in ``VMAPPED_KEYS``."""
+
+  label: str  # the program-changing swept values, e.g. "optim.schedule=inverse_time"
+  runs: list[int]  # indices into the sweep's runs
+  configs: list[ml_collections.ConfigDict]
+
+
+def plan(config: ml_collections.ConfigDict, spec: str) -> tuple[list[dict], list[Group]]:
+  """Expands ``spec`` over ``config``; validates every run; groups runs by program."""
+  values = expand(parse(spec))
+  groups: dict[tuple, Group] = {}
+  for index, run in enumerate(values):
+    run_config = copy.deepcopy(config)
+    for key, value in run.items():
+      set_key(run_config, key, value)
+    try:
+      validate(run_config)
+    except ConfigError as e:
+      raise SpecError(f"run {index} ({_describe(run)}): {e}") from e
+    program = tuple((k, v) for k, v in run.items() if k not in VMAPPED_KEYS)
+    label = ", ".join(f"{k}={v}" for k, v in program) or (
+        f"{run_config.optim.name}, {run_config.optim.schedule}")
+    group = groups.setdefault(program, Group(label, [], []))
+    group.runs.append(index)
+    group.configs.append(run_config)
+  return values, list(groups.values())
+
+
+def _describe(run: dict) -> str:
+  return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in run.items())
+
+
+def _tree_bytes(tree) -> int:
+  return sum(math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
+             for leaf in jax.tree.leaves(tree))
+
+
+def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
+  """Device memory one run of the batched program needs, beyond the shared data.
+
+  The run's state (the SAG-family gradient table dominates: n per run for the scalar layout, n p
+  for the pytree layout), its log points, one objective evaluation (scores for all n samples) and
+  a page of pre-drawn samples.
+  """
+  state = jax.eval_shape(lambda: driver.init_state(problem, method, hyper, jax.random.PRNGKey(0)))
+  params = _tree_bytes(state.params)
+  scores = (problem.num_samples or problem.evaluation.num_samples) * params // max(
+      problem.num_features, 1)
+  page = driver._PAGE_STEPS * method.batch_size * (problem.num_features + 2) * 4
+  # The state is held twice while a step writes the next one.
+  return 2 * _tree_bytes(state) + 16 * num_logs + scores + page
+
+
+def memory_budget(max_memory_mb: float | None) -> int:
+  """Bytes one device may use for runs: the flag, the accelerator's limit, or half the RAM."""
+  if max_memory_mb:
+    return int(max_memory_mb * 2**20)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(0.8 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+  return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def batch_size_for(per_run: int, shared: int, budget: int, num_devices: int, num_runs: int) -> int:
+  """Runs per program call: as many as fit, a multiple of the device count."""
+  per_device = (budget - shared) // per_run
+  if per_device < 1:
+    raise SweepMemoryError(
+        f"one run needs {per_run / 2**20:.1f} MB and the data {shared / 2**20:.1f} MB, but "
+        f"{budget / 2**20:.1f} MB are available per device (--max_memory_mb, or fewer samples / "
+        "the scalar memory layout)"
+    )
+  needed = -(-num_runs // num_devices)
+  return num_devices * min(per_device, needed)
+
+
+def _group_constants(problem, configs) -> dict[float, dict]:
+  """E*, L and L_max for each distinct L2 weight of the group."""
+  constants = {}
+  for config in configs:
+    l2 = float(config.problem.l2)
+    if l2 not in constants:
+      constants[l2] = experiment.problem_constants(with_l2(problem, jnp.asarray(l2,
+                                                                                problem.l2.dtype)))
+  return constants
+
+
+def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[str, Any]:
+  config0 = group.configs[0]
+  dtype = jnp.float64 if config0.precision == "float64" else jnp.float32
+  problem = experiment.build_problem(config0)
+  method = experiment.build_method(config0)
+  constants = _group_constants(problem, group.configs)
+  hyper_rows = [experiment.resolve_hyperparameters(c, constants[float(c.problem.l2)])
+                for c in group.configs]
+  num_logs = config0.num_steps // config0.log_every
+
+  devices = jax.devices()
+  mesh = Mesh(np.array(devices), ("runs",))
+  across, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
+  hyper0 = driver.hyperparameters(**hyper_rows[0], dtype=dtype)
+  per_run = bytes_per_run(problem, method, hyper0, num_logs)
+  shared = _tree_bytes(problem)
+  batch = batch_size_for(per_run, shared, budget, len(devices), len(group.runs))
+
+  def one_run(l2, hyper, key):
+    _, points = driver.run(with_l2(problem, l2), method, hyper, key, num_steps=config0.num_steps,
+                           log_every=config0.log_every)
+    return points
+
+  program = jax.jit(jax.vmap(one_run), out_shardings=across)
+  problem = jax.device_put(problem, replicated)
+
+  def inputs(indices):
+    padded = indices + [indices[-1]] * (batch - len(indices))  # same shape: no recompilation
+    l2 = jnp.asarray([group.configs[i].problem.l2 for i in padded], dtype)
+    hyper = driver.Hyperparameters(*(
+        jnp.asarray([hyper_rows[i][name] for i in padded], dtype)
+        for name in ("learning_rate", "l0", "strong_convexity")))
+    keys = jnp.stack([jax.random.PRNGKey(group.configs[i].seed) for i in padded])
+    return jax.device_put((l2, hyper, keys), across)
+
+  positions = list(range(len(group.runs)))
+  chunks = [positions[k:k + batch] for k in range(0, len(positions), batch)]
+  tic = time.perf_counter()
+  compiled = program.lower(*inputs(chunks[0])).compile()
+  compile_s = time.perf_counter() - tic
+  objective, steps, run_seconds = [], None, 0.0
+  for number, chunk in enumerate(chunks, 1):
+    tic = time.perf_counter()
+    points = jax.device_get(compiled(*inputs(chunk)))
+    run_seconds += time.perf_counter() - tic
+    objective.append(np.asarray(points.objective)[:len(chunk)])
+    steps = np.asarray(points.step)[0]
+    log(f"[{group.label}] batch {number}/{len(chunks)}: {len(chunk)} runs x {config0.num_steps} "
+        f"steps on {len(devices)} device(s) in {time.perf_counter() - tic:.2f} s")
+  objective = np.concatenate(objective)
+  optimum = [constants[float(c.problem.l2)]["optimum"] for c in group.configs]
+  return dict(objective=objective, steps=steps, optimum=optimum, hyper=hyper_rows,
+              compile_s=compile_s, run_seconds=run_seconds, batch=batch, per_run_bytes=per_run,
+              method=method)
+
+
+def _row(index, values, group_index, config, hyper, objective, optimum):
+  finite = objective[np.isfinite(objective)]
+  diverged = bool(finite.size < objective.size)
+  final = float(objective[-1])
+  row = dict(run=index, group=group_index, seed=config.seed)
+  row.update(values)
+  row.update(
+      diverged=diverged,
+      final_objective=None if diverged else final,
+      final_suboptimality=None if diverged or optimum is None else final - optimum,
+      best_objective=float(finite.min()) if finite.size else None,
+      learning_rate_used=hyper["learning_rate"], optimum=optimum,
+  )
+  return row
+
+
+def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
+              max_memory_mb: float | None = None, log: Callable[[str], None] = print) -> dict:
+  """Runs every run of ``spec`` over ``config`` and writes the sweep's outputs into ``workdir``.
+
+  Raises ``SpecError`` / ``ConfigError`` / ``DataError`` / ``SweepMemoryError`` before writing
+  anything.
+  """
+  values, groups = plan(config, spec)
+  precision = {c.precision for g in groups for c in g.configs}
+  if "float64" in precision:
+    jax.config.update("jax_enable_x64", True)
+  budget = memory_budget(max_memory_mb)
+  start = time.perf_counter()
+  results = [_run_group(group, budget, log) for group in groups]
+  total = time.perf_counter() - start
+
+  os.makedirs(workdir, exist_ok=True)
+  rows, curves = [], {}
+  for g, (group, result) in enumerate(zip(groups, results, strict=True)):
+    for k, index in enumerate(group.runs):
+      rows.append(_row(index, values[index], g, group.configs[k], result["hyper"][k],
+                       result["objective"][k], result["optimum"][k]))
+    curves[f"group{g}_steps"] = result["steps"]
+    curves[f"group{g}_objective"] = result["objective"]
+    curves[f"group{g}_runs"] = np.asarray(group.runs)
+  rows.sort(key=lambda r: r["run"])
+  with open(os.path.join(workdir, "sweep.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  np.savez_compressed(os.path.join(workdir, "curves.npz"), **curves)
+
+  best = []
+  for g, group in enumerate(groups):
+    candidates = [r for r in rows if r["group"] == g and not r["diverged"]]
+    key = "final_suboptimality" if candidates and candidates[0]["optimum"] is not None else \
+        "final_objective"
+    winner = min(candidates, key=lambda r: r[key]) if candidates else None
+    best.append(dict(group=g, program=group.label, best=winner,
+                     diverged=sum(r["diverged"] for r in rows if r["group"] == g),
+                     runs=len(group.runs)))
+  run_steps = sum(len(g.runs) * g.configs[0].num_steps for g in groups)
+  run_seconds = sum(r["run_seconds"] for r in results)
+  summary = dict(
+      spec=spec, num_runs=len(rows), num_programs=len(groups), best=best,
+      devices=[str(d) for d in jax.devices()], backend=jax.default_backend(),
+      seconds=total, compile_s=sum(r["compile_s"] for r in results), run_seconds=run_seconds,
+      runs_per_second=len(rows) / run_seconds, run_steps_per_second=run_steps / run_seconds,
+      runs_per_batch=[r["batch"] for r in results],
+      mb_per_run=[r["per_run_bytes"] / 2**20 for r in results],
+  )
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  plots.write_plots(workdir, rows, [g.label for g in groups])
+  return summary
