@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from deepfound.experiment import runner as experiment
 from deepfound.experiment.config import ConfigError, validate
 from deepfound.optim import driver
-from deepfound.problems import LinearFiniteSum, solve_optimum
+from deepfound.problems import LinearFiniteSum
 from deepfound.sweep import plots
 from deepfound.sweep.spec import VMAPPED_KEYS, SpecError, expand, parse
 
