@@ -167,7 +167,10 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
                            log_every=config0.log_every)
     return points
 
-  program = jax.jit(jax.vmap(one_run), out_shardings=across)
+  # Runs that share a seed share their sample indices: with the key left out of the vmap, each
+  # step gathers one row for all of them and writes one column of their gradient tables, instead
+  # of a scatter over runs (2.5 against 4 us per step for 16 SAG runs on CPU). So calls go by seed.
+  program = jax.jit(jax.vmap(one_run, in_axes=(0, 0, None)), out_shardings=across)
   problem = jax.device_put(problem, replicated)
 
   def inputs(indices):
@@ -176,24 +179,27 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
     hyper = driver.Hyperparameters(*(
         jnp.asarray([hyper_rows[i][name] for i in padded], dtype)
         for name in ("learning_rate", "l0", "strong_convexity")))
-    keys = jnp.stack([jax.random.PRNGKey(group.configs[i].seed) for i in padded])
-    return jax.device_put((l2, hyper, keys), across)
+    key = jax.random.PRNGKey(group.configs[indices[0]].seed)
+    return (*jax.device_put((l2, hyper), across), jax.device_put(key, replicated))
 
-  positions = list(range(len(group.runs)))
-  chunks = [positions[k:k + batch] for k in range(0, len(positions), batch)]
+  by_seed: dict[int, list[int]] = {}
+  for position, config in enumerate(group.configs):
+    by_seed.setdefault(config.seed, []).append(position)
+  batch = min(batch, len(devices) * -(-max(map(len, by_seed.values())) // len(devices)))
+  chunks = [same[k:k + batch] for same in by_seed.values() for k in range(0, len(same), batch)]
   tic = time.perf_counter()
   compiled = program.lower(*inputs(chunks[0])).compile()
   compile_s = time.perf_counter() - tic
-  objective, steps, run_seconds = [], None, 0.0
+  objective = np.full((len(group.runs), num_logs), np.nan)
+  steps, run_seconds = None, 0.0
   for number, chunk in enumerate(chunks, 1):
     tic = time.perf_counter()
     points = jax.device_get(compiled(*inputs(chunk)))
     run_seconds += time.perf_counter() - tic
-    objective.append(np.asarray(points.objective)[:len(chunk)])
+    objective[chunk] = np.asarray(points.objective)[:len(chunk)]
     steps = np.asarray(points.step)[0]
-    log(f"[{group.label}] batch {number}/{len(chunks)}: {len(chunk)} runs x {config0.num_steps} "
+    log(f"[{group.label}] call {number}/{len(chunks)}: {len(chunk)} runs x {config0.num_steps} "
         f"steps on {len(devices)} device(s) in {time.perf_counter() - tic:.2f} s")
-  objective = np.concatenate(objective)
   optimum = [constants[float(c.problem.l2)]["optimum"] for c in group.configs]
   return dict(objective=objective, steps=steps, optimum=optimum, hyper=hyper_rows,
               compile_s=compile_s, run_seconds=run_seconds, batch=batch, per_run_bytes=per_run,
