@@ -35,6 +35,8 @@ def load_libsvm(path: str, num_features: int | None = None, binary: bool = True)
   if sparse.shape[0] == 0:
     raise DataError(f"LIBSVM file {path} holds no samples")
   features = np.asarray(sparse.todense())
+  if not (np.all(np.isfinite(features)) and np.all(np.isfinite(labels))):
+    raise DataError(f"LIBSVM file {path} holds a NaN or infinite value")
   if binary:
     values = np.unique(labels)
     if values.size != 2:

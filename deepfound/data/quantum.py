@@ -27,6 +27,8 @@ def read_quantum_csv(path: str | None = None) -> np.ndarray:
     raise DataError(f"data file not found: {path}") from e
   except (ValueError, OSError, EOFError) as e:
     raise DataError(f"malformed quantum data file {path or 'quantum.csv.gz'}: {e}") from e
+  if not np.all(np.isfinite(table)):
+    raise DataError(f"quantum data file {path or 'quantum.csv.gz'} holds a NaN or infinite value")
   if table.shape[1] != NUM_COLUMNS:
     raise DataError(f"quantum data must have {NUM_COLUMNS} columns, got {table.shape[1]} in {path}")
   if not np.all(np.isin(table[:, -1], (0.0, 1.0))):

@@ -40,7 +40,7 @@ def load_arrays(config) -> tuple[np.ndarray, np.ndarray]:
   if name == "breast_cancer":
     return data_lib.load_breast_cancer()
   if name == "libsvm":
-    return data_lib.load_libsvm(config.data.path, binary=config.problem.loss != "multinomial")
+    return data_lib.load_libsvm(config.data.path, binary=config.problem.loss == "logistic")
   raise data_lib.DataError(f"data.name={name} has no arrays")
 
 
@@ -86,20 +86,29 @@ def resolve_hyperparameters(config, constants) -> dict[str, float]:
   strong_convexity = config.optim.strong_convexity
   if strong_convexity is None:
     strong_convexity = config.problem.l2 if config.problem.l2 > 0 else 1.0
-  return dict(learning_rate=float(learning_rate if learning_rate is not None else 1.0),
-              l0=float(config.optim.l0), strong_convexity=float(strong_convexity))
-
-
-def _logs_per_chunk(total_logs: int, log_every: int, checkpoint_every: int) -> int:
-  """Largest divisor of total_logs not above checkpoint_every / log_every: equal chunks, so
-  one compiled program serves them all."""
-  target = max(1, checkpoint_every // log_every)
-  return max(d for d in range(1, min(total_logs, target) + 1) if total_logs % d == 0)
+  if config.optim.schedule == "strongly_convex":
+    learning_rate = 1.0 / strong_convexity  # tau_0 of 1/(mu (l + 1)); only reported
+  return dict(learning_rate=float(learning_rate), l0=float(config.optim.l0),
+              strong_convexity=float(strong_convexity))
 
 
 def _read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read {path} ({e}); use another --workdir") from e
+
+
+def _check_workdir(workdir: str) -> None:
+  """A usable output directory, checked before anything is computed or written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} exists and is not a directory")
+  parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK):
+    raise ConfigError(f"--workdir {workdir} is not writable")
 
 
 def _write_json(path: str, value) -> None:
@@ -110,14 +119,27 @@ def _write_json(path: str, value) -> None:
   os.replace(tmp, path)
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
+def _metric_lines(path: str) -> list[dict]:
+  """The complete lines of a metrics file (a line cut short by a kill is dropped)."""
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except ValueError:
+          break
+  return rows
+
+
+def _truncate_metrics(path: str, last_step: int) -> list[dict]:
   """Keeps the metric lines up to ``last_step`` (a resumed run rewrites the rest)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-  with open(path, "w") as f:
-    f.writelines(kept)
+  kept = [row for row in _metric_lines(path) if row["step"] <= last_step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(row) + "\n" for row in kept)
+  os.replace(tmp, path)
+  return kept
 
 
 def _metric_rows(points, first_elapsed, chunk_seconds, method, problem, optimum):
@@ -125,12 +147,10 @@ def _metric_rows(points, first_elapsed, chunk_seconds, method, problem, optimum)
   rows = []
   for k, step in enumerate(steps):
     objective = float(points.objective[k])
-    if method.name == "bgd":
-      epoch = float(step)
-    elif driver.is_stream(problem):
+    if driver.is_stream(problem):
       epoch = None
     else:
-      epoch = float(step) * method.batch_size / problem.num_samples
+      epoch = float(driver.epochs_done(method, problem.num_samples, step))
     rows.append(dict(
         step=int(step), epoch=epoch, objective=objective,
         suboptimality=None if optimum is None else objective - optimum,
@@ -147,6 +167,7 @@ def _check_finite(rows, state, hyper_info, constants, method) -> None:
   if not bad and params_ok:
     return
   step = bad[0]["step"] if bad else rows[-1]["step"]
+  what = "the objective is" if bad else "the parameters are"
   rate = hyper_info["learning_rate"]
   hint = ""
   if constants.get("lipschitz"):
@@ -154,7 +175,7 @@ def _check_finite(rows, state, hyper_info, constants, method) -> None:
     if method.name in driver.MEMORY_METHODS:
       hint += f", 1/L_max = {1.0 / constants['max_sample_lipschitz']:.4g}"
   raise DivergenceError(
-      f"diverged: the objective is not finite at step {step} "
+      f"diverged: {what} not finite at step {step} "
       f"(optim.learning_rate = {rate:.4g}{hint}); lower the learning rate"
   )
 
@@ -166,6 +187,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   the run diverges (after writing the metrics up to the first bad point and a summary).
   """
   validate(config)
+  _check_workdir(workdir)
   if config.precision == "float64":
     jax.config.update("jax_enable_x64", True)
   problem = build_problem(config)
@@ -196,11 +218,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   optimum = constants["optimum"]
   if start_step is not None:
     state = checkpointer.restore(start_step, state)
-    _truncate_metrics(metrics_path, start_step)
-    elapsed_before = 0.0
-    if os.path.exists(metrics_path) and os.path.getsize(metrics_path):
-      with open(metrics_path) as f:
-        elapsed_before = json.loads(f.readlines()[-1])["elapsed_s"]
+    kept = _truncate_metrics(metrics_path, start_step)
+    elapsed_before = kept[-1]["elapsed_s"] if kept else 0.0
   else:
     start_step, elapsed_before = 0, 0.0
     first = jax.jit(driver.initial_log_point, static_argnames="method")(problem, method, hyper, state)
@@ -209,13 +228,22 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
       f.write(json.dumps(rows[0]) + "\n")
 
   total_logs = config.num_steps // config.log_every
-  logs_per_chunk = _logs_per_chunk(total_logs, config.log_every, config.checkpoint_every)
+  logs_per_chunk = min(total_logs, max(1, config.checkpoint_every // config.log_every))
   chunk_steps = logs_per_chunk * config.log_every
-  compile_start = time.perf_counter()
-  chunk_fn = driver.run_chunk_jit.lower(
-      problem, method, hyper, state, num_logs=logs_per_chunk, log_every=config.log_every
-  ).compile()
-  compile_s = time.perf_counter() - compile_start
+  compiled, compile_s = {}, 0.0
+
+  def chunk_fn(num_logs):
+    """The compiled chunk of ``num_logs`` log blocks: every chunk but a shorter last one shares
+    one program, so a run compiles at most twice and never retraces."""
+    nonlocal compile_s
+    if num_logs not in compiled:
+      tic = time.perf_counter()
+      compiled[num_logs] = driver.run_chunk_jit.lower(
+          problem, method, hyper, state, num_logs=num_logs, log_every=config.log_every).compile()
+      compile_s += time.perf_counter() - tic
+    return compiled[num_logs]
+
+  chunk_fn(min(logs_per_chunk, (config.num_steps - start_step) // config.log_every or 1))
 
   bar = Progress(config.optim.name, config.num_steps, start_step, enabled=progress)
   kill_after = int(os.environ.get(_KILL_AFTER_CHUNK, "0"))
@@ -224,8 +252,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   status = "complete"
   try:
     while step < config.num_steps:
+      program = chunk_fn(min(logs_per_chunk, (config.num_steps - step) // config.log_every))
       tic = time.perf_counter()
-      state, points = chunk_fn(problem, hyper, state)
+      state, points = program(problem, hyper, state)
       points = jax.device_get(points)
       seconds = time.perf_counter() - tic
       run_seconds += seconds
@@ -247,13 +276,16 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
       if kill_after and chunks_done == kill_after:
         os.kill(os.getpid(), 9)
   except DivergenceError as e:
-    _write_json(summary_path, dict(status=status, message=str(e)))
+    last = _metric_lines(metrics_path)
+    _write_json(summary_path, dict(last[-1] if last else {}, status=status, message=str(e),
+                                   backend=jax.default_backend(), device_count=jax.device_count(),
+                                   compile_s=compile_s, optimum=optimum,
+                                   lipschitz=constants["lipschitz"]))
     raise
   finally:
     checkpointer.close()
 
-  with open(metrics_path) as f:
-    final = json.loads(f.readlines()[-1])
+  final = _metric_lines(metrics_path)[-1]
   steps_run = config.num_steps - start_step
   summary = dict(
       final,

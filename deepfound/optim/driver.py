@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from deepfound.optim import schedules
@@ -111,6 +112,20 @@ def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | No
 
 def steps_per_epoch(method: Method, num_samples: int) -> int:
   return max(num_samples // method.batch_size, 1)
+
+
+def epochs_done(method: Method, num_samples: int, steps):
+  """Samples touched / n after ``steps`` iterations (a number or a NumPy array): the sampled
+  gradients, plus for SVRG the full pass over all n samples at each snapshot (the first at step
+  0); for BGD, one epoch per iteration."""
+  steps = np.asarray(steps, np.float64)
+  if method.name == "bgd":
+    return steps
+  touched = steps * method.batch_size
+  if method.name == "svrg":
+    period = method.svrg_frequency or steps_per_epoch(method, num_samples)
+    touched = touched + num_samples * np.ceil(steps / period)
+  return touched / num_samples
 
 
 def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,

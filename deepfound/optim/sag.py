@@ -98,8 +98,13 @@ def sag(
   """SAG: beta <- beta - tau g / n, with g the sum of the stored per-sample gradients (17.1.5).
 
   The chapter writes the step as "beta - tau a"; it is the step along g / n. For convergence tau
-  should be of the order of 1/L; 1/L_max (largest per-sample Lipschitz constant) is always safe
-  and gives a linear rate on strongly convex sums.
+  should be of the order of 1/L; the linear rate on strongly convex sums is proven for
+  tau = 1/(16 L_max) (L_max: largest per-sample Lipschitz constant), and 1/L_max works in practice.
+
+  With ``memory="scalar"`` only the data part x_i s_i of each gradient is stored; a part common to
+  all samples (the L2 term, passed as ``regularizer_gradient`` or recovered from the gradient) is
+  taken at the current iterate instead of its stale stored copy: the same fixed point, and the
+  variant scikit-learn uses. With ``memory="pytree"`` the iteration is the chapter's, verbatim.
 
   Example::
 

@@ -123,8 +123,10 @@ def make_problem(
   targets = np.asarray(targets)
   num_classes = 0
   if loss == "multinomial":
+    # Class ids 0..K-1 whatever the labels were (LIBSVM files often use 1..K or -1/+1).
+    classes, targets = np.unique(targets, return_inverse=True)
     targets = targets.astype(np.int32)
-    num_classes = int(targets.max()) + 1
+    num_classes = len(classes)
     target_dtype = jnp.int32
   else:
     target_dtype = dtype

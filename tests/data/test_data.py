@@ -50,6 +50,9 @@ def test_libsvm_malformed(tmp_path):
     load_libsvm(str(path))
   with pytest.raises(DataError, match="not found"):
     load_libsvm(str(tmp_path / "nope.svm"))
+  path.write_text("+1 1:0.5 2:nan\n-1 1:1\n")
+  with pytest.raises(DataError, match="NaN or infinite"):
+    load_libsvm(str(path))
 
 
 def test_bundled_and_synthetic():

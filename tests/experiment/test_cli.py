@@ -79,6 +79,13 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
   assert not workdir.exists()  # nothing half-written
 
 
+def test_workdir_that_is_a_file(tmp_path):
+  (tmp_path / "file").write_text("x")
+  result = train(tmp_path / "file", "--config.num_steps=100")
+  assert result.returncode == 2 and "is not a directory" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_unknown_method_and_missing_step_size(tmp_path):
   result = train(tmp_path / "r", config=QUANTUM + ":newton")
   assert result.returncode == 2 and "unknown method 'newton'" in result.stderr

@@ -28,6 +28,28 @@ def test_theorem_52_bound_holds_and_rate_is_one_over_l():
   assert mean[-1] < mean[0] / 10
 
 
+def test_theorem_52_on_a_quadratic_with_known_expectation():
+  """E_i(b) = (b - y_i)^2 / 2 with y = (+1, -1): mu = 1, and SGD with tau_l = 1/(l + 1) makes b_l
+  the mean of the l targets drawn, so E[b_l^2] = 1/l exactly. Along the iterates |b| <= 1, hence
+  ||grad E_i|| = |b - y_i| <= 2 = C and R = max(b0^2, C^2 / mu^2) = 4: the bound 4/(l + 1) is
+  within a factor 4 of the truth. The estimate must match 1/l and stay below the bound (5
+  standard errors: a failure is a real discrepancy, not Monte-Carlo noise)."""
+  from deepfound.optim import driver
+  from deepfound.problems import make_problem
+
+  runs = 4000
+  with jax.enable_x64(True):
+    problem = make_problem(np.ones((2, 1)), np.array([1.0, -1.0]), loss="least_squares",
+                           dtype=jax.numpy.float64)
+    points = stochastic.run_many(problem, driver.Method("sgd", schedule="strongly_convex"), 1.0,
+                                 runs, 200, 10, strong_convexity=1.0, record_params=True)
+  squared = np.asarray(points.params)[..., 0] ** 2
+  steps = np.asarray(points.step)[0]
+  mean, error = squared.mean(axis=0), squared.std(axis=0, ddof=1) / np.sqrt(runs)
+  assert np.all(np.abs(mean - 1.0 / steps) < 5 * error + 1e-12)
+  assert np.all(mean <= 4.0 / (steps + 1) + 5 * error)
+
+
 def test_figure_17_4_small(tmp_path):
   with jax.enable_x64(True):
     data = stochastic.figure_17_4(str(tmp_path), num_runs=256, num_steps=400)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from deepfound import optim as optim_lib
 from deepfound.data import make_logistic_data
 from deepfound.optim import driver, flushed_table
 from deepfound.problems import make_logistic_stream, make_problem, solve_optimum
@@ -129,3 +130,21 @@ def test_stream_runs_sgd_and_refuses_sag():
   assert float(points.objective[-1]) < start - 0.05
   with pytest.raises(ValueError, match="finite"):
     driver.make_optimizer(driver.Method("sag"), hyper, stream.num_samples)
+
+
+def test_sga_reports_the_cesaro_average(small_data):
+  x, y = small_data
+  problem = make_problem(x, y)
+  method = driver.Method("sga", schedule="inverse_sqrt")
+  state, points = driver.run(problem, method, driver.hyperparameters(0.5, 10.0),
+                             jax.random.PRNGKey(0), num_steps=200, log_every=200)
+  average = optim_lib.averaged_params(state.opt_state)
+  assert float(points.objective[-1]) == pytest.approx(float(problem.objective(average)), rel=1e-6)
+  assert not np.allclose(average, state.params)  # the average is not the last iterate
+
+
+def test_svrg_epochs_count_the_snapshot_passes():
+  method = driver.Method("svrg")
+  # n = 100, one snapshot per 100 steps: after 150 steps, 150 sampled gradients + 2 full passes.
+  assert driver.epochs_done(method, 100, 150) == pytest.approx(3.5)
+  assert driver.epochs_done(driver.Method("sag", batch_size=4), 100, 50) == pytest.approx(2.0)

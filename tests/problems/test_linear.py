@@ -61,3 +61,21 @@ def test_optimum_is_a_minimum(data, loss):
     for _ in range(5):
       nudged = best + 1e-3 * rng.normal(size=best.shape)
       assert float(problem.objective(nudged)) > optimum.value
+
+
+def test_logistic_lipschitz_is_the_hessian_norm_at_zero(data):
+  """At b = 0 the logistic Hessian is exactly X^T X / (4 n) + l2 I: L must equal its top
+  eigenvalue there (an overestimate would make 1/L steps needlessly small)."""
+  x, y, _ = data
+  with jax.enable_x64(True):
+    problem = make_problem(x, y, l2=0.05, dtype=jnp.float64)
+    hessian = jax.hessian(problem.objective)(jnp.zeros(x.shape[1]))
+  assert problem.lipschitz() == pytest.approx(float(np.linalg.eigvalsh(np.asarray(hessian))[-1]),
+                                              rel=1e-10)
+
+
+def test_multinomial_labels_are_remapped_to_class_ids():
+  x = np.eye(3)
+  problem = make_problem(x, np.array([1, 3, 3]), loss="multinomial")
+  assert problem.num_classes == 2
+  assert list(np.asarray(problem.targets)) == [0, 1, 1]
