@@ -9,13 +9,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _blocks():
   with open(os.path.join(ROOT, "README.md")) as f:
     blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
-  assert len(blocks) == 2
+  assert len(blocks) == 3
   return blocks
 
 
 def test_readme_update_rule_example_runs():
   namespace = {}
-  exec(compile(_blocks()[0], "README.md", "exec"), namespace)  # noqa: S102
+  exec(compile(_blocks()[1], "README.md", "exec"), namespace)  # noqa: S102
   loss = float(namespace["full_loss"](namespace["params"]))
   assert loss < 0.60  # from log 2 = 0.693: SAG made real progress
   # The memory holds one gradient per sample for each leaf of the parameter pytree.
@@ -25,10 +25,16 @@ def test_readme_update_rule_example_runs():
 
 def test_readme_vmap_sweep_example_runs():
   namespace = {}
-  exec(compile(_blocks()[1], "README.md", "exec"), namespace)  # noqa: S102
+  exec(compile(_blocks()[2], "README.md", "exec"), namespace)  # noqa: S102
   objective = namespace["curves"].objective
   assert objective.shape == (16, 20)
   final = objective[:, -1]
   # Different step sizes give different runs, and the best one made real progress from log 2.
   assert float(final.max() - final.min()) > 1e-3
   assert float(final.min()) < 0.60
+
+
+def test_readme_autodiff_example_runs():
+  namespace = {}
+  exec(compile(_blocks()[0], "README.md", "exec"), namespace)  # noqa: S102
+  assert namespace["graph"].count("log1p") == 2

@@ -23,7 +23,7 @@ _REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "ar
                          "reduce_prod", "cumsum"})
 _INNER = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "checkpoint": "jaxpr",
-          "remat": "jaxpr"}
+          "remat": "jaxpr", "remat2": "jaxpr"}
 
 
 def _size(aval) -> int:
