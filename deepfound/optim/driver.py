@@ -95,6 +95,8 @@ def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | No
     return sgd(rate), schedule
   if method.name == "sga":
     return sga(rate), schedule
+  if method.name == "adam":  # the optax baseline of section 17.3's experiments
+    return optax.adam(rate), schedule
   if num_samples is None:
     raise ValueError(f"{method.name} keeps one gradient per sample and needs a finite data set")
   if method.name == "sag":
@@ -179,16 +181,7 @@ def _draw_page(problem, method: Method, state: RunState, page: int):
 
 def _refresh_fn(problem, method: Method):
   """params -> (gradient memory at params, mean stored gradient), for SVRG snapshots."""
-
-  def refresh(params):
-    scale_table = problem.scale_table(params)
-    if method.memory == "scalar":
-      stored = jnp.tensordot(problem.features, scale_table, axes=(0, 0)) / problem.num_samples
-      return scale_table, stored
-    table = jnp.einsum("np,n...->np...", problem.features, scale_table) + problem.l2 * params
-    return table, jnp.mean(table, axis=0)
-
-  return refresh
+  return lambda params: problem.snapshot(params, method.memory)
 
 
 def make_step(problem, method: Method, hyper: Hyperparameters):
@@ -209,12 +202,13 @@ def make_step(problem, method: Method, hyper: Hyperparameters):
       scale_b, gradients_b = problem.terms(params, x_b, y_b)
       if method.name in MEMORY_METHODS:
         extra = dict(index=index_b, sample_scale=scale_b, sample_features=x_b,
-                     regularizer_gradient=problem.l2 * params)
+                     regularizer_gradient=problem.regularizer_gradient(params))
         if method.name == "svrg":
           extra["refresh_fn"] = _refresh_fn(problem, method)
         updates, opt_state = optimizer.update(gradients_b, opt_state, params, **extra)
       else:
-        updates, opt_state = optimizer.update(batch_mean(gradients_b), opt_state, params)
+        updates, opt_state = optimizer.update(jax.tree.map(batch_mean, gradients_b), opt_state,
+                                              params)
     return optax.apply_updates(params, updates), opt_state
 
   return step

@@ -7,5 +7,6 @@ from deepfound.problems.linear import (
     loss_value,
     make_problem,
 )
+from deepfound.problems.net import NET_LOSSES, NetFiniteSum
 from deepfound.problems.optimum import Optimum, solve_optimum
 from deepfound.problems.stream import LogisticStream, make_logistic_stream

@@ -97,6 +97,19 @@ class LinearFiniteSum:
     scale = loss_derivative(self.loss, self.features @ params, self.targets)
     return jnp.tensordot(self.features, scale, axes=(0, 0)) / self.num_samples + self.l2 * params
 
+  def regularizer_gradient(self, params: jax.Array) -> jax.Array:
+    """The part of every grad E_i that is not x_i s_i: the L2 term."""
+    return self.l2 * params
+
+  def snapshot(self, params: jax.Array, memory: str):
+    """Every sample's stored gradient at ``params`` (the memory layout's rows) and their mean:
+    SVRG's refresh. The scalar layout stores s_i; its mean is X^T s / n (no L2 part)."""
+    scales = self.scale_table(params)
+    if memory == "scalar":
+      return scales, jnp.tensordot(self.features, scales, axes=(0, 0)) / self.num_samples
+    table = jnp.einsum("np,n...->np...", self.features, scales) + self.l2 * params
+    return table, jnp.mean(table, axis=0)
+
   def scale_table(self, params: jax.Array) -> jax.Array:
     """s_i for every sample, (n, *slot): the scalar-layout gradient memory at ``params``."""
     return loss_derivative(self.loss, self.features @ params, self.targets)

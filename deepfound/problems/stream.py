@@ -53,6 +53,9 @@ class LogisticStream:
   def objective(self, params):
     return self.evaluation.objective(params)
 
+  def regularizer_gradient(self, params):
+    return self.evaluation.regularizer_gradient(params)
+
 
 def make_logistic_stream(
     num_features: int, seed: int, l2: float = 0.0, num_eval: int = 20_000, dtype=jnp.float32

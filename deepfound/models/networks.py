@@ -1,0 +1,66 @@
+"""Feedforward networks f = f_{L-1} o ... o f_0 with f_l(x) = lambda(B_l x + b_l) (17.3.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+}
+
+
+class MLP(nnx.Module):
+  """Fully connected layers of the given ``sizes`` (inputs first, outputs last), with
+  ``activation`` after every layer but the last, whose outputs are the scores."""
+
+  def __init__(self, sizes: Sequence[int], activation: str = "relu", *, rngs: nnx.Rngs):
+    if activation not in ACTIVATIONS:
+      raise ValueError(f"unknown activation {activation!r}; expected one of "
+                       f"{', '.join(ACTIVATIONS)}")
+    self.activation = activation
+    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:],
+                                                                        strict=True)])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for layer in self.layers[:-1]:
+      x = ACTIVATIONS[self.activation](layer(x))
+    return self.layers[-1](x)
+
+
+def perceptron(num_features: int, *, rngs: nnx.Rngs) -> MLP:
+  """One layer, one output: the score <x, w> + b whose sigmoid is P(y = +1 | x) (17.3.2). With a
+  zero bias, training it with the logistic loss is the logistic regression of section 17.1."""
+  return MLP([num_features, 1], rngs=rngs)
+
+
+class CNN(nnx.Module):
+  """A small convolutional net for images (H, W, C): two 3x3 convolutions with relu, each
+  followed by 2x2 average pooling, then a dense layer to the class scores (17.3.3)."""
+
+  def __init__(self, image_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (8, 16),
+               *, rngs: nnx.Rngs):
+    height, width, in_channels = image_shape
+    self.convs = nnx.List([
+        nnx.Conv(a, b, kernel_size=(3, 3), padding="SAME", rngs=rngs)
+        for a, b in zip([in_channels, *channels[:-1]], channels, strict=True)])
+    pooled = (height // 2 ** len(channels)) * (width // 2 ** len(channels)) * channels[-1]
+    self.dense = nnx.Linear(pooled, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for conv in self.convs:
+      x = nnx.avg_pool(jax.nn.relu(conv(x)), window_shape=(2, 2), strides=(2, 2))
+    return self.dense(x.reshape(*x.shape[:-3], -1))
+
+
+def split(model: nnx.Module):
+  """(graphdef, params, apply) with apply(params, x) -> scores, a pure function of params."""
+  graphdef, params = nnx.split(model, nnx.Param)
+
+  def apply(params, x):
+    return nnx.merge(graphdef, params)(x)
+
+  return graphdef, params, apply
