@@ -5,13 +5,15 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from deepfound.data import DATASETS
+from deepfound.data import DATASETS, NET_DATASETS
 from deepfound.optim import METHODS, SCHEDULES
 from deepfound.optim.driver import MEMORY_METHODS, SAMPLINGS
 from deepfound.optim.memory import LAYOUTS
-from deepfound.problems import LOSSES
+from deepfound.problems import LOSSES, NET_LOSSES
 
 PRECISIONS = ("float32", "float64")
+MODELS = ("linear", "perceptron", "mlp", "cnn")
+OPTAX_BASELINES = ("adam",)
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.num_samples = 10_000
   config.data.num_features = 100
   config.data.seed = 0
+  config.data.test_fraction = 0.25  # held-out share, for sets without a test split
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "linear"  # the linear models of 17.1; perceptron, mlp, cnn: 17.3
+  config.model.hidden = (64,)  # mlp: hidden layer widths
+  config.model.activation = "relu"  # mlp: relu, sigmoid or tanh
+  config.model.channels = (8, 16)  # cnn: channels of the two convolutions
+  config.model.seed = 0  # parameter initialization
 
   config.problem = ml_collections.ConfigDict()
   config.problem.loss = "logistic"
@@ -49,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.memory = "scalar"
   config.optim.average_over_seen = False
   config.optim.svrg_frequency = config_dict.placeholder(int)
+  config.optim.max_memory_mb = config_dict.placeholder(float)  # SAG-family memory (default: RAM/2)
   return config
 
 
@@ -65,13 +76,17 @@ def _positive(key: str, value) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ``ConfigError`` naming the first bad key; checks what needs no data."""
   optim, data = config.optim, config.data
-  _one_of("optim.name", optim.name, METHODS)
+  _one_of("optim.name", optim.name, METHODS + OPTAX_BASELINES)
+  _one_of("model.name", config.model.name, MODELS)
   _one_of("optim.schedule", optim.schedule, SCHEDULES)
   _one_of("optim.sampling", optim.sampling, SAMPLINGS)
   _one_of("optim.memory", optim.memory, LAYOUTS)
   _one_of("precision", config.precision, PRECISIONS)
-  _one_of("data.name", data.name, DATASETS)
-  _one_of("problem.loss", config.problem.loss, LOSSES)
+  if config.model.name == "linear":
+    _one_of("data.name", data.name, DATASETS)
+    _one_of("problem.loss", config.problem.loss, LOSSES)
+  else:
+    _validate_net(config)
   for key in ("num_steps", "log_every", "checkpoint_every"):
     if not isinstance(config[key], int) or config[key] < 1:
       raise ConfigError(f"{key} must be a positive integer, got {config[key]!r}")
@@ -114,3 +129,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       "binary (multinomial works with data.name=libsvm)")
   if config.problem.loss != "logistic" and data.name == "stream":
     raise ConfigError("data.name=stream draws logistic samples; use problem.loss=logistic")
+
+
+def _validate_net(config) -> None:
+  model, data = config.model, config.data
+  _one_of("data.name", data.name, NET_DATASETS)
+  _one_of("problem.loss", config.problem.loss, NET_LOSSES)
+  if model.name == "perceptron" and config.problem.loss != "logistic":
+    raise ConfigError("model.name=perceptron takes problem.loss=logistic (one score)")
+  if model.name != "perceptron" and config.problem.loss != "cross_entropy":
+    raise ConfigError(f"model.name={model.name} takes problem.loss=cross_entropy")
+  if model.name == "cnn" and data.name in ("moons", "spirals"):
+    raise ConfigError(f"model.name=cnn needs images; data.name={data.name} is 2-D points")
+  if config.optim.memory != "pytree":
+    raise ConfigError("optim.memory=scalar is for linear models; networks need optim.memory=pytree")
+  if config.optim.learning_rate is None:
+    raise ConfigError(f"optim.learning_rate is required for networks (model.name={model.name})")
+  if data.name in ("mnist_idx", "npz") and not data.path:
+    raise ConfigError(f"data.path is required for data.name={data.name}")
+  if not 0 < data.test_fraction < 1:
+    raise ConfigError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
+  if any(int(width) < 1 for width in model.hidden) or any(int(c) < 1 for c in model.channels):
+    raise ConfigError("model.hidden and model.channels must be positive integers")
+  if model.activation not in ("relu", "sigmoid", "tanh"):
+    raise ConfigError(f"model.activation must be one of relu, sigmoid, tanh, got "
+                      f"{model.activation!r}")

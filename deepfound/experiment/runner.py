@@ -15,11 +15,13 @@ import ml_collections
 import numpy as np
 
 from deepfound import data as data_lib
+from deepfound.data import images as images_lib
 from deepfound.experiment.checkpoint import Checkpointer
 from deepfound.experiment.config import ConfigError, validate
 from deepfound.experiment.progress import Progress
 from deepfound.optim import driver
-from deepfound.problems import make_logistic_stream, make_problem, solve_optimum
+from deepfound.optim.memory import memory_bytes
+from deepfound.problems import NetFiniteSum, make_logistic_stream, make_problem, solve_optimum
 
 # Set in the environment to SIGKILL the process right after checkpointing chunk k (1-based):
 # how the resume test interrupts a real run at a known point.
@@ -44,7 +46,59 @@ def load_arrays(config) -> tuple[np.ndarray, np.ndarray]:
   raise data_lib.DataError(f"data.name={name} has no arrays")
 
 
+def _net_arrays(config):
+  """((x_train, y_train), (x_test, y_test)) standardized by the training set; images (H, W, C)."""
+  data = config.data
+  if data.name == "digits":
+    return data_lib.split_and_standardize(*data_lib.load_digits(), data.test_fraction, data.seed)
+  if data.name in ("moons", "spirals"):
+    make = data_lib.make_moons if data.name == "moons" else data_lib.make_spirals
+    return data_lib.split_and_standardize(*make(data.num_samples, seed=data.seed),
+                                          data.test_fraction, data.seed)
+  if data.name == "npz":
+    return images_lib.standardize(*data_lib.load_npz(data.path))
+  names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+           "t10k-labels-idx1-ubyte")
+  paths = []
+  for name in names:
+    candidates = [os.path.join(data.path, name + suffix) for suffix in ("", ".gz")]
+    found = [p for p in candidates if os.path.isfile(p)]
+    if not found:
+      raise data_lib.DataError(f"{data.path} has no {name}[.gz] (the MNIST IDX file names)")
+    paths.append(found[0])
+  return images_lib.standardize(data_lib.load_idx(*paths[:2]), data_lib.load_idx(*paths[2:]))
+
+
+def build_net_problem(config) -> NetFiniteSum:
+  from flax import nnx
+
+  from deepfound import models
+
+  (x, y), (x_test, y_test) = _net_arrays(config)
+  rngs = nnx.Rngs(config.model.seed)
+  model_config = config.model
+  if model_config.name == "cnn":
+    model = models.CNN(x.shape[1:], int(y.max()) + 1, tuple(model_config.channels), rngs=rngs)
+  else:
+    x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
+    if model_config.name == "perceptron":
+      model = models.perceptron(x.shape[1], rngs=rngs)
+      y, y_test = 2.0 * y - 1.0, 2.0 * y_test - 1.0  # classes 0/1 -> -1/+1 for (17.4)
+    else:
+      sizes = [x.shape[1], *map(int, model_config.hidden), int(y.max()) + 1]
+      model = models.MLP(sizes, model_config.activation, rngs=rngs)
+  _, params, apply = models.split(model)
+  dtype = jnp.float64 if config.precision == "float64" else jnp.float32
+  params = jax.tree.map(lambda p: p.astype(dtype), params)
+  target_dtype = dtype if config.problem.loss == "logistic" else jnp.int32
+  return NetFiniteSum(jnp.asarray(x, dtype), jnp.asarray(y, target_dtype),
+                      jnp.asarray(x_test, dtype), jnp.asarray(y_test, target_dtype), params,
+                      jnp.asarray(config.problem.l2, dtype), apply, config.problem.loss)
+
+
 def build_problem(config):
+  if config.model.name != "linear":
+    return build_net_problem(config)
   dtype = jnp.float64 if config.precision == "float64" else jnp.float32
   if config.data.name == "stream":
     return make_logistic_stream(config.data.num_features, config.data.seed, config.problem.l2,
@@ -66,8 +120,8 @@ def build_method(config) -> driver.Method:
 
 
 def problem_constants(problem) -> dict[str, Any]:
-  """L, L_max and the float64 optimum E* (finite sums only)."""
-  if driver.is_stream(problem):
+  """L, L_max and the float64 optimum E* (linear finite sums only: nets are not convex)."""
+  if driver.is_stream(problem) or isinstance(problem, NetFiniteSum):
     return dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
   optimum = solve_optimum(problem)
   return dict(
@@ -90,6 +144,22 @@ def resolve_hyperparameters(config, constants) -> dict[str, float]:
     learning_rate = 1.0 / strong_convexity  # tau_0 of 1/(mu (l + 1)); only reported
   return dict(learning_rate=float(learning_rate), l0=float(config.optim.l0),
               strong_convexity=float(strong_convexity))
+
+
+def _check_gradient_memory(config, problem, method) -> float | None:
+  """The SAG family keeps one gradient per sample: refuse a run whose memory would not fit."""
+  if method.name not in driver.MEMORY_METHODS:
+    return None
+  needed = memory_bytes(method.memory, problem.init_params(), problem.num_samples)
+  budget = (config.optim.max_memory_mb * 2**20 if config.optim.max_memory_mb
+            else 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+  if needed > budget:
+    raise ConfigError(
+        f"{method.name} keeps one gradient per sample: {problem.num_samples} samples x "
+        f"{needed // problem.num_samples:,} bytes = {needed / 2**20:,.1f} MB, more than the "
+        f"{budget / 2**20:,.1f} MB allowed (optim.max_memory_mb); use fewer samples, "
+        "memory=scalar for linear models, or sgd/adam")
+  return needed / 2**20
 
 
 def _read_json(path: str):
@@ -155,6 +225,8 @@ def _metric_rows(points, first_elapsed, chunk_seconds, method, problem, optimum)
         step=int(step), epoch=epoch, objective=objective,
         suboptimality=None if optimum is None else objective - optimum,
         learning_rate=float(points.learning_rate[k]),
+        **({} if points.extras is None else
+           {name: float(values[k]) for name, values in points.extras.items()}),
         # Points of a chunk come back together; their times are interpolated within it.
         elapsed_s=first_elapsed + chunk_seconds * (k + 1) / len(steps),
     ))
@@ -194,7 +266,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   method = build_method(config)
   constants = problem_constants(problem)
   hyper_info = resolve_hyperparameters(config, constants)
-  if method.name == "bgd" and hyper_info["learning_rate"] >= 2.0 / constants["lipschitz"]:
+  _check_gradient_memory(config, problem, method)
+  if method.name == "bgd" and constants["lipschitz"] and (
+      hyper_info["learning_rate"] >= 2.0 / constants["lipschitz"]):
     print(f"warning: optim.learning_rate = {hyper_info['learning_rate']:.4g} is not below "
           f"2/L = {2.0 / constants['lipschitz']:.4g}; BGD may diverge", file=sys.stderr)
 
@@ -301,6 +375,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
       resumed_from_step=start_step or None,
       method=method.name,
       chunk_steps=chunk_steps,
+      gradient_memory_mb=_check_gradient_memory(config, problem, method),
   )
   arrays = {}
   for prefix, tree in (("params", state.params), ("reported", driver.reported_params(state))):

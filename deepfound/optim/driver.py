@@ -74,6 +74,7 @@ class LogPoint(NamedTuple):
   objective: jax.Array  # full E at the reported iterate (the average for SGA)
   learning_rate: jax.Array  # schedule value at this iteration count
   params: Any = None  # the reported iterate, when asked for (record_params=True)
+  extras: Any = None  # the problem's own metrics (nets: loss, train and test accuracy), if any
 
 
 def is_stream(problem) -> bool:
@@ -253,8 +254,9 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
     else:
       state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
     reported = reported_params(state)
+    extras = problem.metrics(reported) if hasattr(problem, "metrics") else None
     return state, LogPoint(state.step, problem.objective(reported), schedule(state.step),
-                           reported if record_params else None)
+                           reported if record_params else None, extras)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)
 
@@ -284,8 +286,9 @@ def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: Ru
                       record_params: bool = False) -> LogPoint:
   _, schedule = make_optimizer(method, hyper, problem.num_samples)
   reported = reported_params(state)
+  extras = problem.metrics(reported) if hasattr(problem, "metrics") else None
   return LogPoint(state.step, problem.objective(reported), schedule(state.step),
-                  reported if record_params else None)
+                  reported if record_params else None, extras)
 
 
 def count_bytes(tree: Any) -> int:

@@ -75,6 +75,12 @@ class NetFiniteSum:
                                                                  self.targets)
     return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
 
+  def metrics(self, params) -> dict[str, jax.Array]:
+    """Logged beside the objective: the data loss and the train and test accuracies."""
+    loss = jnp.mean(_loss(self.loss, self.apply(params, self.features), self.targets))
+    return dict(loss=loss, train_accuracy=self.accuracy(params, self.features, self.targets),
+                test_accuracy=self.accuracy(params, self.test_features, self.test_targets))
+
   def accuracy(self, params, features, targets) -> jax.Array:
     scores = self.apply(params, features)
     if self.loss == "logistic":
