@@ -24,7 +24,6 @@ import numpy as np
 import optax
 
 from deepfound.optim import schedules
-from deepfound.optim.memory import batch_mean
 from deepfound.optim.sag import sag
 from deepfound.optim.saga import saga
 from deepfound.optim.sga import averaged_params, sga
@@ -200,15 +199,15 @@ def make_step(problem, method: Method, hyper: Hyperparameters):
       updates, opt_state = optimizer.update(problem.gradient(params), opt_state, params)
     else:
       index_b, x_b, y_b = drawn
-      scale_b, gradients_b = problem.terms(params, x_b, y_b)
       if method.name in MEMORY_METHODS:
+        scale_b, gradients_b = problem.terms(params, x_b, y_b)
         extra = dict(index=index_b, sample_scale=scale_b, sample_features=x_b,
                      regularizer_gradient=problem.regularizer_gradient(params))
         if method.name == "svrg":
           extra["refresh_fn"] = _refresh_fn(problem, method)
         updates, opt_state = optimizer.update(gradients_b, opt_state, params, **extra)
-      else:
-        updates, opt_state = optimizer.update(jax.tree.map(batch_mean, gradients_b), opt_state,
+      else:  # only the minibatch mean is needed: no per-sample gradients
+        updates, opt_state = optimizer.update(problem.mean_gradient(params, x_b, y_b), opt_state,
                                               params)
     return optax.apply_updates(params, updates), opt_state
 

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepfound.optim.memory import batch_mean
+
 LOSSES = ("logistic", "multinomial", "least_squares")
 
 # Bound on the second derivative of each loss in its score, so that L = c ||X||_2^2 / n + l2.
@@ -87,6 +89,10 @@ class LinearFiniteSum:
     scale_bp = scale_b.reshape(scale_b.shape[:1] + (1,) + scale_b.shape[1:])
     gradients_b = x_b.reshape(x_b.shape + (1,) * (params.ndim - 1)) * scale_bp + self.l2 * params
     return scale_b, gradients_b
+
+  def mean_gradient(self, params: jax.Array, x_b: jax.Array, y_b: jax.Array) -> jax.Array:
+    """The minibatch's mean gradient, (1/b) sum_k grad E_k(b)."""
+    return batch_mean(self.terms(params, x_b, y_b)[1])
 
   def objective(self, params: jax.Array) -> jax.Array:
     data_term = jnp.mean(loss_value(self.loss, self.features @ params, self.targets))

@@ -57,6 +57,12 @@ class NetFiniteSum:
     """(None, per-sample gradients with a leading batch axis): nets have no scalar memory."""
     return None, jax.vmap(jax.grad(self._sample_loss), (None, 0, 0))(params, x_b, y_b)
 
+  def mean_gradient(self, params, x_b, y_b):
+    """Gradient of the minibatch's mean loss, without per-sample gradients (SGD, SGA, adam)."""
+    def batch_loss(p):
+      return jnp.mean(jax.vmap(self._sample_loss, (None, 0, 0))(p, x_b, y_b))
+    return jax.grad(batch_loss)(params)
+
   def objective(self, params) -> jax.Array:
     data = jnp.mean(_loss(self.loss, self.apply(params, self.features), self.targets))
     return data + 0.5 * self.l2 * optax.tree.norm(params, squared=True)

@@ -53,6 +53,9 @@ class LogisticStream:
   def objective(self, params):
     return self.evaluation.objective(params)
 
+  def mean_gradient(self, params, x_b, y_b):
+    return self.evaluation.mean_gradient(params, x_b, y_b)
+
   def regularizer_gradient(self, params):
     return self.evaluation.regularizer_gradient(params)
 

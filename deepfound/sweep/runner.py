@@ -20,7 +20,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from deepfound.experiment import runner as experiment
 from deepfound.experiment.config import ConfigError, validate
 from deepfound.optim import driver
-from deepfound.problems import LinearFiniteSum
 from deepfound.sweep import plots
 from deepfound.sweep.spec import VMAPPED_KEYS, SpecError, expand, parse
 
@@ -50,9 +49,10 @@ def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
 
 
 def with_l2(problem, l2: jax.Array):
-  if isinstance(problem, LinearFiniteSum):
-    return dataclasses.replace(problem, l2=l2)
-  return dataclasses.replace(problem, evaluation=dataclasses.replace(problem.evaluation, l2=l2))
+  """The same problem with another L2 weight (a vmapped leaf in a sweep)."""
+  if hasattr(problem, "evaluation"):  # a stream: the weight lives in its evaluation sample
+    return dataclasses.replace(problem, evaluation=dataclasses.replace(problem.evaluation, l2=l2))
+  return dataclasses.replace(problem, l2=l2)
 
 
 @dataclasses.dataclass

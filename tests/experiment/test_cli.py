@@ -134,3 +134,28 @@ def test_bgd_defaults_to_one_over_lipschitz_and_stream_runs_sga(tmp_path):
   rows = [json.loads(line) for line in (tmp_path / "st" / "metrics.jsonl").open()]
   assert rows[-1]["objective"] < rows[0]["objective"] - 0.05
   assert rows[-1]["suboptimality"] is None and rows[-1]["epoch"] is None  # n is infinite
+
+
+MLP_DIGITS = os.path.join(ROOT, "configs", "mlp_digits.py")
+
+
+def test_mlp_on_digits_through_the_cli(tmp_path):
+  result = train(tmp_path / "mlp", "--config.num_steps=420", "--config.checkpoint_every=210",
+                 config=MLP_DIGITS + ":sag")
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in (tmp_path / "mlp" / "metrics.jsonl").open()]
+  for key in ("loss", "train_accuracy", "test_accuracy", "objective", "epoch"):
+    assert key in rows[-1]
+  assert rows[-1]["test_accuracy"] > 0.85 and rows[0]["test_accuracy"] < 0.3
+  summary = json.loads((tmp_path / "mlp" / "summary.json").read_text())
+  assert summary["gradient_memory_mb"] == pytest.approx(1348 * (64 * 128 + 128 + 1290) * 4 / 2**20)
+
+
+def test_net_memory_refusal_and_bad_model_keys(tmp_path):
+  result = train(tmp_path / "big", "--config.optim.max_memory_mb=10", config=MLP_DIGITS + ":sag")
+  assert result.returncode == 2 and "keeps one gradient per sample" in result.stderr
+  assert "49.4 MB" in result.stderr and not (tmp_path / "big").exists()
+  result = train(tmp_path / "m", "--config.optim.memory=scalar", config=MLP_DIGITS + ":sgd")
+  assert result.returncode == 2 and "networks need optim.memory=pytree" in result.stderr
+  result = train(tmp_path / "m", "--config.model.activation=swish", config=MLP_DIGITS + ":sgd")
+  assert result.returncode == 2 and "model.activation" in result.stderr

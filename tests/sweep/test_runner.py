@@ -121,3 +121,20 @@ def test_bad_spec_through_the_cli(tmp_path):
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "bad arguments" in lines[0], result.stderr
   assert not (tmp_path / "bad").exists()
+
+
+def test_sweep_over_a_network(tmp_path):
+  from configs import mlp_digits
+
+  config = mlp_digits.get_config("sgd")
+  config.num_steps, config.log_every = 200, 100
+  summary = run_sweep(config, "optim.learning_rate=[0.01, 0.1]; seed=[0, 1]", str(tmp_path),
+                      log=lambda _: None)
+  rows = rows_of(tmp_path)
+  assert summary["num_runs"] == 4 and all(not r["diverged"] for r in rows)
+  assert rows[0]["final_suboptimality"] is None  # no E* for a net
+  # The larger step makes more progress in 200 steps, for both seeds.
+  by_rate = {r["optim.learning_rate"]: [] for r in rows}
+  for r in rows:
+    by_rate[r["optim.learning_rate"]].append(r["final_objective"])
+  assert max(by_rate[0.1]) < min(by_rate[0.01])

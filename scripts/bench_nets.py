@@ -1,0 +1,34 @@
+"""Throughput of net training against PyTorch: python scripts/bench_nets.py (results/bench/nets.md).
+
+Needs PyTorch, which is not a dependency: `pip install torch==2.13.0` (a CPU build on these
+machines).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from deepfound.cli import fail, flags_parser  # noqa: E402
+
+flags.DEFINE_string("out", "results/bench", "Output directory.")
+
+
+def main(argv):
+  del argv
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    fail("PyTorch is needed for this benchmark: pip install torch==2.13.0")
+  from deepfound.benchmarks.nets import run_benchmark
+
+  results = run_benchmark(flags.FLAGS.out, command=" ".join(["python"] + sys.argv))
+  print(f"ours {results['ours_samples_per_second']:,.0f} samples/s, torch "
+        f"{results['torch_samples_per_second']:,.0f} (x{results['ratio']:.2f}); 8 seeds "
+        f"x{results['ratio_8_seeds']:.2f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=flags_parser([]))
