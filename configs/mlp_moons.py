@@ -3,7 +3,7 @@
     python scripts/train.py --config=configs/mlp_moons.py:sgd --workdir=runs/mlp_moons
 
 ``:<method>`` as in mlp_digits.py; two hidden layers of 32 tanh units, 1000 points (750 to train).
-Expected test accuracy after the default 3000 steps: see README "Networks".
+Expected test accuracy after the default 3000 steps (seed 0): sgd 0.992, adam 0.996.
 """
 
 from configs import mlp_digits
