@@ -8,11 +8,13 @@ make the savings real):
 * ``none``: one scan over the L layers; reverse mode keeps all L intermediate values.
 * ``sqrt``: a scan over sqrt(L) segments whose body, a scan over sqrt(L) layers, is wrapped in
   ``jax.checkpoint``: only segment inputs are kept, each segment is recomputed once in the
-  backward pass. Memory O(sqrt(L)), one extra forward pass.
+  backward pass. Memory O(sqrt(L)), one extra forward pass. The segment length is the largest
+  divisor of L not above sqrt(L): choose L with such a divisor (a prime L gets segments of 1).
 * ``recursive``: bisection. A scan of length 2 over the two halves of the chain, each half handled
   the same way under ``jax.checkpoint``, down to segments of ``base`` layers. Memory O(log L)
   (one stored input per level), and each level recomputes its halves once: about log2(L / base)
-  extra forward passes.
+  extra forward passes. Bisection stops at the first odd length, so L / base should be a power of
+  2 (as in the benchmark); otherwise the last segment is stored in full.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Floating-point operations counted on a jaxpr, loops included.
 
 XLA's ``cost_analysis`` counts a loop body once; here a ``scan`` body counts ``length`` times.
-Conventions: a ``dot_general`` costs 2 flops per multiply-add; elementwise arithmetic and
+Conventions: a ``dot_general`` or a convolution costs 2 flops per multiply-add; elementwise arithmetic and
 transcendental primitives 1 flop per output element; a reduction 1 flop per input element; data
 movement (reshape, broadcast, transpose, slicing, conversion) 0.
 """
@@ -49,6 +49,11 @@ def jaxpr_flops(jaxpr) -> float:
       lhs_shape = eqn.invars[0].aval.shape
       contracted = math.prod(lhs_shape[a] for a in lhs_contract)
       total += 2.0 * _size(eqn.outvars[0].aval) * contracted
+    elif name == "conv_general_dilated":
+      rhs_shape = eqn.invars[1].aval.shape  # kernel; its input-feature dimension is per group
+      spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, spatial...)
+      per_output = math.prod(rhs_shape[d] for d in spec[1:])
+      total += 2.0 * _size(eqn.outvars[0].aval) * per_output
     elif name in _REDUCTIONS:
       total += _size(eqn.invars[0].aval)
     elif name not in _FREE:

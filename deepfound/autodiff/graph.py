@@ -74,7 +74,9 @@ class Graph:
     active = np.zeros(len(self.nodes), bool)
     active[self.inputs] = True
     for node in self.nodes:
-      if node.parents and any(active[p] for p in node.parents):
+      # Integer and boolean values carry no derivative, whatever they were computed from.
+      if node.parents and any(active[p] for p in node.parents) and jnp.issubdtype(
+          node.dtype, jnp.floating):
         active[node.index] = True
     return active
 

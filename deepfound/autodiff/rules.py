@@ -106,7 +106,8 @@ def _expand_reduced(value, axes, ndim):
 def tangent(node, parent_values, parent_tangents, out):
   """d theta_r given the parents' tangents (forward mode)."""
   name, params = node.primitive.name, node.params
-  if all(t is None for t in parent_tangents) or name in NO_DERIVATIVE:
+  if (all(t is None for t in parent_tangents) or name in NO_DERIVATIVE
+      or not jnp.issubdtype(out.dtype, jnp.floating)):
     return None
   zero = lambda k: jnp.zeros_like(parent_values[k]) if parent_tangents[k] is None else (  # noqa: E731
       parent_tangents[k])
@@ -155,7 +156,7 @@ def cotangents(node, parent_values, out, cotangent, active):
   """
   name, params = node.primitive.name, node.params
   result = [None] * len(parent_values)
-  if name in NO_DERIVATIVE:
+  if name in NO_DERIVATIVE or not jnp.issubdtype(out.dtype, jnp.floating):
     return result
   shapes = [np.shape(v) for v in parent_values]
   if name in _UNARY:
@@ -213,7 +214,8 @@ def cotangents(node, parent_values, out, cotangent, active):
     result[0] = jax.lax.pad(cotangent, jnp.zeros((), cotangent.dtype), padding)
   else:
     raise UnsupportedPrimitiveError(name)
-  return [None if not active[k] or c is None else _unbroadcast(c, shapes[k]).astype(
+  return [None if not active[k] or c is None or not jnp.issubdtype(
+      parent_values[k].dtype, jnp.floating) else _unbroadcast(c, shapes[k]).astype(
       parent_values[k].dtype) for k, c in enumerate(result)]
 
 

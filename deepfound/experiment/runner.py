@@ -75,6 +75,9 @@ def build_net_problem(config) -> NetFiniteSum:
   from deepfound import models
 
   (x, y), (x_test, y_test) = _net_arrays(config)
+  if config.optim.batch_size > len(y):
+    raise ConfigError(f"optim.batch_size must be <= the number of training samples ({len(y)}), "
+                      f"got {config.optim.batch_size}")
   rngs = nnx.Rngs(config.model.seed)
   model_config = config.model
   if model_config.name == "cnn":
@@ -82,6 +85,9 @@ def build_net_problem(config) -> NetFiniteSum:
   else:
     x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
     if model_config.name == "perceptron":
+      if not set(np.unique(y)) <= {0, 1}:
+        raise ConfigError(f"model.name=perceptron is a binary classifier; data.name="
+                          f"{config.data.name} has {len(np.unique(y))} classes (use mlp)")
       model = models.perceptron(x.shape[1], rngs=rngs)
       y, y_test = 2.0 * y - 1.0, 2.0 * y_test - 1.0  # classes 0/1 -> -1/+1 for (17.4)
     else:

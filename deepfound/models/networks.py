@@ -17,13 +17,14 @@ class MLP(nnx.Module):
   """Fully connected layers of the given ``sizes`` (inputs first, outputs last), with
   ``activation`` after every layer but the last, whose outputs are the scores."""
 
-  def __init__(self, sizes: Sequence[int], activation: str = "relu", *, rngs: nnx.Rngs):
+  def __init__(self, sizes: Sequence[int], activation: str = "relu", use_bias: bool = True, *,
+               rngs: nnx.Rngs):
     if activation not in ACTIVATIONS:
       raise ValueError(f"unknown activation {activation!r}; expected one of "
                        f"{', '.join(ACTIVATIONS)}")
     self.activation = activation
-    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:],
-                                                                        strict=True)])
+    self.layers = nnx.List([nnx.Linear(a, b, use_bias=use_bias, rngs=rngs)
+                            for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for layer in self.layers[:-1]:
@@ -32,9 +33,10 @@ class MLP(nnx.Module):
 
 
 def perceptron(num_features: int, *, rngs: nnx.Rngs) -> MLP:
-  """One layer, one output: the score <x, w> + b whose sigmoid is P(y = +1 | x) (17.3.2). With a
-  zero bias, training it with the logistic loss is the logistic regression of section 17.1."""
-  return MLP([num_features, 1], rngs=rngs)
+  """One layer, one output, no bias: the score <x, w> whose sigmoid is P(y = +1 | x) (17.3.2).
+  Trained with the logistic loss it is exactly the logistic regression of section 17.1 (whose
+  model has no intercept either)."""
+  return MLP([num_features, 1], use_bias=False, rngs=rngs)
 
 
 class CNN(nnx.Module):

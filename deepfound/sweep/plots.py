@@ -14,14 +14,19 @@ import numpy as np  # noqa: E402
 RATE, L0 = "optim.learning_rate", "optim.l0"
 
 
-def _score(row) -> float:
-  """What a run achieved: its final suboptimality, or its objective where E* is unknown."""
-  value = row["final_suboptimality"] if row["optimum"] is not None else row["final_objective"]
-  return np.nan if row["diverged"] else value
+def _uses_optimum(rows) -> bool:
+  return bool(rows) and all(row["optimum"] is not None for row in rows)
+
+
+def _score(row, rows) -> float:
+  """What a run achieved: its final suboptimality, or its objective where some E* is unknown."""
+  if row["diverged"]:
+    return np.nan
+  return row["final_suboptimality"] if _uses_optimum(rows) else row["final_objective"]
 
 
 def _score_name(rows) -> str:
-  return "E - E*" if rows and rows[0]["optimum"] is not None else "E"
+  return "E - E*" if _uses_optimum(rows) else "E"
 
 
 def write_plots(workdir: str, rows: list[dict], labels: list[str]) -> list[str]:
@@ -40,12 +45,12 @@ def _final_against_rate(workdir, rows, labels) -> str:
     name = labels[row["group"]] + (f", l0={row[L0]:g}" if L0 in row else "")
     lines[name][row[RATE]].append(row)
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  finite = [_score(r) for r in rows if not r["diverged"]]
+  finite = [_score(r, rows) for r in rows if not r["diverged"]]
   top = np.nanmax(finite) * 3 if finite else 1.0
   diverged_shown = False
   for name, by_rate in lines.items():
     rates = np.array(sorted(by_rate))
-    medians = np.array([np.nanmedian([_score(r) for r in by_rate[x]]) if any(
+    medians = np.array([np.nanmedian([_score(r, rows) for r in by_rate[x]]) if any(
         not r["diverged"] for r in by_rate[x]) else np.nan for x in rates])
     ax.plot(rates, medians, "o-", ms=3, label=name)
     bad = [x for x in rates if any(r["diverged"] for r in by_rate[x])]
@@ -75,7 +80,7 @@ def _heat_map(workdir, rows, labels) -> str:
       if r["diverged"]:
         diverged[i, j] = True
       else:
-        grid[i, j] = np.nanmin([grid[i, j], np.log10(max(_score(r), 1e-16))])
+        grid[i, j] = np.nanmin([grid[i, j], np.log10(max(_score(r, rows), 1e-16))])
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
     for i, j in zip(*np.nonzero(diverged), strict=True):
       ax.text(j, i, "x", color="red", ha="center", va="center", fontsize=12)

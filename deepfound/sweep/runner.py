@@ -103,8 +103,12 @@ def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
   """
   state = jax.eval_shape(lambda: driver.init_state(problem, method, hyper, jax.random.PRNGKey(0)))
   params = _tree_bytes(state.params)
-  scores = (problem.num_samples or problem.evaluation.num_samples) * params // max(
-      problem.num_features, 1)
+  if hasattr(problem, "apply"):  # a network: its activations over all n samples, as compiled
+    scores = jax.jit(problem.objective).lower(problem.init_params()).compile(
+        ).memory_analysis().temp_size_in_bytes
+  else:
+    scores = (problem.num_samples or problem.evaluation.num_samples) * params // max(
+        problem.num_features, 1)
   page = driver._PAGE_STEPS * method.batch_size * (problem.num_features + 2) * 4
   # The state is held twice while a step writes the next one.
   return 2 * _tree_bytes(state) + 16 * num_logs + scores + page
@@ -255,8 +259,9 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   best = []
   for g, group in enumerate(groups):
     candidates = [r for r in rows if r["group"] == g and not r["diverged"]]
-    key = "final_suboptimality" if candidates and candidates[0]["optimum"] is not None else \
-        "final_objective"
+    # Suboptimality where every run has an E*, else the objective (comparable within a group).
+    key = ("final_suboptimality" if all(r["optimum"] is not None for r in candidates)
+           else "final_objective")
     winner = min(candidates, key=lambda r: r[key]) if candidates else None
     best.append(dict(group=g, program=group.label, best=winner,
                      diverged=sum(r["diverged"] for r in rows if r["group"] == g),

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 # Numeric keys that vary between the runs of one compiled program (vmapped); any other swept key
-# changes the program and splits the runs into one program per value.
+# changes the program and splits the runs into one program per value. ``seed`` seeds the sampling;
+# a network's initialization comes from ``model.seed`` (sweep that for independent inits).
 VMAPPED_KEYS = ("optim.learning_rate", "optim.l0", "optim.strong_convexity", "problem.l2", "seed")
 
 _GENERATORS = {

@@ -70,6 +70,26 @@ def test_unsupported_primitive_is_named():
     forward_gradient(lambda v: jnp.sort(v)[0], jnp.ones(3))
 
 
+def test_integer_casts_carry_no_derivative():
+  def f(v):
+    return jnp.sum(v * v.astype(jnp.int32).astype(jnp.float32))
+
+  x = jnp.array([1.5, 2.5])
+  np.testing.assert_allclose(reverse_gradient(f, x), jax.grad(f)(x))
+  np.testing.assert_allclose(forward_gradient(f, x), jax.grad(f)(x))
+
+
+def test_flops_of_a_convolution():
+  kernel = jnp.ones((3, 3, 2, 4))  # HWIO
+
+  def conv(image):
+    return jax.lax.conv_general_dilated(image, kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+
+  image = jnp.ones((1, 5, 5, 2))
+  assert flops(conv, image) == 2 * (5 * 5 * 4) * (3 * 3 * 2) + 5 * 5 * 4
+
+
 def test_linear_chain_backprop_matches_jax_grad():
   layers = [lambda x, p: jnp.tanh(p["w"] @ x + p["b"]), lambda x, p: jax.nn.relu(p["w"] @ x),
             lambda x, p: jax.nn.sigmoid(p @ x)]

@@ -49,6 +49,7 @@ def test_perceptron_is_the_logistic_problem():
   net = net_problem(perceptron(4, rngs=nnx.Rngs(0)), (x, y), (x, y), loss="logistic", l2=0.1)
   w = jnp.asarray(rng.normal(size=4), jnp.float32)
   params = jax.tree.map(jnp.zeros_like, net.initial_params)
+  assert [leaf.shape for leaf in jax.tree.leaves(params)] == [(4, 1)]  # no bias: w only
   params["layers"][0]["kernel"][...] = w[:, None]
   assert float(net.objective(params)) == pytest.approx(float(linear.objective(w)), rel=1e-6)
   grad = net.gradient(params)
