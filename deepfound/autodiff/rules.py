@@ -224,6 +224,3 @@ def evaluate(node, parent_values):
   return node.primitive.bind(*parent_values, **node.params)
 
 
-def is_float(dtype) -> bool:
-  return jnp.issubdtype(dtype, jnp.floating)
-

@@ -272,7 +272,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   method = build_method(config)
   constants = problem_constants(problem)
   hyper_info = resolve_hyperparameters(config, constants)
-  _check_gradient_memory(config, problem, method)
+  gradient_memory_mb = _check_gradient_memory(config, problem, method)
   if method.name == "bgd" and constants["lipschitz"] and (
       hyper_info["learning_rate"] >= 2.0 / constants["lipschitz"]):
     print(f"warning: optim.learning_rate = {hyper_info['learning_rate']:.4g} is not below "
@@ -381,7 +381,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
       resumed_from_step=start_step or None,
       method=method.name,
       chunk_steps=chunk_steps,
-      gradient_memory_mb=_check_gradient_memory(config, problem, method),
+      gradient_memory_mb=gradient_memory_mb,
   )
   arrays = {}
   for prefix, tree in (("params", state.params), ("reported", driver.reported_params(state))):

@@ -289,6 +289,3 @@ def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: Ru
   return LogPoint(state.step, problem.objective(reported), schedule(state.step),
                   reported if record_params else None, extras)
 
-
-def count_bytes(tree: Any) -> int:
-  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
