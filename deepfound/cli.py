@@ -31,10 +31,23 @@ def _one_line(message: str) -> str:
   return lines[0]
 
 
-def flags_parser(required: Sequence[str]) -> Callable[[list[str]], list[str]]:
-  """An ``app.run`` flags parser that turns flag errors into one line and exit status 2."""
+def _print_help(describe: Callable[[], str] | None) -> None:
+  """The script's docstring, its flags, and (train.py, sweep.py) the registered rules, data sets
+  and config keys; exit status 0."""
+  doc = (sys.modules["__main__"].__doc__ or "").strip()
+  print(doc + "\n\nFlags:\n" + flags.FLAGS.main_module_help().strip()
+        + ("\n\n" + describe() if describe else ""))
+  sys.exit(0)
+
+
+def flags_parser(required: Sequence[str], describe: Callable[[], str] | None = None
+                 ) -> Callable[[list[str]], list[str]]:
+  """An ``app.run`` flags parser that turns flag errors into one line and exit status 2;
+  ``--help`` prints the usage (and ``describe()``, the registries) with exit status 0."""
 
   def parse(argv: list[str]) -> list[str]:
+    if any(arg in ("--help", "-h", "--helpshort", "--helpfull", "-?") for arg in argv[1:]):
+      _print_help(describe)
     try:
       remaining = flags.FLAGS(argv)
     except flags.Error as e:

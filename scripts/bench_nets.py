@@ -22,9 +22,12 @@ def main(argv):
     import torch  # noqa: F401
   except ImportError:
     fail("PyTorch is needed for this benchmark: pip install torch==2.13.0")
+  from configs import mlp_digits
   from deepfound.benchmarks.nets import run_benchmark
 
-  results = run_benchmark(flags.FLAGS.out, command=" ".join(["python"] + sys.argv))
+  config = mlp_digits.get_config("sgd")
+  config.optim.schedule = "constant"
+  results = run_benchmark(flags.FLAGS.out, " ".join(["python"] + sys.argv), config)
   print(f"ours {results['ours_samples_per_second']:,.0f} samples/s, torch "
         f"{results['torch_samples_per_second']:,.0f} (x{results['ratio']:.2f}); 8 seeds "
         f"x{results['ratio_8_seeds']:.2f}", file=sys.stderr)

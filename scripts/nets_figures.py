@@ -16,10 +16,11 @@ flags.DEFINE_string("out", "results/nets", "Output directory.")
 
 def main(argv):
   del argv
+  from configs import mlp_digits, mlp_moons
   from deepfound.figures.nets import make_all
 
   start = time.perf_counter()
-  summary = make_all(flags.FLAGS.out)
+  summary = make_all(flags.FLAGS.out, mlp_digits.get_config, mlp_moons.get_config)
   summary["seconds"] = time.perf_counter() - start
   with open(os.path.join(flags.FLAGS.out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)

@@ -14,6 +14,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from deepfound.cli import flags_parser, run_main  # noqa: E402
+from deepfound.experiment import describe  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
 flags.DEFINE_string("workdir", None, "Directory for the run's outputs and checkpoints.")
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=flags_parser(["config", "workdir"]))
+  app.run(main, flags_parser=flags_parser(["config", "workdir"], describe))

@@ -3,6 +3,10 @@
 import os
 import re
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -38,3 +42,8 @@ def test_readme_autodiff_example_runs():
   namespace = {}
   exec(compile(_blocks()[0], "README.md", "exec"), namespace)  # noqa: S102
   assert namespace["graph"].count("log1p") == 2
+  # The printed gradients are the gradient: both modes agree with jax.grad.
+  want = jax.grad(namespace["loss"])(jnp.ones(3))
+  assert not np.allclose(want, 0.0)
+  np.testing.assert_allclose(namespace["reverse"], want, atol=1e-6)
+  np.testing.assert_allclose(namespace["forward"], want, atol=1e-6)

@@ -12,6 +12,8 @@ import math
 
 import jax
 
+from deepfound.autodiff.primitives import CALL_JAXPR_PARAM
+
 _FREE = frozenset({
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "convert_element_type",
     "slice", "dynamic_slice", "dynamic_update_slice", "concatenate", "pad", "gather", "iota",
@@ -21,9 +23,6 @@ _FREE = frozenset({
 })
 _REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "argmax", "argmin",
                          "reduce_prod", "cumsum"})
-_INNER = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
-          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "checkpoint": "jaxpr",
-          "remat": "jaxpr", "remat2": "jaxpr"}
 
 
 def _size(aval) -> int:
@@ -36,8 +35,8 @@ def jaxpr_flops(jaxpr) -> float:
   total = 0.0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
-    if name in _INNER:
-      total += jaxpr_flops(eqn.params[_INNER[name]])
+    if name in CALL_JAXPR_PARAM:
+      total += jaxpr_flops(eqn.params[CALL_JAXPR_PARAM[name]])
     elif name == "scan":
       total += eqn.params["length"] * jaxpr_flops(eqn.params["jaxpr"])
     elif name == "cond":

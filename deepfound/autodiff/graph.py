@@ -17,19 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-# Primitives whose params hold a jaxpr to inline, and the param that holds it.
-_CALLS = {
-    "jit": "jaxpr",
-    "pjit": "jaxpr",
-    "closed_call": "call_jaxpr",
-    "core_call": "call_jaxpr",
-    "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr",
-    "custom_vjp_call_jaxpr": "fun_jaxpr",
-    "checkpoint": "jaxpr",
-    "remat": "jaxpr",
-    "remat2": "jaxpr",
-}
+from deepfound.autodiff.primitives import CALL_JAXPR_PARAM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +101,8 @@ class _Builder:
     for eqn in jaxpr.eqns:
       parents = [read(atom) for atom in eqn.invars]
       name = eqn.primitive.name
-      if name in _CALLS:
-        inner = eqn.params[_CALLS[name]]
+      if name in CALL_JAXPR_PARAM:
+        inner = eqn.params[CALL_JAXPR_PARAM[name]]
         inner_jaxpr, inner_consts = (inner.jaxpr, inner.consts) if hasattr(inner, "consts") else (
             inner, ())
         if name == "custom_jvp_call" or name == "custom_vjp_call":

@@ -9,22 +9,21 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from configs import mlp_digits
 from deepfound.benchmarks.timing import median_seconds
-from deepfound.experiment import runner
+from deepfound.experiment import build
 from deepfound.optim import driver
 
 STEPS = 20_000
 BATCH = 32
 
 
-def ours(seeds: int = 1) -> float:
-  """Samples per second of minibatch SGD on the digits MLP (compilation excluded)."""
-  config = mlp_digits.get_config("sgd")
-  config.optim.schedule = "constant"
-  problem = runner.build_problem(config)
+def ours(config: ml_collections.ConfigDict, seeds: int = 1) -> float:
+  """Samples per second of minibatch SGD on the digits MLP of ``config`` (compilation
+  excluded)."""
+  problem = build.build_problem(config)
   method = driver.Method("sgd", batch_size=BATCH)
   hyper = driver.hyperparameters(0.05)
   run = functools.partial(driver.run, problem, method, hyper, num_steps=STEPS, log_every=STEPS)
@@ -37,14 +36,13 @@ def ours(seeds: int = 1) -> float:
   return seeds * STEPS * BATCH / seconds
 
 
-def torch_loop() -> float:
+def torch_loop(config: ml_collections.ConfigDict) -> float:
   """The same architecture, batch and step count as a plain PyTorch loop on the CPU."""
   import torch
 
-  config = mlp_digits.get_config("sgd")
-  (x, y), _ = runner._net_arrays(config)
-  x = torch.tensor(np.asarray(x).reshape(len(x), -1), dtype=torch.float32)
-  y = torch.tensor(np.asarray(y), dtype=torch.long)
+  problem = build.build_problem(config)
+  x = torch.tensor(np.asarray(problem.features), dtype=torch.float32)
+  y = torch.tensor(np.asarray(problem.targets), dtype=torch.long)
   torch.manual_seed(0)
   model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
   optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -67,11 +65,12 @@ def torch_loop() -> float:
   return STEPS * BATCH / float(np.median(times)), torch.__version__, torch.get_num_threads()
 
 
-def run_benchmark(out: str, command: str) -> dict:
-  torch_rate, torch_version, threads = torch_loop()
+def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict) -> dict:
+  """``config``: the digits MLP experiment (``configs/mlp_digits.py:sgd``)."""
+  torch_rate, torch_version, threads = torch_loop(config)
   results = dict(
-      command=command, steps=STEPS, batch=BATCH, ours_samples_per_second=ours(),
-      ours_8_seeds_samples_per_second=ours(8), torch_samples_per_second=torch_rate,
+      command=command, steps=STEPS, batch=BATCH, ours_samples_per_second=ours(config),
+      ours_8_seeds_samples_per_second=ours(config, 8), torch_samples_per_second=torch_rate,
       torch_version=torch_version, torch_threads=threads, jax_version=jax.__version__,
   )
   results["ratio"] = results["ours_samples_per_second"] / torch_rate

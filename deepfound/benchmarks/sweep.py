@@ -12,15 +12,16 @@ import warnings
 import jax
 import numpy as np
 
-from configs import logreg_quantum
 from deepfound.data import load_quantum, make_logistic_data
+from deepfound.experiment import base_config
 from deepfound.sweep.runner import run_sweep
 
 NUM_POINTS = 64
 
 
 def _config(data: str, epochs: int, num_samples: int):
-  config = logreg_quantum.get_config("sag")
+  config = base_config()  # SAG at a constant rate (swept) on the quantum data, as configs/
+  config.data.name, config.optim.name = "quantum", "sag"  # logreg_quantum.py:sag
   if data == "synthetic":
     config.data.name, config.data.num_samples, config.data.num_features = "synthetic", num_samples, 100
   n = num_samples if data == "synthetic" else 10_000

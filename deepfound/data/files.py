@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from deepfound.data.errors import DataError
+from deepfound.data.registry import Dataset, DatasetSpec, binary_labels, register_dataset
 
 
 def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +39,14 @@ def load_libsvm(path: str, num_features: int | None = None, binary: bool = True)
   if not (np.all(np.isfinite(features)) and np.all(np.isfinite(labels))):
     raise DataError(f"LIBSVM file {path} holds a NaN or infinite value")
   if binary:
-    values = np.unique(labels)
-    if values.size != 2:
-      raise DataError(f"LIBSVM file {path}: expected 2 label values, found {values.size}")
-    labels = np.where(labels == values[1], 1.0, -1.0)
+    labels = binary_labels(labels, f"LIBSVM file {path}")
   return features, labels
+
+
+register_dataset(DatasetSpec(
+    name="breast_cancer", load=lambda data: Dataset(*load_breast_cancer()),
+    summary="scikit-learn's Wisconsin breast cancer set, 569 x 30, standardized, labels +-1"))
+register_dataset(DatasetSpec(
+    name="libsvm", load=lambda data: Dataset(*load_libsvm(data.path, binary=False)),
+    summary="a LIBSVM/SVMlight text file (data.path), labels as in the file",
+    uses=("path",), requires=("path",)))

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from deepfound.data.errors import DataError
+from deepfound.data.registry import Dataset, DatasetSpec, register_dataset
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32,
               0x0E: np.float64}
@@ -54,6 +55,23 @@ def load_idx(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray
     raise DataError(f"IDX pair {images_path}, {labels_path}: expected images (n, H, W) and "
                     f"labels (n,), got {images.shape} and {labels.shape}")
   return images[..., None].astype(np.float32) / 255.0, labels.astype(np.int32)
+
+
+_IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+              "t10k-labels-idx1-ubyte")
+
+
+def load_idx_directory(directory: str):
+  """The four MNIST IDX files (optionally gzipped) of ``directory``:
+  ((x_train, y_train), (x_test, y_test)) as ``load_idx`` reads them."""
+  paths = []
+  for name in _IDX_NAMES:
+    found = [p for p in (os.path.join(directory, name + suffix) for suffix in ("", ".gz"))
+             if os.path.isfile(p)]
+    if not found:
+      raise DataError(f"{directory} has no {name}[.gz] (the MNIST IDX file names)")
+    paths.append(found[0])
+  return load_idx(*paths[:2]), load_idx(*paths[2:])
 
 
 def load_npz(path: str):
@@ -110,3 +128,30 @@ def standardize(train, test):
   std = train[0].std(axis=0)
   std = np.where(std > 0, std, 1.0)  # constant pixels (digits' borders) stay at zero
   return ((train[0] - mean) / std, train[1]), ((test[0] - mean) / std, test[1])
+
+
+register_dataset(DatasetSpec(
+    name="digits", load=lambda data: Dataset(*load_digits()),
+    summary="scikit-learn's 8x8 digits, 1797 images, 10 classes", uses=("seed", "test_fraction")))
+register_dataset(DatasetSpec(
+    name="moons", load=lambda data: Dataset(*make_moons(data.num_samples, seed=data.seed)),
+    summary="two interleaved half circles (2-D points, 2 classes)",
+    uses=("num_samples", "seed", "test_fraction")))
+register_dataset(DatasetSpec(
+    name="spirals", load=lambda data: Dataset(*make_spirals(data.num_samples, seed=data.seed)),
+    summary="two interleaved spirals (2-D points, 2 classes)",
+    uses=("num_samples", "seed", "test_fraction")))
+def _with_test(split) -> Dataset:
+  (x, y), test = split
+  return Dataset(x, y, test=test)
+
+
+register_dataset(DatasetSpec(
+    name="npz", load=lambda data: _with_test(load_npz(data.path)),
+    summary="a .npz with x_train, y_train, x_test, y_test (keras' mnist.npz layout)",
+    uses=("path",), requires=("path",)))
+register_dataset(DatasetSpec(
+    name="mnist_idx",
+    load=lambda data: _with_test(load_idx_directory(data.path)),
+    summary="a directory with MNIST's four IDX files (data.path)", uses=("path",),
+    requires=("path",)))

@@ -8,6 +8,7 @@ import importlib.resources
 import numpy as np
 
 from deepfound.data.errors import DataError
+from deepfound.data.registry import Dataset, DatasetSpec, register_dataset
 
 NUM_COLUMNS = 79  # 78 features, then the label in {0, 1}
 
@@ -50,3 +51,9 @@ def load_quantum(seed: int = 0, path: str | None = None) -> tuple[np.ndarray, np
   if np.any(std == 0):
     raise DataError("quantum data has a constant feature column after selection")
   return (features - features.mean(axis=0)) / std, labels
+
+
+register_dataset(DatasetSpec(
+    name="quantum", load=lambda data: Dataset(*load_quantum(seed=data.seed, path=data.path)),
+    summary="the chapter's quantum physics data, 10000 x 46, labels +-1 (shipped; data.path "
+            "overrides)", uses=("path", "seed")))

@@ -1,4 +1,5 @@
-"""From a config to a finished run: data, problem, method, metrics, checkpoints, progress."""
+"""From a config to a finished run: data, problem, rule, metrics, checkpoints, progress."""
 
-from deepfound.experiment.config import ConfigError, base_config, validate
-from deepfound.experiment.runner import DivergenceError, run_experiment
+from deepfound.errors import ConfigError
+from deepfound.experiment.config import base_config, describe, precision_dtype, validate
+from deepfound.experiment.runner import DivergenceError, precision_scope, run_experiment

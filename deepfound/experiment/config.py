@@ -1,27 +1,39 @@
-"""Experiment configs: the shared defaults, and validation at the boundary (one clear line)."""
+"""Experiment configs: the keys and defaults, derived from the registries, and validation at the
+boundary (one clear line naming the key)."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
-from deepfound.data import DATASETS, NET_DATASETS
-from deepfound.optim import METHODS, SCHEDULES
-from deepfound.optim.driver import MEMORY_METHODS, SAMPLINGS
+from deepfound.data.registry import DATASETS
+from deepfound.errors import ConfigError
+from deepfound.models.activations import ACTIVATIONS
+from deepfound.optim.driver import SAMPLINGS
 from deepfound.optim.memory import LAYOUTS
+from deepfound.optim.registry import RULES
+from deepfound.optim.schedules import SCHEDULES
 from deepfound.problems import LOSSES, NET_LOSSES
+from deepfound.registry import Option
 
-PRECISIONS = ("float32", "float64")
+PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
 MODELS = ("linear", "perceptron", "mlp", "cnn")
-OPTAX_BASELINES = ("adam",)
+MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: scalar for linear models, pytree for networks
 
 
-class ConfigError(ValueError):
-  """A config value is missing, out of range or inconsistent with another."""
+def precision_dtype(precision: str):
+  """The float dtype of ``precision`` ("float32" or "float64")."""
+  return PRECISIONS[precision]
+
+
+def _placeholder(option: Option):
+  return config_dict.placeholder(option.kind) if option.default is None else option.default
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every key an experiment may set (a config file overrides some; flags override any)."""
+  """Every key an experiment may set (a config file overrides some; flags override any),
+  including the options of every registered rule (``optim.*``) and data set (``data.*``)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.num_steps = 1000
@@ -36,11 +48,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.num_features = 100
   config.data.seed = 0
   config.data.test_fraction = 0.25  # held-out share, for sets without a test split
+  for option in DATASETS.options().values():
+    config.data[option.name] = _placeholder(option)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "linear"  # the linear models of 17.1; perceptron, mlp, cnn: 17.3
   config.model.hidden = (64,)  # mlp: hidden layer widths
-  config.model.activation = "relu"  # mlp: relu, sigmoid or tanh
+  config.model.activation = "relu"  # mlp: one of models.ACTIVATIONS
   config.model.channels = (8, 16)  # cnn: channels of the two convolutions
   config.model.seed = 0  # parameter initialization
 
@@ -50,16 +64,16 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"
-  config.optim.learning_rate = config_dict.placeholder(float)  # bgd: None means 1/L
+  config.optim.learning_rate = config_dict.placeholder(float)  # None: the rule's default, if any
   config.optim.schedule = "constant"
   config.optim.l0 = 100.0
   config.optim.strong_convexity = config_dict.placeholder(float)  # None: problem.l2
   config.optim.batch_size = 1
   config.optim.sampling = "uniform"
-  config.optim.memory = "scalar"
-  config.optim.average_over_seen = False
-  config.optim.svrg_frequency = config_dict.placeholder(int)
+  config.optim.memory = "auto"
   config.optim.max_memory_mb = config_dict.placeholder(float)  # SAG-family memory (default: RAM/2)
+  for option in RULES.options().values():
+    config.optim[option.name] = _placeholder(option)
   return config
 
 
@@ -73,27 +87,43 @@ def _positive(key: str, value) -> None:
     raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
+def _positive_int(key: str, value) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ``ConfigError`` naming the first bad key; checks what needs no data."""
   optim, data = config.optim, config.data
-  _one_of("optim.name", optim.name, METHODS + OPTAX_BASELINES)
+  _one_of("optim.name", optim.name, RULES.names())
+  _one_of("data.name", data.name, DATASETS.names())
   _one_of("model.name", config.model.name, MODELS)
   _one_of("optim.schedule", optim.schedule, SCHEDULES)
   _one_of("optim.sampling", optim.sampling, SAMPLINGS)
-  _one_of("optim.memory", optim.memory, LAYOUTS)
-  _one_of("precision", config.precision, PRECISIONS)
-  if config.model.name == "linear":
-    _one_of("data.name", data.name, DATASETS)
-    _one_of("problem.loss", config.problem.loss, LOSSES)
-  else:
-    _validate_net(config)
+  _one_of("optim.memory", optim.memory, MEMORY_CHOICES)
+  _one_of("precision", config.precision, tuple(PRECISIONS))
   for key in ("num_steps", "log_every", "checkpoint_every"):
-    if not isinstance(config[key], int) or config[key] < 1:
-      raise ConfigError(f"{key} must be a positive integer, got {config[key]!r}")
+    _positive_int(key, config[key])
   if config.num_steps % config.log_every:
     raise ConfigError(
         f"num_steps ({config.num_steps}) must be a multiple of log_every ({config.log_every})"
     )
+  _positive_int("optim.batch_size", optim.batch_size)
+  if config.problem.l2 is None or not config.problem.l2 >= 0:
+    raise ConfigError(f"problem.l2 must be >= 0, got {config.problem.l2!r}")
+  _validate_rule(config)
+  _validate_data(config)
+  if config.model.name == "linear":
+    _one_of("problem.loss", config.problem.loss, LOSSES)
+  else:
+    _validate_net(config)
+
+
+def _validate_rule(config) -> None:
+  optim = config.optim
+  spec = RULES.get(optim.name)
+  for option in spec.options:
+    option.validate("optim", optim[option.name])
   if optim.schedule == "strongly_convex":
     if optim.strong_convexity is None and not config.problem.l2 > 0:
       raise ConfigError("optim.strong_convexity must be > 0 for the strongly_convex schedule "
@@ -101,56 +131,66 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if optim.strong_convexity is not None:
       _positive("optim.strong_convexity", optim.strong_convexity)
   elif optim.learning_rate is None:
-    if optim.name != "bgd":
+    if spec.default_learning_rate is None or config.model.name != "linear":
       raise ConfigError(f"optim.learning_rate is required for {optim.name} (a float > 0)")
   else:
     _positive("optim.learning_rate", optim.learning_rate)
   if optim.schedule in ("inverse_time", "inverse_sqrt"):
     _positive("optim.l0", optim.l0)
-  if not isinstance(optim.batch_size, int) or optim.batch_size < 1:
-    raise ConfigError(f"optim.batch_size must be a positive integer, got {optim.batch_size!r}")
-  if optim.svrg_frequency is not None and optim.svrg_frequency < 1:
-    raise ConfigError(f"optim.svrg_frequency must be a positive integer, got {optim.svrg_frequency}")
-  if config.problem.l2 is None or config.problem.l2 < 0:
-    raise ConfigError(f"problem.l2 must be >= 0, got {config.problem.l2!r}")
-  if data.name == "stream" and optim.name in MEMORY_METHODS + ("bgd",):
-    raise ConfigError(
-        f"optim.name={optim.name} needs a finite sum, but data.name=stream draws a fresh sample "
-        "every step (n = infinity); use sgd or sga"
-    )
-  if data.name == "libsvm" and not data.path:
-    raise ConfigError("data.path is required for data.name=libsvm")
-  if data.name in ("synthetic", "stream"):
-    _positive("data.num_features", data.num_features)
-    if data.name == "synthetic":
-      _positive("data.num_samples", data.num_samples)
-  if config.problem.loss == "multinomial" and data.name != "libsvm":
-    raise ConfigError(f"problem.loss=multinomial needs class labels; data.name={data.name} is "
-                      "binary (multinomial works with data.name=libsvm)")
-  if config.problem.loss != "logistic" and data.name == "stream":
-    raise ConfigError("data.name=stream draws logistic samples; use problem.loss=logistic")
+
+
+def _validate_data(config) -> None:
+  data, spec = config.data, DATASETS.get(config.data.name)
+  for key in spec.requires:
+    if not data[key]:
+      raise ConfigError(f"data.{key} is required for data.name={spec.name}")
+  for option in spec.options:
+    option.validate("data", data[option.name])
+  for key in ("num_samples", "num_features"):
+    if key in spec.uses:
+      _positive(f"data.{key}", data[key])
+  rule = RULES.get(config.optim.name)
+  if spec.stream:
+    if rule.needs_finite_sum:
+      raise ConfigError(
+          f"optim.name={rule.name} needs a finite sum, but data.name={spec.name} draws a fresh "
+          "sample every step (n = infinity); use a rule without one, e.g. sgd or sga")
+    if config.model.name != "linear" or config.problem.loss != "logistic":
+      raise ConfigError(f"data.name={spec.name} draws logistic samples for a linear model; use "
+                        "model.name=linear and problem.loss=logistic")
 
 
 def _validate_net(config) -> None:
   model, data = config.model, config.data
-  _one_of("data.name", data.name, NET_DATASETS)
   _one_of("problem.loss", config.problem.loss, NET_LOSSES)
   if model.name == "perceptron" and config.problem.loss != "logistic":
     raise ConfigError("model.name=perceptron takes problem.loss=logistic (one score)")
   if model.name != "perceptron" and config.problem.loss != "cross_entropy":
     raise ConfigError(f"model.name={model.name} takes problem.loss=cross_entropy")
-  if model.name == "cnn" and data.name in ("moons", "spirals"):
-    raise ConfigError(f"model.name=cnn needs images; data.name={data.name} is 2-D points")
-  if config.optim.memory != "pytree":
-    raise ConfigError("optim.memory=scalar is for linear models; networks need optim.memory=pytree")
-  if config.optim.learning_rate is None:
-    raise ConfigError(f"optim.learning_rate is required for networks (model.name={model.name})")
-  if data.name in ("mnist_idx", "npz") and not data.path:
-    raise ConfigError(f"data.path is required for data.name={data.name}")
+  if config.optim.memory == "scalar" and RULES.get(config.optim.name).keeps_memory:
+    raise ConfigError("optim.memory=scalar is for linear models; networks need optim.memory=pytree "
+                      "(or auto)")
   if not 0 < data.test_fraction < 1:
     raise ConfigError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
   if any(int(width) < 1 for width in model.hidden) or any(int(c) < 1 for c in model.channels):
     raise ConfigError("model.hidden and model.channels must be positive integers")
-  if model.activation not in ("relu", "sigmoid", "tanh"):
-    raise ConfigError(f"model.activation must be one of relu, sigmoid, tanh, got "
-                      f"{model.activation!r}")
+  _one_of("model.activation", model.activation, tuple(ACTIVATIONS))
+
+
+def describe() -> str:
+  """The update rules, data sets and their options, for ``--help``."""
+  lines = ["Update rules (optim.name):"]
+  lines += [f"  {spec.name:<14} {spec.summary}" for spec in RULES]
+  lines += [f"  optim.{o.name} (default {o.default}): {o.help}" for o in RULES.options().values()]
+  lines += ["", "Data sets (data.name):"]
+  lines += [f"  {spec.name:<14} {spec.summary}"
+            + (f" [keys: {', '.join('data.' + k for k in spec.uses)}]" if spec.uses else "")
+            for spec in DATASETS]
+  lines += [f"  data.{o.name} (default {o.default}): {o.help}" for o in DATASETS.options().values()]
+  lines += ["", f"Models (model.name): {', '.join(MODELS)}; losses (problem.loss): linear "
+            f"{', '.join(LOSSES)}; networks {', '.join(NET_LOSSES)}",
+            f"Schedules (optim.schedule): {', '.join(SCHEDULES)}; sampling (optim.sampling): "
+            f"{', '.join(SAMPLINGS)}; memory (optim.memory): {', '.join(MEMORY_CHOICES)}",
+            "", "Every key and its default: python -c 'from deepfound.experiment import "
+            "base_config; print(base_config())'"]
+  return "\n".join(lines)

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import jax
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 
-from configs import mlp_digits, mlp_moons
-from deepfound.experiment import runner
+from deepfound.experiment import build
 from deepfound.figures import io
 from deepfound.optim import driver
 
-METHODS = ("sgd", "sga", "sag", "saga", "svrg", "adam")
+ConfigFactory = Callable[[str], ml_collections.ConfigDict]  # method name -> config
+METHODS = ("sgd", "sga", "sag", "saga", "svrg", "adam")  # the curves of the committed figure
 
 
 def _train(config):
-  problem = runner.build_problem(config)
-  method = runner.build_method(config)
+  problem = build.build_problem(config)
+  method = build.build_method(config)
   hyper = driver.hyperparameters(config.optim.learning_rate, config.optim.l0)
   state, points = driver.run(problem, method, hyper, jax.random.PRNGKey(config.seed),
                              num_steps=config.num_steps, log_every=config.log_every)
@@ -25,12 +28,13 @@ def _train(config):
   return problem, state, points, epochs
 
 
-def training_curves(out: str) -> dict:
-  """Every update rule on the digits MLP, same epochs: objective and test accuracy."""
+def training_curves(out: str, digits_config: ConfigFactory,
+                    methods: Sequence[str] = METHODS) -> dict:
+  """Update rules on the digits MLP, same epochs: objective and test accuracy."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   series, final = [], {}
-  for name in METHODS:
-    _, _, points, epochs = _train(mlp_digits.get_config(name))
+  for name in methods:
+    _, _, points, epochs = _train(digits_config(name))
     accuracy = np.asarray(points.extras["test_accuracy"])
     axes[0].semilogy(epochs, points.objective, label=name)
     axes[1].plot(epochs, accuracy, label=name)
@@ -47,12 +51,12 @@ def training_curves(out: str) -> dict:
   return data
 
 
-def decision_regions(out: str) -> dict:
+def decision_regions(out: str, moons_config: ConfigFactory) -> dict:
   """What an MLP learns on two moons and on two spirals: its decision regions."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
   summary = {}
   for ax, data_name in zip(axes, ("moons", "spirals"), strict=True):
-    config = mlp_moons.get_config("adam")
+    config = moons_config("adam")
     config.data.name = data_name
     if data_name == "spirals":
       config.model.hidden, config.num_steps, config.log_every = (64, 64), 6000, 60
@@ -74,5 +78,8 @@ def decision_regions(out: str) -> dict:
   return summary
 
 
-def make_all(out: str) -> dict:
-  return dict(training_curves=training_curves(out)["final"], decision_regions=decision_regions(out))
+def make_all(out: str, digits_config: ConfigFactory, moons_config: ConfigFactory) -> dict:
+  """Both figures; the configs come from the caller (``scripts/nets_figures.py`` passes the
+  repository's ``configs/mlp_digits.py`` and ``configs/mlp_moons.py``)."""
+  return dict(training_curves=training_curves(out, digits_config)["final"],
+              decision_regions=decision_regions(out, moons_config))

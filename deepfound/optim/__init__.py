@@ -1,8 +1,12 @@
-"""Update rules of section 17.1 as optax transformations, their schedules and the driver."""
+"""Update rules of section 17.1 as optax transformations, their registry, schedules, the driver.
 
-from deepfound.optim.memory import LAYOUTS, flushed_table, memory_bytes
-from deepfound.optim.sag import ScaleBySAGState, sag, scale_by_sag
-from deepfound.optim.saga import ScaleBySAGAState, saga, scale_by_saga
+Importing a rule's module registers it (``registry.register_rule``); the import order below is
+the order in which ``--help`` and the configs list them (so the imports are not sorted).
+"""
+# ruff: noqa: I001
+
+from deepfound.optim.memory import LAYOUTS, fill_memory, flushed_table, memory_bytes
+from deepfound.optim.registry import RULES, RuleContext, RuleSpec, get_rule, register_rule
 from deepfound.optim.schedules import (
     SCHEDULES,
     constant_schedule,
@@ -11,8 +15,9 @@ from deepfound.optim.schedules import (
     make_schedule,
     strongly_convex_schedule,
 )
-from deepfound.optim.sga import CesaroAverageState, averaged_params, cesaro_average, sga
 from deepfound.optim.sgd import bgd, sgd
+from deepfound.optim.sga import CesaroAverageState, averaged_params, cesaro_average, sga
+from deepfound.optim.sag import ScaleBySAGState, sag, scale_by_sag
+from deepfound.optim.saga import ScaleBySAGAState, saga, scale_by_saga
 from deepfound.optim.svrg import ScaleBySVRGState, scale_by_svrg, svrg
-
-METHODS = ("bgd", "sgd", "sga", "sag", "saga", "svrg")
+from deepfound.optim import baselines  # adam

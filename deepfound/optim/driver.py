@@ -1,11 +1,17 @@
-"""The on-device driver: runs a method on a problem inside one compiled program.
+"""The on-device driver: runs a registered update rule on a problem inside one compiled program.
 
 A run is a pure function of (problem, hyperparameters, key): ``init_state`` then ``run_chunk``
-repeatedly. ``run_chunk`` is one ``jax.jit`` of a ``lax.scan`` over log blocks, each a ``lax.scan``
-of ``log_every`` steps followed by one evaluation of the full objective on the device. The host
-only sees chunk boundaries (progress, checkpoints); chunks of equal length never retrace. Because
-everything is a pure function, ``jax.vmap`` over hyperparameters and keys gives many runs in one
-program (``run`` is the whole trajectory in a single call, the form a sweep vmaps).
+repeatedly. ``run_chunk`` is one ``jax.jit`` of a ``lax.scan`` over log blocks; a log block runs
+``log_every`` steps (in pages of samples drawn ahead, see ``_draw_page``) and then evaluates the
+full objective once, on the device. The host only sees chunk boundaries (progress, checkpoints);
+chunks of equal length never retrace. Because everything is a pure function, ``jax.vmap`` over
+hyperparameters and keys gives many runs in one program (``run`` is the whole trajectory in a
+single call, the form a sweep vmaps). ``run_on_indices`` steps through given sample indices
+instead, to compare against a reference implementation step for step.
+
+What a step computes comes from the rule's spec (``registry.RuleSpec``): its transformation and
+the gradient oracle it needs (``oracles.py``). The problem is a ``FiniteSum`` or an
+``Expectation`` (``deepfound.problems.kinds``).
 
 Per-step cost does not depend on n: one sample (or minibatch) is gathered, the gradient memory is
 touched at those rows only (see ``memory.py``), and indices come from a counter-based PRNG
@@ -14,7 +20,6 @@ touched at those rows only (see ``memory.py``), and indices come from a counter-
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -23,29 +28,65 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from deepfound.optim import memory as memory_lib
 from deepfound.optim import schedules
-from deepfound.optim.sag import sag
-from deepfound.optim.saga import saga
-from deepfound.optim.sga import averaged_params, sga
-from deepfound.optim.sgd import bgd, sgd
-from deepfound.optim.svrg import svrg
+from deepfound.optim.oracles import ORACLES
+from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
+from deepfound.optim.sga import averaged_params
+from deepfound.problems.kinds import Expectation, FiniteSum, check_runnable, num_samples_of
 
-MEMORY_METHODS = ("sag", "saga", "svrg")
 SAMPLINGS = ("uniform", "shuffle")
 
 
-@dataclasses.dataclass(frozen=True)
 class Method:
-  """What is compiled into the program (hashable, static). Numbers that may vary between the
-  runs of one program (learning rate, l0, ...) live in ``Hyperparameters`` instead."""
+  """What is compiled into the program (hashable, static): a registered rule with its schedule,
+  batch size, sampling, memory layout and options. Numbers that may vary between the runs of
+  one program (learning rate, l0, ...) live in ``Hyperparameters`` instead.
 
-  name: str  # bgd, sgd, sga, sag, saga, svrg
-  schedule: str = "constant"  # one of schedules.SCHEDULES
-  batch_size: int = 1
-  sampling: str = "uniform"  # "uniform": i.i.d. with replacement (the chapter); "shuffle": epochs
-  memory: str = "scalar"  # gradient memory layout for sag/saga/svrg
-  average_over_seen: bool = False  # SAG: divide by samples seen during the first pass
-  svrg_frequency: int | None = None  # SVRG snapshot period m (None: one epoch, n // batch_size)
+  ``Method("sag", average_over_seen=True)``: keyword arguments beyond the shared ones are the
+  rule's options (``RuleSpec.options``), defaults filled in.
+  """
+
+  __slots__ = ("name", "schedule", "batch_size", "sampling", "memory", "options")
+
+  def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
+               sampling: str = "uniform", memory: str = "scalar", **options: Any):
+    spec = get_rule(name)
+    unknown = set(options) - {o.name for o in spec.options}
+    if unknown:
+      raise ValueError(f"update rule {name!r} has no option {', '.join(sorted(unknown))}; its "
+                       f"options: {', '.join(o.name for o in spec.options) or 'none'}")
+    values = dict(name=name, schedule=schedule, batch_size=batch_size, sampling=sampling,
+                  memory=memory, options=tuple(sorted(spec.resolve_options(options).items())))
+    for field, value in values.items():
+      object.__setattr__(self, field, value)
+
+  def __setattr__(self, name, value):
+    raise AttributeError("Method is immutable")
+
+  def _key(self) -> tuple:
+    return tuple(getattr(self, field) for field in self.__slots__)
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Method) and self._key() == other._key()
+
+  def __hash__(self) -> int:
+    return hash(self._key())
+
+  def __repr__(self) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._key(), strict=True))
+    return f"Method({fields})"
+
+  @property
+  def spec(self) -> RuleSpec:
+    return get_rule(self.name)
+
+  @property
+  def draws_samples(self) -> bool:
+    return ORACLES[self.spec.oracle].draws_samples
+
+  def context(self, learning_rate: optax.ScalarOrSchedule, num_samples: int | None) -> RuleContext:
+    return RuleContext(learning_rate, num_samples, self.batch_size, self.memory, dict(self.options))
 
 
 class Hyperparameters(NamedTuple):
@@ -73,11 +114,7 @@ class LogPoint(NamedTuple):
   objective: jax.Array  # full E at the reported iterate (the average for SGA)
   learning_rate: jax.Array  # schedule value at this iteration count
   params: Any = None  # the reported iterate, when asked for (record_params=True)
-  extras: Any = None  # the problem's own metrics (nets: loss, train and test accuracy), if any
-
-
-def is_stream(problem) -> bool:
-  return problem.num_samples is None
+  extras: Any = None  # the problem's own metrics (nets: loss, train and test accuracy; else {})
 
 
 def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | None):
@@ -89,57 +126,45 @@ def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | No
   # kernel in the loop body, and on CPU XLA runs bodies of more than 8 kernels through a slower
   # concurrent executor (measured: 0.2 vs 0.6-0.9 us per SAG step).
   rate = hyper.learning_rate if method.schedule == "constant" else schedule
-  if method.name == "bgd":
-    return bgd(rate), schedule
-  if method.name == "sgd":
-    return sgd(rate), schedule
-  if method.name == "sga":
-    return sga(rate), schedule
-  if method.name == "adam":  # the optax baseline of section 17.3's experiments
-    return optax.adam(rate), schedule
-  if num_samples is None:
-    raise ValueError(f"{method.name} keeps one gradient per sample and needs a finite data set")
-  if method.name == "sag":
-    opt = sag(rate, num_samples, method.memory, method.batch_size,
-                      method.average_over_seen)
-  elif method.name == "saga":
-    opt = saga(rate, num_samples, method.memory, method.batch_size)
-  elif method.name == "svrg":
-    period = method.svrg_frequency or max(num_samples // method.batch_size, 1)
-    opt = svrg(rate, num_samples, period, method.memory)
-  else:
-    raise ValueError(f"unknown method {method.name!r}")
-  return opt, schedule
-
-
-def steps_per_epoch(method: Method, num_samples: int) -> int:
-  return max(num_samples // method.batch_size, 1)
+  if method.spec.needs_finite_sum and num_samples is None:
+    raise ValueError(f"{method.name} needs a finite sum; a stream has n = infinity")
+  return method.spec.build(method.context(rate, num_samples)), schedule
 
 
 def epochs_done(method: Method, num_samples: int, steps):
-  """Samples touched / n after ``steps`` iterations (a number or a NumPy array): the sampled
-  gradients, plus for SVRG the full pass over all n samples at each snapshot (the first at step
-  0); for BGD, one epoch per iteration."""
+  """Per-sample gradients evaluated after ``steps`` iterations (a number or a NumPy array),
+  over n, as the rule's spec counts them (BGD: n per iteration; SVRG: b per step plus n per
+  snapshot; ...)."""
   steps = np.asarray(steps, np.float64)
-  if method.name == "bgd":
-    return steps
-  touched = steps * method.batch_size
-  if method.name == "svrg":
-    period = method.svrg_frequency or steps_per_epoch(method, num_samples)
-    touched = touched + num_samples * np.ceil(steps / period)
-  return touched / num_samples
+  context = method.context(None, num_samples)
+  return method.spec.sample_gradients(steps, context) / num_samples
+
+
+def _shuffles(problem, method: Method) -> bool:
+  return method.sampling == "shuffle" and method.draws_samples and isinstance(problem, FiniteSum)
 
 
 def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
-               params: optax.Params | None = None) -> RunState:
-  """The state before the first step; ``params`` defaults to the problem's start (zero)."""
+               params: optax.Params | None = None, *,
+               memory_at: optax.Params | None = None) -> RunState:
+  """The state before the first step; ``params`` defaults to the problem's start (zero).
+
+  With ``memory_at``, a SAG/SAGA gradient memory starts filled with every sample's gradient at
+  those params (as lightning's SAG starts), instead of empty.
+  """
+  check_runnable(problem)
   params = problem.init_params() if params is None else params
-  optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
-  if method.sampling == "shuffle" and not is_stream(problem) and method.name != "bgd":
+  optimizer, _ = make_optimizer(method, hyper, num_samples_of(problem))
+  opt_state = optimizer.init(params)
+  if memory_at is not None:
+    table, mean = problem.snapshot(memory_at, method.memory)
+    gradient_sum = jax.tree.map(lambda m: m * problem.num_samples, mean)
+    opt_state = memory_lib.fill_memory(opt_state, table, gradient_sum)
+  if _shuffles(problem, method):
     order = _permutation(key, 0, problem.num_samples)
   else:
     order = jnp.zeros((0,), jnp.int32)
-  return RunState(params, optimizer.init(params), jnp.zeros((), jnp.int32), order, key)
+  return RunState(params, opt_state, jnp.zeros((), jnp.int32), order, key)
 
 
 def _permutation(key: jax.Array, epoch: jax.Array, num_samples: int) -> jax.Array:
@@ -149,16 +174,16 @@ def _permutation(key: jax.Array, epoch: jax.Array, num_samples: int) -> jax.Arra
 def _draw_page(problem, method: Method, state: RunState, page: int):
   """The samples of the next ``page`` steps, drawn at once, and the epoch permutation after them.
 
-  Returns ((indices (page, b), x (page, b, p), y (page, b)), order). Every draw is a pure function
-  of (key, step), so a run does not depend on how it is cut into pages, log blocks or chunks.
-  Drawing a page at once matters on CPU: a threefry call per step inside the loop costs more than
-  a SAG step, and gathering a page of rows overlaps the memory latency of a large X.
+  Returns ((indices (page, b), batch with leaves (page, b, ...)), order). Every draw is a pure
+  function of (key, step), so a run does not depend on how it is cut into pages, log blocks or
+  chunks. Drawing a page at once matters on CPU: a threefry call per step inside the loop costs
+  more than a SAG step, and gathering a page of rows overlaps the memory latency of a large X.
   """
   b = method.batch_size
   steps = state.step + jnp.arange(page, dtype=jnp.int32)
-  if is_stream(problem):
-    x, y = jax.vmap(lambda t: problem.draw(jax.random.fold_in(state.key, t), b))(steps)
-    return (jnp.zeros((page, b), jnp.int32), x, y), state.order
+  if isinstance(problem, Expectation):
+    batch = jax.vmap(lambda t: problem.draw(jax.random.fold_in(state.key, t), b))(steps)
+    return (jnp.zeros((page, b), jnp.int32), batch), state.order
   n = problem.num_samples
   if method.sampling == "uniform":
     draw = lambda t: jax.random.randint(jax.random.fold_in(state.key, t), (b,), 0, n,  # noqa: E731
@@ -168,7 +193,7 @@ def _draw_page(problem, method: Method, state: RunState, page: int):
     # ``order`` is the permutation of the epoch of ``state.step``; a page (no longer than an
     # epoch) reaches at most into the next one. Within an epoch, step k takes samples
     # order[k b : (k + 1) b]; the last n % b samples of each permutation are skipped.
-    per_epoch = steps_per_epoch(method, n)
+    per_epoch = steps_per_epoch(n, b)
     epoch = state.step // per_epoch
     crosses = (state.step + page) // per_epoch > epoch
     upcoming = jax.lax.cond(crosses, lambda: _permutation(state.key, epoch + 1, n),
@@ -176,39 +201,25 @@ def _draw_page(problem, method: Method, state: RunState, page: int):
     slots = (steps % per_epoch)[:, None] * b + jnp.arange(b, dtype=jnp.int32)
     indices = jnp.where((steps // per_epoch == epoch)[:, None], state.order[slots], upcoming[slots])
     order = upcoming
-  return (indices, problem.features[indices], problem.targets[indices]), order
+  return (indices, problem.batch(indices)), order
 
 
-def _refresh_fn(problem, method: Method):
-  """params -> (gradient memory at params, mean stored gradient), for SVRG snapshots."""
-  return lambda params: problem.snapshot(params, method.memory)
+def make_step(problem, method: Method, optimizer: optax.GradientTransformationExtraArgs):
+  """One iteration of ``method`` (whose transformation is ``optimizer``, from
+  ``make_optimizer``): (params, opt_state), drawn samples -> (params, opt_state).
 
-
-def make_step(problem, method: Method, hyper: Hyperparameters):
-  """One iteration of ``method``: (params, opt_state), drawn samples -> (params, opt_state).
-
-  ``drawn`` is the step's (indices (b,), x (b, p), y (b,)); BGD ignores it. The loop carries only
-  what the update changes: counters, keys and permutations live at the page level, which keeps
-  the scan body small (on CPU, every extra carried value costs time in each iteration).
+  ``drawn`` is the step's (indices (b,), batch); a rule whose oracle draws no samples (BGD) gets
+  None. The rule's oracle computes the gradients and extra arguments its ``update`` takes. The
+  loop carries only what the update changes: counters, keys and permutations live at the page
+  level, which keeps the scan body small (on CPU, every extra carried value costs time in each
+  iteration).
   """
-  optimizer, _ = make_optimizer(method, hyper, problem.num_samples)
+  oracle = ORACLES[method.spec.oracle].compute
 
   def step(carry, drawn=None):
     params, opt_state = carry
-    if method.name == "bgd":
-      updates, opt_state = optimizer.update(problem.gradient(params), opt_state, params)
-    else:
-      index_b, x_b, y_b = drawn
-      if method.name in MEMORY_METHODS:
-        scale_b, gradients_b = problem.terms(params, x_b, y_b)
-        extra = dict(index=index_b, sample_scale=scale_b, sample_features=x_b,
-                     regularizer_gradient=problem.regularizer_gradient(params))
-        if method.name == "svrg":
-          extra["refresh_fn"] = _refresh_fn(problem, method)
-        updates, opt_state = optimizer.update(gradients_b, opt_state, params, **extra)
-      else:  # only the minibatch mean is needed: no per-sample gradients
-        updates, opt_state = optimizer.update(problem.mean_gradient(params, x_b, y_b), opt_state,
-                                              params)
+    updates, extra = oracle(problem, method.memory, params, drawn)
+    updates, opt_state = optimizer.update(updates, opt_state, params, **extra)
     return optax.apply_updates(params, updates), opt_state
 
   return step
@@ -226,19 +237,27 @@ def reported_params(state: RunState) -> optax.Params:
   return averaged_params(state.opt_state, state.params)
 
 
+def log_point(problem, schedule: optax.Schedule, state: RunState, record_params: bool = False
+              ) -> LogPoint:
+  """The metrics of ``state``: E and the problem's metrics at the reported iterate."""
+  reported = reported_params(state)
+  return LogPoint(state.step, problem.objective(reported), schedule(state.step),
+                  reported if record_params else None, problem.metrics(reported))
+
+
 def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, *,
               num_logs: int, log_every: int, record_params: bool = False
               ) -> tuple[RunState, LogPoint]:
   """``num_logs * log_every`` iterations; evaluates E every ``log_every`` of them (and keeps the
   reported iterate too with ``record_params``)."""
-  step = make_step(problem, method, hyper)
-  _, schedule = make_optimizer(method, hyper, problem.num_samples)
+  optimizer, schedule = make_optimizer(method, hyper, num_samples_of(problem))
+  step = make_step(problem, method, optimizer)
 
   # Steps run in pages of samples drawn ahead (see _draw_page); a page divides the log block
   # and, for shuffled epochs, is no longer than an epoch.
   bound = _PAGE_STEPS
-  if method.sampling == "shuffle" and not is_stream(problem) and method.name != "bgd":
-    bound = min(bound, steps_per_epoch(method, problem.num_samples))
+  if _shuffles(problem, method):
+    bound = min(bound, steps_per_epoch(problem.num_samples, method.batch_size))
   page = _largest_divisor_at_most(log_every, bound)
 
   def run_page(state):
@@ -247,21 +266,26 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
     return RunState(*carry, state.step + page, order, state.key)
 
   def log_block(state, _):
-    if method.name == "bgd":
+    if method.draws_samples:
+      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
+    else:
       carry = jax.lax.fori_loop(0, log_every, lambda _, c: step(c), (state.params, state.opt_state))
       state = RunState(*carry, state.step + log_every, state.order, state.key)
-    else:
-      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
-    reported = reported_params(state)
-    extras = problem.metrics(reported) if hasattr(problem, "metrics") else None
-    return state, LogPoint(state.step, problem.objective(reported), schedule(state.step),
-                           reported if record_params else None, extras)
+    return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)
 
 
 run_chunk_jit = jax.jit(run_chunk,
                         static_argnames=("method", "num_logs", "log_every", "record_params"))
+
+
+@functools.partial(jax.jit, static_argnames=("method", "record_params"))
+def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState,
+                      record_params: bool = False) -> LogPoint:
+  """The log point of ``state`` before a run's first step."""
+  _, schedule = make_optimizer(method, hyper, num_samples_of(problem))
+  return log_point(problem, schedule, state, record_params)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every", "record_params"))
@@ -281,11 +305,33 @@ def run(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
                    log_every=log_every, record_params=record_params)
 
 
-def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState,
-                      record_params: bool = False) -> LogPoint:
-  _, schedule = make_optimizer(method, hyper, problem.num_samples)
-  reported = reported_params(state)
-  extras = problem.metrics(reported) if hasattr(problem, "metrics") else None
-  return LogPoint(state.step, problem.objective(reported), schedule(state.step),
-                  reported if record_params else None, extras)
+@functools.partial(jax.jit, static_argnames=("method", "log_every", "record_params"))
+def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax.Array,
+                   params: optax.Params | None = None, memory_at: optax.Params | None = None, *,
+                   log_every: int = 1, record_params: bool = True) -> tuple[RunState, LogPoint]:
+  """Steps through given samples: step t uses ``indices[t]`` (int, (T,) or (T, batch_size)).
 
+  The sibling of ``run`` for comparing with a reference implementation (scikit-learn,
+  lightning, a NumPy transcription) on the same sample sequence. ``params`` is the start;
+  ``memory_at`` pre-fills a SAG/SAGA memory with the gradients at those params (see
+  ``init_state``). Returns the final state and a ``LogPoint`` every ``log_every`` steps (T must
+  be a multiple), with the reported iterate by default.
+  """
+  if not isinstance(problem, FiniteSum):
+    raise TypeError("run_on_indices needs a FiniteSum (samples are chosen by index)")
+  indices = jnp.asarray(indices, jnp.int32).reshape(len(indices), -1)
+  num_steps = indices.shape[0]
+  if indices.shape[1] != method.batch_size or num_steps % log_every:
+    raise ValueError(f"indices of shape {indices.shape} do not fit batch_size "
+                     f"{method.batch_size} and log_every {log_every}")
+  state = init_state(problem, method, hyper, jax.random.PRNGKey(0), params, memory_at=memory_at)
+  optimizer, schedule = make_optimizer(method, hyper, problem.num_samples)
+  step = make_step(problem, method, optimizer)
+
+  def log_block(state, block_b):
+    drawn = (block_b, jax.vmap(problem.batch)(block_b))
+    carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn)[0]
+    state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
+    return state, log_point(problem, schedule, state, record_params)
+
+  return jax.lax.scan(log_block, state, indices.reshape(-1, log_every, method.batch_size))

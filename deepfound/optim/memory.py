@@ -254,3 +254,32 @@ def flushed_table(state: Any) -> Any:
   if getattr(state, "num_seen", None) is not None:
     table = jax.tree.map(lambda t: jnp.where(jnp.isnan(t), 0.0, t), table)
   return table
+
+
+def fill_memory(opt_state: Any, table: Any, gradient_sum: optax.Updates) -> Any:
+  """``opt_state`` with every SAG/SAGA gradient memory in it pre-filled, as lightning starts.
+
+  ``table`` holds every sample's stored gradient in the state's layout (e.g. the first output of
+  a finite sum's ``snapshot(params, memory)``) and ``gradient_sum`` their sum (n times its
+  second output). All samples then count as seen (for ``average_over_seen``). States of other
+  rules pass through unchanged (SVRG takes its own snapshot at its first step).
+  """
+
+  def is_memory(node) -> bool:
+    return isinstance(node, tuple) and {"table", "gradient_sum", "pending"} <= set(
+        getattr(node, "_fields", ()))
+
+  def fill(node):
+    if not is_memory(node):
+      return node
+    batch_size = node.pending.index.shape[0]
+    new_table = jax.tree.map(lambda old, t: jnp.asarray(t, old.dtype).reshape(old.shape),
+                             node.table, table)
+    fields = dict(table=new_table, pending=empty_pending(new_table, batch_size),
+                  gradient_sum=jax.tree.map(lambda old, g: jnp.asarray(g, old.dtype),
+                                            node.gradient_sum, gradient_sum))
+    if getattr(node, "num_seen", None) is not None:
+      fields["num_seen"] = jnp.asarray(jax.tree.leaves(new_table)[0].shape[0], jnp.int32)
+    return node._replace(**fields)
+
+  return jax.tree.map(fill, opt_state, is_leaf=is_memory)

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from deepfound.optim import memory as memory_lib
+from deepfound.optim.registry import RuleSpec, register_rule
+from deepfound.registry import Option
 
 
 class ScaleBySAGState(NamedTuple):
@@ -121,3 +123,16 @@ def sag(
       scale_by_sag(num_samples, memory, batch_size, average_over_seen),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+AVERAGE_OVER_SEEN = Option(
+    "average_over_seen", bool, False,
+    "sag: divide by the samples seen so far during the first pass (scikit-learn), not by n")
+
+register_rule(RuleSpec(
+    name="sag", oracle="per_sample", needs_finite_sum=True, keeps_memory=True,
+    build=lambda c: sag(c.learning_rate, c.num_samples, c.memory, c.batch_size,
+                        c.options["average_over_seen"]),
+    summary="stochastic average gradient (17.1.5): the mean of stored per-sample gradients",
+    options=(AVERAGE_OVER_SEEN,), stable_step="1/L_max",
+))

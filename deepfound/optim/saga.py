@@ -8,6 +8,7 @@ import jax
 import optax
 
 from deepfound.optim import memory as memory_lib
+from deepfound.optim.registry import RuleSpec, register_rule
 
 
 class ScaleBySAGAState(NamedTuple):
@@ -77,3 +78,11 @@ def saga(
   return optax.chain(
       scale_by_saga(num_samples, memory, batch_size), optax.scale_by_learning_rate(learning_rate)
   )
+
+
+register_rule(RuleSpec(
+    name="saga", oracle="per_sample", needs_finite_sum=True, keeps_memory=True,
+    build=lambda c: saga(c.learning_rate, c.num_samples, c.memory, c.batch_size),
+    summary="SAGA, the unbiased variant of SAG (Defazio et al. 2014), on the same memory",
+    stable_step="1/L_max",
+))

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from deepfound.optim.registry import RuleSpec, register_rule
+
 
 class CesaroAverageState(NamedTuple):
   """State of ``cesaro_average``."""
@@ -90,3 +92,9 @@ def averaged_params(state: optax.OptState, default: optax.Params | None = None) 
   is_average = lambda node: isinstance(node, CesaroAverageState)  # noqa: E731
   found = [node for node in jax.tree.leaves(state, is_leaf=is_average) if is_average(node)]
   return found[0].average if found else default
+
+
+register_rule(RuleSpec(
+    name="sga", build=lambda c: sga(c.learning_rate), oracle="minibatch",
+    summary="SGD with Cesaro averaging of the iterates (17.1.4), reports the average",
+))

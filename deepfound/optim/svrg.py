@@ -2,7 +2,8 @@
 
 Instead of recomputing grad E_i at the snapshot on every step (two gradients per step), the
 per-sample gradients at the snapshot are kept in the gradient memory of ``memory.py``, refreshed
-every ``update_frequency`` steps; each step then costs one sample gradient.
+every ``update_frequency`` steps (default: one epoch, n // batch_size steps); each step then costs
+one sample gradient per batch element, and each refresh n.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from deepfound.optim import memory as memory_lib
+from deepfound.optim.registry import RuleSpec, register_rule, snapshot_period
+from deepfound.registry import Option, positive
 
 # params -> (table of per-sample gradients at params, in the memory layout; their mean gradient).
 RefreshFn = Callable[[optax.Params], tuple[Any, optax.Updates]]
@@ -29,17 +33,23 @@ class ScaleBySVRGState(NamedTuple):
 
 
 def scale_by_svrg(
-    num_samples: int, update_frequency: int | None = None, memory: str = "pytree"
+    num_samples: int, update_frequency: int | None = None, memory: str = "pytree",
+    batch_size: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """Replaces a sample gradient h = grad E_i(b) by h - G~_i + mean_j G~_j.
 
   G~ are the per-sample gradients at the snapshot b~, which is reset to the current iterate every
-  ``update_frequency`` (m, default n) steps, first at step 0. The update's extra arguments are
-  ``index``, ``refresh_fn`` (params -> (table, mean gradient), called only at a refresh, inside
-  ``lax.cond``) and, for the scalar layout, ``sample_scale`` and ``sample_features``.
+  ``update_frequency`` steps (m; default one epoch, n // batch_size), first at step 0.
+
+  The update's extra arguments: ``index`` (int scalar, or (b,)); ``refresh_fn``, required:
+  params -> (table, mean), every sample's stored gradient at params in the memory layout (leaves
+  (n, *param.shape) for "pytree", the scales s_i, (n, *param.shape[1:]), for "scalar") and the
+  mean of those gradients, shaped like params; it is called only at a refresh, inside
+  ``lax.cond``. For the scalar layout also ``sample_scale`` and ``sample_features`` (see
+  ``scale_by_sag``).
   """
   layout = memory_lib.get_layout(memory)
-  period = num_samples if update_frequency is None else update_frequency
+  period = snapshot_period(num_samples, batch_size, update_frequency)
 
   def init_fn(params):
     return ScaleBySVRGState(
@@ -77,6 +87,7 @@ def svrg(
     num_samples: int,
     update_frequency: int | None = None,
     memory: str = "pytree",
+    batch_size: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """SVRG: beta <- beta - tau (h - G~_i + mean G~), snapshot refreshed every m steps.
 
@@ -84,6 +95,24 @@ def svrg(
   reduction", NeurIPS 2013.
   """
   return optax.chain(
-      scale_by_svrg(num_samples, update_frequency, memory),
+      scale_by_svrg(num_samples, update_frequency, memory, batch_size),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def _sample_gradients(steps: np.ndarray, c) -> np.ndarray:
+  """b per step, plus the n gradients of each snapshot (the first at step 0)."""
+  period = snapshot_period(c.num_samples, c.batch_size, c.options["svrg_frequency"])
+  return steps * c.batch_size + c.num_samples * np.ceil(steps / period)
+
+
+register_rule(RuleSpec(
+    name="svrg", oracle="per_sample", needs_finite_sum=True, keeps_memory=True,
+    build=lambda c: svrg(c.learning_rate, c.num_samples, c.options["svrg_frequency"], c.memory,
+                         c.batch_size),
+    summary="SVRG (Johnson and Zhang 2013): snapshot gradients kept in the memory",
+    options=(Option("svrg_frequency", int, None,
+                    "svrg: steps between snapshots (default: one epoch, n // batch_size)",
+                    positive),),
+    sample_gradients=_sample_gradients, stable_step="1/L_max",
+))

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepfound.optim.memory import batch_mean
+from deepfound.problems.kinds import SampleTerms
 
 LOSSES = ("logistic", "multinomial", "least_squares")
 
@@ -78,8 +79,21 @@ class LinearFiniteSum:
     """The chapter starts every method at b = 0."""
     return jnp.zeros(self.param_shape, self.features.dtype)
 
-  def terms(self, params: jax.Array, x_b: jax.Array, y_b: jax.Array):
-    """Per-sample scales s_k (b, *slot) and gradients x_k (x) s_k + l2 b, (b, *param_shape)."""
+  def batch(self, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(x_b (b, p), y_b (b,)): the rows at ``indices``."""
+    return self.features[indices], self.targets[indices]
+
+  def with_l2(self, l2: jax.Array) -> LinearFiniteSum:
+    return dataclasses.replace(self, l2=l2)
+
+  def metrics(self, params: jax.Array) -> dict[str, jax.Array]:
+    del params
+    return {}
+
+  def terms(self, params: jax.Array, batch: tuple[jax.Array, jax.Array]) -> SampleTerms:
+    """Per-sample gradients x_k (x) s_k + l2 b, (b, *param_shape), their scales s_k (b, *slot)
+    and the rows x_k."""
+    x_b, y_b = batch
     # Broadcast products instead of dots: for one sample they fuse into a single XLA kernel.
     if params.ndim == 1:
       scores_b = jnp.sum(x_b * params, axis=-1)
@@ -88,11 +102,11 @@ class LinearFiniteSum:
     scale_b = loss_derivative(self.loss, scores_b, y_b)
     scale_bp = scale_b.reshape(scale_b.shape[:1] + (1,) + scale_b.shape[1:])
     gradients_b = x_b.reshape(x_b.shape + (1,) * (params.ndim - 1)) * scale_bp + self.l2 * params
-    return scale_b, gradients_b
+    return SampleTerms(gradients_b, scale_b, x_b)
 
-  def mean_gradient(self, params: jax.Array, x_b: jax.Array, y_b: jax.Array) -> jax.Array:
+  def mean_gradient(self, params: jax.Array, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
     """The minibatch's mean gradient, (1/b) sum_k grad E_k(b)."""
-    return batch_mean(self.terms(params, x_b, y_b)[1])
+    return batch_mean(self.terms(params, batch).gradients)
 
   def objective(self, params: jax.Array) -> jax.Array:
     data_term = jnp.mean(loss_value(self.loss, self.features @ params, self.targets))

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from deepfound.problems.kinds import SampleTerms
+
 NET_LOSSES = ("cross_entropy", "logistic")
 
 
@@ -53,12 +55,22 @@ class NetFiniteSum:
     penalty = 0.5 * self.l2 * optax.tree.norm(params, squared=True)
     return _loss(self.loss, self.apply(params, x), y) + penalty
 
-  def terms(self, params, x_b, y_b):
-    """(None, per-sample gradients with a leading batch axis): nets have no scalar memory."""
-    return None, jax.vmap(jax.grad(self._sample_loss), (None, 0, 0))(params, x_b, y_b)
+  def batch(self, indices):
+    """(x_b, y_b): the samples at ``indices``."""
+    return self.features[indices], self.targets[indices]
 
-  def mean_gradient(self, params, x_b, y_b):
+  def with_l2(self, l2: jax.Array) -> NetFiniteSum:
+    return dataclasses.replace(self, l2=l2)
+
+  def terms(self, params, batch) -> SampleTerms:
+    """Per-sample gradients with a leading batch axis (nets have no scalar memory form)."""
+    x_b, y_b = batch
+    return SampleTerms(jax.vmap(jax.grad(self._sample_loss), (None, 0, 0))(params, x_b, y_b))
+
+  def mean_gradient(self, params, batch):
     """Gradient of the minibatch's mean loss, without per-sample gradients (SGD, SGA, adam)."""
+    x_b, y_b = batch
+
     def batch_loss(p):
       return jnp.mean(jax.vmap(self._sample_loss, (None, 0, 0))(p, x_b, y_b))
     return jax.grad(batch_loss)(params)

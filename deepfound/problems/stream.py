@@ -30,8 +30,6 @@ class LogisticStream:
   true_params: jax.Array  # (p,)
   evaluation: LinearFiniteSum  # held-out sample for estimating E
 
-  num_samples = None  # infinite
-
   @property
   def num_features(self) -> int:
     return self.true_params.shape[0]
@@ -47,14 +45,20 @@ class LogisticStream:
     """A fresh minibatch (x (b, p), y (b,)) from pi."""
     return _draw(self.true_params, key, batch)
 
-  def terms(self, params, x_b, y_b):
-    return self.evaluation.terms(params, x_b, y_b)
+  def terms(self, params, batch):
+    return self.evaluation.terms(params, batch)
+
+  def metrics(self, params):
+    return self.evaluation.metrics(params)
+
+  def with_l2(self, l2: jax.Array) -> LogisticStream:
+    return dataclasses.replace(self, evaluation=self.evaluation.with_l2(l2))
 
   def objective(self, params):
     return self.evaluation.objective(params)
 
-  def mean_gradient(self, params, x_b, y_b):
-    return self.evaluation.mean_gradient(params, x_b, y_b)
+  def mean_gradient(self, params, batch):
+    return self.evaluation.mean_gradient(params, batch)
 
   def regularizer_gradient(self, params):
     return self.evaluation.regularizer_gradient(params)

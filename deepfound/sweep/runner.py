@@ -17,9 +17,12 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from deepfound.experiment import runner as experiment
-from deepfound.experiment.config import ConfigError, validate
+from deepfound.errors import ConfigError
+from deepfound.experiment import build as experiment
+from deepfound.experiment.config import precision_dtype, validate
+from deepfound.experiment.runner import precision_scope
 from deepfound.optim import driver
+from deepfound.problems.kinds import FiniteSum
 from deepfound.sweep import plots
 from deepfound.sweep.spec import VMAPPED_KEYS, SpecError, expand, parse
 
@@ -46,13 +49,6 @@ def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     node[leaf] = value
   except (TypeError, ValueError) as e:
     raise SpecError(f"{key}={value!r}: {e}") from e
-
-
-def with_l2(problem, l2: jax.Array):
-  """The same problem with another L2 weight (a vmapped leaf in a sweep)."""
-  if hasattr(problem, "evaluation"):  # a stream: the weight lives in its evaluation sample
-    return dataclasses.replace(problem, evaluation=dataclasses.replace(problem.evaluation, l2=l2))
-  return dataclasses.replace(problem, l2=l2)
 
 
 @dataclasses.dataclass
@@ -102,26 +98,16 @@ def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
   a page of pre-drawn samples.
   """
   state = jax.eval_shape(lambda: driver.init_state(problem, method, hyper, jax.random.PRNGKey(0)))
-  params = _tree_bytes(state.params)
-  if hasattr(problem, "apply"):  # a network: its activations over all n samples, as compiled
-    scores = jax.jit(problem.objective).lower(problem.init_params()).compile(
-        ).memory_analysis().temp_size_in_bytes
+  # One evaluation of the objective (scores or activations over all n samples), as compiled.
+  analysis = jax.jit(problem.objective).lower(problem.init_params()).compile().memory_analysis()
+  scores = analysis.temp_size_in_bytes if analysis is not None else 0
+  if isinstance(problem, FiniteSum):
+    sample = jax.eval_shape(problem.batch, jnp.zeros((method.batch_size,), jnp.int32))
   else:
-    scores = (problem.num_samples or problem.evaluation.num_samples) * params // max(
-        problem.num_features, 1)
-  page = driver._PAGE_STEPS * method.batch_size * (problem.num_features + 2) * 4
+    sample = jax.eval_shape(problem.draw, jax.random.PRNGKey(0), method.batch_size)
+  page = driver._PAGE_STEPS * (_tree_bytes(sample) + 4 * method.batch_size)
   # The state is held twice while a step writes the next one.
   return 2 * _tree_bytes(state) + 16 * num_logs + scores + page
-
-
-def memory_budget(max_memory_mb: float | None) -> int:
-  """Bytes one device may use for runs: the flag, the accelerator's limit, or half the RAM."""
-  if max_memory_mb:
-    return int(max_memory_mb * 2**20)
-  stats = jax.devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(0.8 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
-  return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def batch_size_for(per_run: int, shared: int, budget: int, num_devices: int, num_runs: int) -> int:
@@ -143,14 +129,14 @@ def _group_constants(problem, configs) -> dict[float, dict]:
   for config in configs:
     l2 = float(config.problem.l2)
     if l2 not in constants:
-      constants[l2] = experiment.problem_constants(with_l2(problem, jnp.asarray(l2,
-                                                                                problem.l2.dtype)))
+      dtype = precision_dtype(config.precision)
+      constants[l2] = experiment.problem_constants(problem.with_l2(jnp.asarray(l2, dtype)))
   return constants
 
 
 def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[str, Any]:
   config0 = group.configs[0]
-  dtype = jnp.float64 if config0.precision == "float64" else jnp.float32
+  dtype = precision_dtype(config0.precision)
   problem = experiment.build_problem(config0)
   method = experiment.build_method(config0)
   constants = _group_constants(problem, group.configs)
@@ -167,7 +153,7 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
   batch = batch_size_for(per_run, shared, budget, len(devices), len(group.runs))
 
   def one_run(l2, hyper, key):
-    _, points = driver.run(with_l2(problem, l2), method, hyper, key, num_steps=config0.num_steps,
+    _, points = driver.run(problem.with_l2(l2), method, hyper, key, num_steps=config0.num_steps,
                            log_every=config0.log_every)
     return points
 
@@ -234,12 +220,12 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   anything.
   """
   values, groups = plan(config, spec)
-  precision = {c.precision for g in groups for c in g.configs}
-  if "float64" in precision:
-    jax.config.update("jax_enable_x64", True)
-  budget = memory_budget(max_memory_mb)
+  budget = experiment.memory_budget(max_memory_mb)
   start = time.perf_counter()
-  results = [_run_group(group, budget, log) for group in groups]
+  results = []
+  for group in groups:
+    with precision_scope(group.configs[0].precision):
+      results.append(_run_group(group, budget, log))
   total = time.perf_counter() - start
 
   os.makedirs(workdir, exist_ok=True)

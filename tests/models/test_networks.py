@@ -55,8 +55,8 @@ def test_perceptron_is_the_logistic_problem():
   grad = net.gradient(params)
   np.testing.assert_allclose(grad["layers"][0]["kernel"][...][:, 0], linear.gradient(w),
                              rtol=1e-5, atol=1e-7)
-  _, sample = net.terms(params, jnp.asarray(x[:3]), jnp.asarray(y[:3]))
-  _, linear_sample = linear.terms(w, jnp.asarray(x[:3]), jnp.asarray(y[:3]))
+  sample = net.terms(params, (jnp.asarray(x[:3]), jnp.asarray(y[:3]))).gradients
+  linear_sample = linear.terms(w, (jnp.asarray(x[:3]), jnp.asarray(y[:3]))).gradients
   np.testing.assert_allclose(sample["layers"][0]["kernel"][...][..., 0], linear_sample,
                              rtol=1e-5, atol=1e-7)
 
@@ -80,7 +80,7 @@ def test_sag_on_a_net_matches_numpy():
   flat0, unravel = jax.flatten_util.ravel_pytree(params)
 
   def sample_grad(flat, i):
-    _, g = problem.terms(unravel(flat), problem.features[i:i + 1], problem.targets[i:i + 1])
+    g = problem.terms(unravel(flat), problem.batch(jnp.arange(i, i + 1))).gradients
     return np.asarray(jax.flatten_util.ravel_pytree(jax.tree.map(lambda a: a[0], g))[0])
 
   n, tau, indices = 12, 0.5, [3, 7, 3, 0, 11, 7]
@@ -91,7 +91,7 @@ def test_sag_on_a_net_matches_numpy():
     h = sample_grad(b, i)  # NumPy SAG on the flattened parameters (17.1.5)
     g, memory[i] = g - memory[i] + h, h
     b = b - tau * g / n
-    _, grads = problem.terms(params, problem.features[i:i + 1], problem.targets[i:i + 1])
+    grads = problem.terms(params, problem.batch(jnp.arange(i, i + 1))).gradients
     updates, state = opt.update(jax.tree.map(lambda a: a[0], grads), state, params, index=i)
     params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(jax.flatten_util.ravel_pytree(params)[0], b, rtol=1e-4, atol=1e-6)

@@ -129,7 +129,7 @@ def test_stream_runs_sgd_and_refuses_sag():
   start = float(stream.objective(stream.init_params()))
   assert float(points.objective[-1]) < start - 0.05
   with pytest.raises(ValueError, match="finite"):
-    driver.make_optimizer(driver.Method("sag"), hyper, stream.num_samples)
+    driver.init_state(stream, driver.Method("sag"), hyper, jax.random.PRNGKey(0))
 
 
 def test_sga_reports_the_cesaro_average(small_data):
@@ -148,3 +148,31 @@ def test_svrg_epochs_count_the_snapshot_passes():
   # n = 100, one snapshot per 100 steps: after 150 steps, 150 sampled gradients + 2 full passes.
   assert driver.epochs_done(method, 100, 150) == pytest.approx(3.5)
   assert driver.epochs_done(driver.Method("sag", batch_size=4), 100, 50) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("memory", ["pytree", "scalar"])
+def test_run_on_indices_with_a_prefilled_memory_matches_numpy(memory):
+  """SAG started, as lightning starts it, with every sample's gradient at a point w in its memory
+  (pytree: the full gradient, l2 w included; scalar: x_i s_i only, the L2 term taken at the
+  current iterate), on a given index sequence."""
+  rng = np.random.default_rng(5)
+  x, y = rng.normal(size=(8, 3)), np.where(rng.random(8) < 0.5, -1.0, 1.0)
+  w, indices, tau, l2 = rng.normal(size=3), [2, 5, 5, 0, 7, 2, 1], 0.2, 0.1
+
+  def scale(b, i):
+    return -y[i] / (1.0 + np.exp(y[i] * (x[i] @ b)))
+
+  stored = np.array([scale(w, i) * x[i] + (l2 * w if memory == "pytree" else 0.0) for i in range(8)])
+  g, b, want = stored.sum(axis=0), np.zeros(3), []
+  for i in indices:
+    new = scale(b, i) * x[i] + (l2 * b if memory == "pytree" else 0.0)
+    g, stored[i] = g - stored[i] + new, new
+    b = b - tau * (g / 8 + (0.0 if memory == "pytree" else l2 * b))
+    want.append(b.copy())
+  with jax.enable_x64(True):
+    problem = make_problem(x, y, l2=l2, dtype=jnp.float64)
+    _, points = driver.run_on_indices(
+        problem, driver.Method("sag", memory=memory, average_over_seen=True),
+        driver.hyperparameters(tau, dtype=jnp.float64), np.asarray(indices),
+        memory_at=jnp.asarray(w))
+  np.testing.assert_allclose(points.params, np.array(want), rtol=1e-10, atol=1e-12)

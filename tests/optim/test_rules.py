@@ -43,12 +43,17 @@ def run_rule(opt, x, y, indices, scalar=False, svrg=False, full=False):
         grad = jax.grad(lambda b: jnp.mean(jnp.logaddexp(0, -yj * (xj @ b))) + 0.5 * L2 * b @ b)(params)
         updates, state = opt.update(grad, state, params)
       else:
-        extra = dict(index=jnp.asarray(i))
+        # A list of indices is a minibatch: per-sample values get a leading batch axis.
+        index = jnp.asarray(i)
+        scale_fn, grad_fn = sample_scale, sample_grad
+        if index.ndim:
+          scale_fn, grad_fn = jax.vmap(sample_scale, (None, 0)), jax.vmap(sample_grad, (None, 0))
+        extra = dict(index=index)
         if scalar:
-          extra.update(sample_scale=sample_scale(params, i), sample_features=xj[i])
+          extra.update(sample_scale=scale_fn(params, index), sample_features=xj[index])
         if svrg:
           extra["refresh_fn"] = refresh
-        updates, state = opt.update(sample_grad(params, i), state, params, **extra)
+        updates, state = opt.update(grad_fn(params, index), state, params, **extra)
       params = optax.apply_updates(params, updates)
       iterates.append(np.asarray(params))
     return np.array(iterates), state
@@ -227,6 +232,99 @@ def test_sag_minibatch_with_duplicates(tiny_data):
   assert np.count_nonzero(np.abs(table).sum(axis=1)) == 6
 
 
+# Minibatches of 3, with a sample repeated within a batch ([0, 3, 3], [2, 2, 2], [3, 3, 1]).
+BATCHES = [[0, 3, 3], [1, 5, 0], [2, 2, 2], [4, 3, 1], [3, 3, 1], [5, 0, 2], [1, 4, 4]]
+
+
+def np_saga_minibatch(x, y, batches, tau, scalar=False):
+  """Minibatch SAGA: direction = mean over the batch positions k of (h_k - G_{i_k}) + g / n, with
+  G read before the step; then each distinct sample of the batch stores its gradient once.
+
+  ``scalar``: the memory holds s_i only, G_i = s_i x_i, and the L2 term is exact (current b)."""
+  n, p = x.shape
+  memory, g, b, out = np.zeros((n, p)), np.zeros(p), np.zeros(p), []
+  for batch in batches:
+    if scalar:
+      new = {i: np_sample_scale(x, y, b, i) * x[i] for i in batch}
+    else:
+      new = {i: np_sample_gradient(x, y, b, i) for i in batch}
+    direction = np.mean([new[i] - memory[i] for i in batch], axis=0) + g / n
+    if scalar:
+      direction = direction + L2 * b
+    for i in dict.fromkeys(batch):  # distinct, in order
+      g = g + new[i] - memory[i]
+      memory[i] = new[i]
+    b = b - tau * direction
+    out.append(b.copy())
+  return np.array(out)
+
+
+def np_svrg_minibatch(x, y, batches, tau, period):
+  """Minibatch SVRG: direction = mean over the batch of (h_k - G~_k) + mean_j G~_j, with the
+  snapshot b~ (G~_j = grad E_j(b~)) reset to the current iterate every ``period`` steps."""
+  n, p = x.shape
+  b, out = np.zeros(p), []
+  for step, batch in enumerate(batches):
+    if step % period == 0:
+      snapshot = b.copy()
+      mean = np.mean([np_sample_gradient(x, y, snapshot, j) for j in range(n)], axis=0)
+    correction = [np_sample_gradient(x, y, b, i) - np_sample_gradient(x, y, snapshot, i) for i in batch]
+    b = b - tau * (np.mean(correction, axis=0) + mean)
+    out.append(b.copy())
+  return np.array(out)
+
+
+@pytest.mark.parametrize("memory", ["pytree", "scalar"])
+def test_saga_minibatch_with_duplicates(tiny_data, memory):
+  x, y = tiny_data
+  scalar = memory == "scalar"
+  opt = optim.saga(TAU, N, memory=memory, batch_size=3)
+  got, state = run_rule(opt, x, y, BATCHES, scalar=scalar)
+  want = np_saga_minibatch(x, y, BATCHES, TAU, scalar=scalar)
+  np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+  # The memory's sum counts each sample once: g = sum_i G_i over the flushed table.
+  with jax.enable_x64(True):
+    table = np.asarray(optim.flushed_table(state[0]))
+    stored = table @ x if scalar else table.sum(axis=0)  # sum_i s_i x_i, or sum_i G_i
+    np.testing.assert_allclose(np.asarray(state[0].gradient_sum), stored, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("memory", ["pytree", "scalar"])
+def test_svrg_minibatch_matches_numpy(tiny_data, memory):
+  x, y = tiny_data
+  opt = optim.svrg(TAU, N, update_frequency=3, memory=memory)
+  got, _ = run_rule(opt, x, y, BATCHES, scalar=memory == "scalar", svrg=True)
+  np.testing.assert_allclose(got, np_svrg_minibatch(x, y, BATCHES, TAU, 3), rtol=1e-10, atol=1e-12)
+
+
+def test_cesaro_average_after_scaling_is_the_mean_of_the_iterates(tiny_data):
+  """cesaro_average() at the end of a chain keeps (1/l) sum_{k=1..l} of the iterates; before any
+  update it is the starting point; it leaves the updates (plain SGD here) unchanged."""
+  x, y = tiny_data
+  start = np.array([0.5, -1.0, 2.0])
+  opt = optax.chain(optax.scale(-TAU), optim.cesaro_average())
+  b, want_iterates = start.copy(), []
+  for i in INDICES:
+    b = b - TAU * np_sample_gradient(x, y, b, i)
+    want_iterates.append(b.copy())
+  want_iterates = np.array(want_iterates)
+  want_averages = np.cumsum(want_iterates, axis=0) / np.arange(1, len(INDICES) + 1)[:, None]
+  with jax.enable_x64(True):
+    params = jnp.asarray(start)
+    state = opt.init(params)
+    np.testing.assert_array_equal(np.asarray(optim.averaged_params(state)), start)
+    iterates, averages = [], []
+    for i in INDICES:
+      grad = jnp.asarray(np_sample_gradient(x, y, np.asarray(params), i))
+      updates, state = opt.update(grad, state, params)
+      params = optax.apply_updates(params, updates)
+      iterates.append(np.asarray(params))
+      averages.append(np.asarray(optim.averaged_params(state)))
+  np.testing.assert_allclose(np.array(iterates), want_iterates, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(np.array(averages), want_averages, rtol=1e-10, atol=1e-12)
+  assert not np.allclose(averages[-1], iterates[-1])  # the average is not the last iterate
+
+
 def test_state_shapes_and_dtypes(tiny_data):
   x, _ = tiny_data
   params = jnp.zeros(3, jnp.float32)
@@ -279,6 +377,12 @@ def test_scalar_layout_rejects_pytrees():
     optim.sag(0.1, 4, memory="scalar").init({"a": jnp.zeros(2), "b": jnp.zeros(2)})
 
 
-def test_public_api():
-  assert set(optim.METHODS) == {"bgd", "sgd", "sga", "sag", "saga", "svrg"}
-  assert callable(deepfound.optim.driver.run)
+def test_registry_lists_the_built_in_rules_and_refuses_unknown_names():
+  assert {"bgd", "sgd", "sga", "sag", "saga", "svrg", "adam"} <= set(optim.RULES.names())
+  assert optim.get_rule("sag").keeps_memory and not optim.get_rule("sgd").keeps_memory
+  with pytest.raises(ValueError, match="unknown update rule 'newton'; registered: bgd, sgd"):
+    optim.get_rule("newton")
+  with pytest.raises(ValueError, match="already registered"):
+    optim.register_rule(optim.get_rule("sgd"))
+  with pytest.raises(ValueError, match="has no option svrg_frequency"):
+    deepfound.optim.driver.Method("sag", svrg_frequency=3)

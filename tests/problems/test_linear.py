@@ -26,7 +26,7 @@ def test_gradients_match_autodiff_and_lipschitz_bounds_hessian(data, loss):
     np.testing.assert_allclose(problem.gradient(params), jax.grad(problem.objective)(params),
                                rtol=1e-10)
     index = jnp.array([3, 7])
-    _, sample_grads = problem.terms(params, problem.features[index], problem.targets[index])
+    sample_grads = problem.terms(params, problem.batch(index)).gradients
     for k, i in enumerate([3, 7]):
       def single(b, i=i):
         return loss_value(loss, problem.features[i] @ b, problem.targets[i]) + 0.025 * jnp.sum(b * b)

@@ -1,0 +1,185 @@
+"""From a validated config to what a run needs: the problem (data + model), the method, the
+problem's constants and the hyperparameters, in one form (``Setup``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from deepfound import data as data_lib
+from deepfound.errors import ConfigError
+from deepfound.experiment.config import precision_dtype
+from deepfound.optim import driver
+from deepfound.optim.memory import memory_bytes
+from deepfound.problems import NetFiniteSum, make_logistic_stream, make_problem, solve_optimum
+from deepfound.problems.kinds import FiniteSum
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything a run of one config is made of."""
+
+  problem: Any  # a FiniteSum or an Expectation (deepfound.problems.kinds)
+  method: driver.Method
+  hyper: driver.Hyperparameters  # device arrays in the run's dtype
+  resolved: dict[str, float]  # the same hyperparameters as numbers (config.json)
+  constants: dict[str, Any]  # L, L_max, E* where known
+  gradient_memory_mb: float | None  # the SAG-family memory, if the rule keeps one
+
+
+def build(config: ml_collections.ConfigDict) -> Setup:
+  """Loads the data and builds the run (call inside the precision's x64 scope)."""
+  problem = build_problem(config)
+  method = build_method(config)
+  constants = problem_constants(problem)
+  resolved = resolve_hyperparameters(config, constants)
+  hyper = driver.hyperparameters(**resolved, dtype=precision_dtype(config.precision))
+  memory_mb = check_gradient_memory(config, problem, method)
+  return Setup(problem, method, hyper, resolved, constants, memory_mb)
+
+
+def _check_batch_size(config, num_samples: int) -> None:
+  if config.optim.batch_size > num_samples:
+    raise ConfigError(f"optim.batch_size must be <= the number of training samples "
+                      f"({num_samples}), got {config.optim.batch_size}")
+
+
+def build_problem(config):
+  dtype = precision_dtype(config.precision)
+  spec = data_lib.get_dataset(config.data.name)
+  if spec.stream:
+    return make_logistic_stream(config.data.num_features, config.data.seed, config.problem.l2,
+                                dtype=dtype)
+  dataset = spec.load(config.data)
+  if config.model.name != "linear":
+    return build_net_problem(config, dataset)
+  features = dataset.features.reshape(len(dataset.features), -1)
+  targets = dataset.targets
+  if config.problem.loss == "logistic":
+    targets = data_lib.binary_labels(targets, f"data.name={spec.name}")
+  _check_batch_size(config, features.shape[0])
+  return make_problem(features, targets, config.problem.l2, config.problem.loss, dtype)
+
+
+def _split(config, dataset: data_lib.Dataset):
+  """((x, y), (x_test, y_test)) standardized by the training set; a split is drawn
+  (data.test_fraction, data.seed) where the set has no test split of its own."""
+  if dataset.test is None:
+    return data_lib.split_and_standardize(dataset.features, dataset.targets,
+                                          config.data.test_fraction, config.data.seed)
+  return data_lib.standardize((dataset.features, dataset.targets), dataset.test)
+
+
+def build_net_problem(config, dataset: data_lib.Dataset) -> NetFiniteSum:
+  from flax import nnx
+
+  from deepfound import models
+
+  (x, y), (x_test, y_test) = _split(config, dataset)
+  _check_batch_size(config, len(y))
+  source = f"data.name={config.data.name}"
+  rngs = nnx.Rngs(config.model.seed)
+  model_config = config.model
+  if model_config.name == "perceptron":  # one score, labels -1/+1 as (17.4)
+    y, y_test = (data_lib.binary_labels(t, source) for t in (y, y_test))
+    num_classes = 0
+  else:
+    y, y_test, num_classes = data_lib.class_ids(y, y_test, source)
+  if model_config.name == "cnn":
+    if x.ndim != 4:
+      raise ConfigError(f"model.name=cnn needs images; {source} has samples of shape {x.shape[1:]}")
+    model = models.CNN(x.shape[1:], num_classes, tuple(model_config.channels), rngs=rngs)
+  else:
+    x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
+    if model_config.name == "perceptron":
+      model = models.perceptron(x.shape[1], rngs=rngs)
+    else:
+      sizes = [x.shape[1], *map(int, model_config.hidden), num_classes]
+      model = models.MLP(sizes, model_config.activation, rngs=rngs)
+  _, params, apply = models.split(model)
+  dtype = precision_dtype(config.precision)
+  params = jax.tree.map(lambda p: p.astype(dtype), params)
+  target_dtype = dtype if config.problem.loss == "logistic" else jnp.int32
+  return NetFiniteSum(jnp.asarray(x, dtype), jnp.asarray(y, target_dtype),
+                      jnp.asarray(x_test, dtype), jnp.asarray(y_test, target_dtype), params,
+                      jnp.asarray(config.problem.l2, dtype), apply, config.problem.loss)
+
+
+def memory_layout(config) -> str:
+  """optim.memory, with auto resolved: scalar for linear models, pytree for networks."""
+  if config.optim.memory != "auto":
+    return config.optim.memory
+  return "scalar" if config.model.name == "linear" else "pytree"
+
+
+def build_method(config) -> driver.Method:
+  optim = config.optim
+  options = {o.name: optim[o.name] for o in driver.get_rule(optim.name).options}
+  return driver.Method(optim.name, schedule=optim.schedule, batch_size=optim.batch_size,
+                       sampling=optim.sampling, memory=memory_layout(config), **options)
+
+
+def problem_constants(problem) -> dict[str, Any]:
+  """L, L_max and the float64 optimum E* (linear finite sums only: nets are not convex)."""
+  if not isinstance(problem, FiniteSum) or isinstance(problem, NetFiniteSum):
+    return dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
+  optimum = solve_optimum(problem)
+  return dict(
+      lipschitz=problem.lipschitz(),
+      max_sample_lipschitz=problem.max_sample_lipschitz(),
+      optimum=optimum.value if optimum.converged else None,
+      optimum_gradient_norm=optimum.gradient_norm,
+  )
+
+
+def resolve_hyperparameters(config, constants) -> dict[str, float]:
+  """Config values, with the defaults that depend on the problem filled in."""
+  learning_rate = config.optim.learning_rate
+  rule = driver.get_rule(config.optim.name)
+  if learning_rate is None and rule.default_learning_rate is not None:
+    learning_rate = rule.default_learning_rate(constants)
+  strong_convexity = config.optim.strong_convexity
+  if strong_convexity is None:
+    strong_convexity = config.problem.l2 if config.problem.l2 > 0 else 1.0
+  if config.optim.schedule == "strongly_convex":
+    learning_rate = 1.0 / strong_convexity  # tau_0 of 1/(mu (l + 1)); only reported
+  return dict(learning_rate=float(learning_rate), l0=float(config.optim.l0),
+              strong_convexity=float(strong_convexity))
+
+
+def memory_budget(max_memory_mb: float | None) -> int:
+  """Bytes one device may use: the flag, else 80 % of an accelerator's free memory, else half
+  the host's RAM (the CPU backend's memory)."""
+  if max_memory_mb:
+    return int(max_memory_mb * 2**20)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(0.8 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+  return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_gradient_memory(config, problem, method: driver.Method) -> float | None:
+  """A rule that keeps one gradient per sample: refuse a run whose memory would not fit."""
+  if not method.spec.keeps_memory:
+    return None
+  needed = memory_bytes(method.memory, problem.init_params(), problem.num_samples)
+  budget = memory_budget(config.optim.max_memory_mb)
+  if needed > budget:
+    raise ConfigError(
+        f"{method.name} keeps one gradient per sample: {problem.num_samples} samples x "
+        f"{needed // problem.num_samples:,} bytes = {needed / 2**20:,.1f} MB, more than the "
+        f"{budget / 2**20:,.1f} MB allowed (optim.max_memory_mb); use fewer samples, "
+        "memory=scalar for linear models, or sgd/adam")
+  return needed / 2**20
+
+
+def host_arrays(tree) -> dict[str, np.ndarray]:
+  """A pytree's leaves by their key path, as NumPy arrays (for params.npz)."""
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}

@@ -1,0 +1,98 @@
+"""A run's files: config.json, metrics.jsonl, summary.json, params.npz (checkpoints: see
+``checkpoint.py``). Writes are atomic (a temporary file, then a rename) or line-appends."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from deepfound.errors import ConfigError
+from deepfound.optim import driver
+
+
+def check_workdir(workdir: str) -> None:
+  """A usable output directory, checked before anything is computed or written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} exists and is not a directory")
+  parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK):
+    raise ConfigError(f"--workdir {workdir} is not writable")
+
+
+def read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read {path} ({e}); use another --workdir") from e
+
+
+def write_json(path: str, value) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+class RunFiles:
+  """The files of one run in ``workdir``."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.config = os.path.join(workdir, "config.json")
+    self.summary = os.path.join(workdir, "summary.json")
+    self.metrics = os.path.join(workdir, "metrics.jsonl")
+    self.params = os.path.join(workdir, "params.npz")
+
+  def metric_lines(self) -> list[dict]:
+    """The complete lines of the metrics file (a line cut short by a kill is dropped)."""
+    rows = []
+    if os.path.exists(self.metrics):
+      with open(self.metrics) as f:
+        for line in f:
+          try:
+            rows.append(json.loads(line))
+          except ValueError:
+            break
+    return rows
+
+  def truncate_metrics(self, last_step: int) -> list[dict]:
+    """Keeps the metric lines up to ``last_step`` (a resumed run rewrites the rest)."""
+    kept = [row for row in self.metric_lines() if row["step"] <= last_step]
+    self.write_metrics(kept)
+    return kept
+
+  def write_metrics(self, rows: list[dict]) -> None:
+    tmp = self.metrics + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, self.metrics)
+
+  def append_metrics(self, rows: list[dict]) -> None:
+    with open(self.metrics, "a") as f:
+      f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def metric_rows(points: driver.LogPoint, first_elapsed: float, chunk_seconds: float,
+                method: driver.Method, num_samples: int | None, optimum: float | None
+                ) -> list[dict]:
+  """One metrics.jsonl row per log point of a chunk (host arrays with a leading axis)."""
+  steps = np.asarray(points.step)
+  rows = []
+  for k, step in enumerate(steps):
+    objective = float(points.objective[k])
+    epoch = None if num_samples is None else float(driver.epochs_done(method, num_samples, step))
+    rows.append(dict(
+        step=int(step), epoch=epoch, objective=objective,
+        suboptimality=None if optimum is None else objective - optimum,
+        learning_rate=float(points.learning_rate[k]),
+        **{name: float(values[k]) for name, values in (points.extras or {}).items()},
+        # Points of a chunk come back together; their times are interpolated within it.
+        elapsed_s=first_elapsed + chunk_seconds * (k + 1) / len(steps),
+    ))
+  return rows

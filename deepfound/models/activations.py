@@ -1,0 +1,10 @@
+"""The activation functions lambda of (17.3.1), by the names configs use (no Flax import)."""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+}

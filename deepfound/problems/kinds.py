@@ -1,0 +1,131 @@
+"""The kinds of problem, one typed protocol each; code dispatches on kinds, never on attributes.
+
+* ``FiniteSum``: E(b) = (1/n) sum_i E_i(b) (17.1): linear models, networks, MLE of a density.
+* ``Expectation``: E(b) = E_{z ~ pi} E_z(b), a fresh sample every step (17.2): SGD and SGA only.
+* ``StochasticFiniteSum``: E_i(b, xi) also takes a PRNG key (a VAE's reparameterized loss, 17.4).
+* ``Game``: two players' gradients from one call (a GAN, 17.4).
+
+The driver (``deepfound.optim.driver``) runs the first two; the last two are the interfaces that
+section 17.4's models implement. A new kind is a new protocol here plus the driver's support.
+A ``Batch`` is the problem's own minibatch pytree (leaves with a leading axis of size b), made
+by ``FiniteSum.batch`` or ``Expectation.draw`` and handed back to its gradient methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
+
+import jax
+import optax
+
+Batch = Any
+
+
+class SampleTerms(NamedTuple):
+  """Per-sample gradients of a minibatch, and for linear models their scalar form."""
+
+  gradients: optax.Updates  # grad E_k(b) for each sample k: leaves (b, *param.shape)
+  # For a linear model, grad E_k = x_k (x) s_k + (a part common to all samples): s_k, of shape
+  # (b, *param.shape[1:]), and x_k, (b, p); what the "scalar" gradient memory stores. Else None.
+  scale: jax.Array | None = None
+  features: jax.Array | None = None
+
+
+@runtime_checkable
+class Objective(Protocol):
+  """What every problem that the driver runs has."""
+
+  def init_params(self) -> optax.Params:
+    """The start of every run (the chapter starts linear models at zero)."""
+
+  def objective(self, params: optax.Params) -> jax.Array:
+    """E at ``params`` (for a stream, an estimate on a held-out sample)."""
+
+  def mean_gradient(self, params: optax.Params, batch: Batch) -> optax.Updates:
+    """(1/b) sum_k grad E_k(params) over the minibatch."""
+
+  def terms(self, params: optax.Params, batch: Batch) -> SampleTerms:
+    """The minibatch's per-sample gradients (what the SAG family stores)."""
+
+  def regularizer_gradient(self, params: optax.Params) -> optax.Updates:
+    """The part of every grad E_k that does not depend on the sample (the L2 term)."""
+
+  def metrics(self, params: optax.Params) -> dict[str, jax.Array]:
+    """Numbers logged beside the objective (networks: loss and accuracies); may be empty."""
+
+  def with_l2(self, l2: jax.Array) -> Self:
+    """The same problem with another L2 weight (a sweep vmaps over it)."""
+
+
+@runtime_checkable
+class FiniteSum(Objective, Protocol):
+  """E(b) = (1/n) sum_i E_i(b) + regularizer, n samples on the device."""
+
+  @property
+  def num_samples(self) -> int:
+    """n."""
+
+  def batch(self, indices: jax.Array) -> Batch:
+    """The samples at ``indices`` (int32, (b,))."""
+
+  def gradient(self, params: optax.Params) -> optax.Updates:
+    """The full gradient grad E (17.5)."""
+
+  def snapshot(self, params: optax.Params, memory: str) -> tuple[Any, optax.Updates]:
+    """Every sample's gradient at ``params`` in the memory layout ``memory`` and the mean of the
+    stored part: SVRG's refresh, and a pre-filled SAG memory."""
+
+
+@runtime_checkable
+class Expectation(Objective, Protocol):
+  """E(b) = E_{z ~ pi} E_z(b): n is infinite, every step draws fresh samples (17.2)."""
+
+  def draw(self, key: jax.Array, batch_size: int) -> Batch:
+    """A fresh minibatch of ``batch_size`` samples from pi."""
+
+
+@runtime_checkable
+class StochasticFiniteSum(Protocol):
+  """E(b) = (1/n) sum_i E_xi E_i(b, xi): each term is itself an expectation over a noise xi that
+  the loss draws from a PRNG key (the reparameterization trick of a VAE)."""
+
+  @property
+  def num_samples(self) -> int: ...
+
+  def init_params(self) -> optax.Params: ...
+
+  def batch(self, indices: jax.Array) -> Batch: ...
+
+  def sample_loss(self, params: optax.Params, sample: Batch, key: jax.Array) -> jax.Array:
+    """E_i(params, xi) for one sample, xi drawn from ``key``."""
+
+  def objective(self, params: optax.Params, key: jax.Array) -> jax.Array:
+    """A Monte-Carlo estimate of E."""
+
+
+@runtime_checkable
+class Game(Protocol):
+  """min_theta max_xi of a payoff: the generator's and the discriminator's gradients in one call,
+  each player updated by its own registered rule under a scheme (simultaneous, alternating,
+  extragradient, optimistic)."""
+
+  def init_params(self) -> tuple[optax.Params, optax.Params]:
+    """(generator, discriminator) parameters."""
+
+  def gradients(self, params: tuple[optax.Params, optax.Params], batch: Batch, key: jax.Array
+                ) -> tuple[optax.Updates, optax.Updates]:
+    """Both players' gradients of their own losses at ``params``."""
+
+  def metrics(self, params: tuple[optax.Params, optax.Params]) -> dict[str, jax.Array]: ...
+
+
+def num_samples_of(problem: Objective) -> int | None:
+  """n for a finite sum, None (infinity) for an expectation."""
+  return problem.num_samples if isinstance(problem, FiniteSum) else None
+
+
+def check_runnable(problem: Any) -> None:
+  """Raises ``TypeError`` unless ``problem`` is a kind the driver runs."""
+  if not isinstance(problem, FiniteSum | Expectation):
+    raise TypeError(f"{type(problem).__name__} is neither a FiniteSum nor an Expectation "
+                    "(deepfound.problems.kinds), the problem kinds the driver runs")
