@@ -183,7 +183,9 @@ def _rate_fit(steps: np.ndarray, objective: np.ndarray, optimum: float) -> float
 def figure_17_6(quantum: Quantum, tour: dict, out: str, epochs: int = 30,
                 l2: float = 0.01) -> dict:
   """log10(E - E*) for SGD, SGA, SAG (tour parameters); then, beyond the chapter, SAG at 1/L_max,
-  SAGA and SVRG on the same problem and on its L2-regularized (strongly convex) version."""
+  SAGA, SVRG and SARAH on the same problem and on its L2-regularized (strongly convex) version,
+  the same number of steps each (epochs count every sample gradient: SVRG's snapshots and
+  SARAH's full passes and two gradients a step included)."""
   n = quantum.problem.num_samples
   regularized = make_problem(*load_quantum(seed=0), l2=l2, dtype=jnp.float64)
   problems = {
@@ -198,10 +200,11 @@ def figure_17_6(quantum: Quantum, tour: dict, out: str, epochs: int = 30,
     inverse = 1.0 / max_lipschitz
     for name, method, rate in (("SAG, 1/L_max", driver.Method("sag"), inverse),
                                ("SAGA, 1/(3 L_max)", driver.Method("saga"), inverse / 3),
-                               ("SVRG, 1/(3 L_max)", driver.Method("svrg"), inverse / 3)):
+                               ("SVRG, 1/(3 L_max)", driver.Method("svrg"), inverse / 3),
+                               ("SARAH, 1/L_max", driver.Method("sarah"), inverse)):
       points = run_many(problem, method, rate, NUM_RUNS, epochs * n, n // 10)
       steps, objective = _with_start(points, float(np.log(2.0)))
-      # Epochs count every sample gradient, SVRG's full pass at each snapshot included.
+      # Epochs count every sample gradient, SVRG's and SARAH's full passes included.
       beyond[(key, name)] = (driver.epochs_done(method, n, steps), objective, optimum)
 
   names = list(tour) + sorted({name for _, name in beyond})
@@ -218,7 +221,7 @@ def figure_17_6(quantum: Quantum, tour: dict, out: str, epochs: int = 30,
       if problem_key == key:
         ax.plot(epoch, _log_gap(objective, optimum).T, lw=0.6, color=colors[name], alpha=0.6)
         ax.plot([], [], color=colors[name], label=name)
-    ax.set(xlabel="epochs (sample gradients / n; SVRG's snapshots included)",
+    ax.set(xlabel="epochs (sample gradients / n, full passes included)",
            ylabel="log10(E - E*)", title=f"beyond the chapter: {key}")
     ax.legend()
   axes[0].legend()

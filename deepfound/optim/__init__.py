@@ -20,4 +20,5 @@ from deepfound.optim.sga import CesaroAverageState, averaged_params, cesaro_aver
 from deepfound.optim.sag import ScaleBySAGState, sag, scale_by_sag
 from deepfound.optim.saga import ScaleBySAGAState, saga, scale_by_saga
 from deepfound.optim.svrg import ScaleBySVRGState, scale_by_svrg, svrg
+from deepfound.optim.sarah import ScaleBySARAHState, sarah, scale_by_sarah
 from deepfound.optim import baselines  # adam
