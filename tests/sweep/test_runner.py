@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import logreg_quantum
-from deepfound.experiment import run_experiment
 from deepfound.experiment import build as experiment
+from deepfound.experiment import run_experiment
 from deepfound.optim import driver
 from deepfound.sweep import SpecError
 from deepfound.sweep.runner import SweepMemoryError, _tree_bytes, bytes_per_run, run_sweep
