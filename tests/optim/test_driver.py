@@ -176,3 +176,16 @@ def test_run_on_indices_with_a_prefilled_memory_matches_numpy(memory):
         driver.hyperparameters(tau, dtype=jnp.float64), np.asarray(indices),
         memory_at=jnp.asarray(w))
   np.testing.assert_allclose(points.params, np.array(want), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_samples, written", [(40, 40), (42, 40)])
+def test_shuffled_minibatches_take_each_sample_once_per_epoch(small_data, num_samples, written):
+  """Batches of 4 from one permutation: an epoch of n // 4 steps writes 4 (n // 4) distinct rows
+  (the last n % 4 samples of the permutation are skipped)."""
+  x, y = small_data
+  problem = make_problem(x[:num_samples], y[:num_samples])
+  method = driver.Method("sag", sampling="shuffle", memory="pytree", batch_size=4)
+  state, _ = driver.run(problem, method, driver.hyperparameters(0.01), jax.random.PRNGKey(0),
+                        num_steps=10, log_every=10)
+  table = np.asarray(flushed_table(state.opt_state[0]))
+  assert np.count_nonzero(np.abs(table).sum(axis=1)) == written

@@ -1,0 +1,35 @@
+"""The installed package stands on its own: no import of the repository's configs/, and no
+process-wide JAX setting left changed by a run."""
+
+import os
+import subprocess
+import sys
+
+import jax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_package_modules_import_outside_the_repository(tmp_path):
+  modules = "deepfound.figures.nets, deepfound.benchmarks.nets, deepfound.benchmarks.sweep"
+  code = f"import sys; import {modules}; print('configs' in sys.modules)"
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "False"
+
+
+def test_a_float64_run_leaves_x64_as_it_was(tmp_path):
+  sys.path.insert(0, ROOT)
+  from configs import logreg_quantum
+  from deepfound.experiment import run_experiment
+
+  config = logreg_quantum.get_config("bgd")
+  config.precision, config.num_steps, config.log_every = "float64", 20, 10
+  assert not jax.config.jax_enable_x64
+  summary = run_experiment(config, str(tmp_path / "run"), progress=False)
+  assert not jax.config.jax_enable_x64
+  assert summary["status"] == "complete" and summary["suboptimality"] < 0.2
+  params = dict(__import__("numpy").load(tmp_path / "run" / "params.npz"))
+  assert all(a.dtype == "float64" for a in params.values())
