@@ -1,7 +1,8 @@
 """Shared command-line plumbing: flag parsing and the exit-status contract.
 
-Exit 0 on success; 2 with one line on stderr for a bad config, flag or data file; 1 when a run
-diverges. ``--verbose`` adds the traceback.
+Exit 0 on success; 2 with one line on stderr for a bad config, flag or data file, or a file that
+cannot be written (a full disk, a read-only directory); 1 when a run diverges; 130 on Ctrl-C
+(the run resumes from its last checkpoint). ``--verbose`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from absl import flags, logging
 
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
@@ -46,6 +48,8 @@ def flags_parser(required: Sequence[str], describe: Callable[[], str] | None = N
   ``--help`` prints the usage (and ``describe()``, the registries) with exit status 0."""
 
   def parse(argv: list[str]) -> list[str]:
+    if not any(arg in ("--verbose", "--verbose=true") for arg in argv[1:]):
+      logging.set_verbosity(logging.WARNING)  # jax's backend probing and orbax log at INFO
     if any(arg in ("--help", "-h", "--helpshort", "--helpfull", "-?") for arg in argv[1:]):
       _print_help(describe)
     try:
@@ -89,3 +93,12 @@ def run_main(fn: Callable[[], object]) -> None:
     if verbose:
       traceback.print_exc()
     fail(str(e), EXIT_DIVERGED)
+  except KeyboardInterrupt:
+    fail("interrupted; run the same command again to resume from the last checkpoint",
+         EXIT_INTERRUPTED)
+  except OSError as e:
+    if verbose:
+      traceback.print_exc()
+    where = f": {e.filename}" if e.filename else ""
+    fail(f"{e.strerror or type(e).__name__}{where} (a run resumes from its last checkpoint once "
+         "this is fixed)")

@@ -10,6 +10,7 @@ from deepfound.data.registry import (
     Dataset,
     DatasetSpec,
     binary_labels,
+    check_dataset,
     class_ids,
     get_dataset,
     register_dataset,

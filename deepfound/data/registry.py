@@ -71,13 +71,37 @@ def binary_labels(labels: np.ndarray, source: str) -> np.ndarray:
 
 
 def class_ids(train: np.ndarray, test: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, int]:
-  """Labels as class ids 0..K-1 and K: kept when they already are non-negative integers (K =
-  the largest + 1), else the sorted distinct values numbered."""
-  both = np.concatenate([np.ravel(train), np.ravel(test)])
-  if both.size and np.all(both == np.round(both)) and both.min() >= 0:
-    return train.astype(np.int32), test.astype(np.int32), int(both.max()) + 1
-  classes = np.unique(train)
-  if not np.all(np.isin(test, classes)):
-    raise DataError(f"{source}: the test set has labels that the training set lacks")
-  return (np.searchsorted(classes, train).astype(np.int32),
-          np.searchsorted(classes, test).astype(np.int32), len(classes))
+  """Class labels as int32 and the number of classes K: the labels must be the integers
+  0..K-1, every one of them present in the training set (a label of 255 among ten digits is
+  refused, not taken as a 256-class problem)."""
+  for name, labels in (("training", train), ("test", test)):
+    bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
+    if bad.size:
+      raise DataError(f"{source}: {name} label {labels[bad[0]]!r} in row {bad[0]} is not a class id "
+                      "(an integer >= 0)")
+  num_classes = int(max(train.max(), test.max())) + 1
+  present = np.unique(train)
+  if len(present) != num_classes:
+    row = int(np.flatnonzero(train == present[-1])[0])
+    raise DataError(f"{source}: labels must be the classes 0..K-1, each in the training set; found "
+                    f"{len(present)} distinct labels, the largest {present[-1]:g} (row {row})")
+  return train.astype(np.int32), test.astype(np.int32), num_classes
+
+
+def check_dataset(dataset: Dataset, source: str) -> None:
+  """As many targets as samples, finite values, and a test split shaped like the training set."""
+  parts = [("", dataset.features, dataset.targets)]
+  if dataset.test is not None:
+    parts.append(("test ", *dataset.test))
+  for name, features, targets in parts:
+    if len(features) != len(targets):
+      raise DataError(f"{source}: {len(features)} {name}samples but {len(targets)} labels")
+    if len(features) == 0:
+      raise DataError(f"{source}: no {name}samples")
+    for what, values in (("feature", features), ("label", targets)):
+      bad = np.flatnonzero(~np.isfinite(np.asarray(values, np.float64).reshape(len(values), -1)).all(axis=1))
+      if bad.size:
+        raise DataError(f"{source}: {name}row {bad[0]} has a NaN or infinite {what}")
+  if dataset.test is not None and dataset.test[0].shape[1:] != dataset.features.shape[1:]:
+    raise DataError(f"{source}: test samples have shape {dataset.test[0].shape[1:]}, training "
+                    f"samples {dataset.features.shape[1:]}")

@@ -4,6 +4,7 @@ problem's constants and the hyperparameters, in one form (``Setup``)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
@@ -31,6 +32,7 @@ class Setup:
   resolved: dict[str, float]  # the same hyperparameters as numbers (config.json)
   constants: dict[str, Any]  # L, L_max, E* where known
   gradient_memory_mb: float | None  # the SAG-family memory, if the rule keeps one
+  fingerprint: dict[str, Any]  # of the problem's arrays (data, initial parameters): resumes check it
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
@@ -41,7 +43,18 @@ def build(config: ml_collections.ConfigDict) -> Setup:
   resolved = resolve_hyperparameters(config, constants)
   hyper = driver.hyperparameters(**resolved, dtype=precision_dtype(config.precision))
   memory_mb = check_gradient_memory(config, problem, method)
-  return Setup(problem, method, hyper, resolved, constants, memory_mb)
+  return Setup(problem, method, hyper, resolved, constants, memory_mb, fingerprint(problem))
+
+
+def fingerprint(problem) -> dict[str, Any]:
+  """The shapes, dtypes and SHA-256 of the problem's arrays (for a stream, its held-out sample)."""
+  leaves = [np.ascontiguousarray(leaf) for leaf in jax.tree.leaves(jax.device_get(problem))]
+  digest = hashlib.sha256()
+  for leaf in leaves:
+    digest.update(f"{leaf.shape}{leaf.dtype.str}".encode())
+    digest.update(leaf.tobytes())
+  return dict(shapes=[list(leaf.shape) for leaf in leaves], dtypes=[leaf.dtype.name for leaf in leaves],
+              sha256=digest.hexdigest())
 
 
 def _check_batch_size(config, num_samples: int) -> None:
@@ -53,26 +66,55 @@ def _check_batch_size(config, num_samples: int) -> None:
 def build_problem(config):
   dtype = precision_dtype(config.precision)
   spec = data_lib.get_dataset(config.data.name)
+  _check_generated_size(config, spec)
   if spec.stream:
     return make_logistic_stream(config.data.num_features, config.data.seed, config.problem.l2,
-                                dtype=dtype)
+                                num_eval=STREAM_EVALUATION_SAMPLES, dtype=dtype)
   dataset = spec.load(config.data)
+  data_lib.check_dataset(dataset, _source(config))
   if config.model.name != "linear":
     return build_net_problem(config, dataset)
   features = dataset.features.reshape(len(dataset.features), -1)
   targets = dataset.targets
   if config.problem.loss == "logistic":
-    targets = data_lib.binary_labels(targets, f"data.name={spec.name}")
+    targets = data_lib.binary_labels(targets, _source(config))
   _check_batch_size(config, features.shape[0])
   return make_problem(features, targets, config.problem.l2, config.problem.loss, dtype)
+
+
+STREAM_EVALUATION_SAMPLES = 20_000  # the held-out sample on which a stream's E is estimated
+
+
+def _check_generated_size(config, spec) -> None:
+  """Refuses a generated set (synthetic, stream, moons, ...) too large for memory, before
+  generating it: at most 8 bytes a value, against the memory budget."""
+  data = config.data
+  rows = data.num_samples if "num_samples" in spec.uses else STREAM_EVALUATION_SAMPLES
+  columns = data.num_features if "num_features" in spec.uses else 2
+  if not ({"num_samples", "num_features"} & set(spec.uses)):
+    return
+  needed, budget = 8 * rows * columns, memory_budget(config.optim.max_memory_mb)
+  if needed > budget:
+    raise ConfigError(f"data.name={spec.name} with {rows:,} x {columns:,} values needs about "
+                      f"{needed / 2**30:,.1f} GiB, more than the {budget / 2**30:,.1f} GiB allowed "
+                      "(optim.max_memory_mb, default half the RAM)")
+
+
+def _source(config) -> str:
+  """How messages name the data: data.name=libsvm (path)."""
+  return f"data.name={config.data.name}" + (f" ({config.data.path})" if config.data.path else "")
 
 
 def _split(config, dataset: data_lib.Dataset):
   """((x, y), (x_test, y_test)) standardized by the training set; a split is drawn
   (data.test_fraction, data.seed) where the set has no test split of its own."""
   if dataset.test is None:
-    return data_lib.split_and_standardize(dataset.features, dataset.targets,
-                                          config.data.test_fraction, config.data.seed)
+    train, test = data_lib.split_and_standardize(dataset.features, dataset.targets,
+                                                 config.data.test_fraction, config.data.seed)
+    if not (len(train[1]) and len(test[1])):
+      raise ConfigError(f"data.test_fraction = {config.data.test_fraction} leaves {len(train[1])} "
+                        f"training and {len(test[1])} test samples of {len(dataset.targets)}")
+    return train, test
   return data_lib.standardize((dataset.features, dataset.targets), dataset.test)
 
 
@@ -83,7 +125,7 @@ def build_net_problem(config, dataset: data_lib.Dataset) -> NetFiniteSum:
 
   (x, y), (x_test, y_test) = _split(config, dataset)
   _check_batch_size(config, len(y))
-  source = f"data.name={config.data.name}"
+  source = _source(config)
   rngs = nnx.Rngs(config.model.seed)
   model_config = config.model
   if model_config.name == "perceptron":  # one score, labels -1/+1 as (17.4)

@@ -7,6 +7,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from deepfound.errors import ConfigError
+
 
 def _nonempty_leaves(state) -> dict:
   """Leaves by position; orbax refuses zero-size arrays, which hold nothing to restore anyway."""
@@ -31,9 +33,16 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def restore(self, step: int, like):
-    """Restores the state saved at ``step`` with the structure, shapes and dtypes of ``like``."""
+    """Restores the state saved at ``step`` with the structure, shapes and dtypes of ``like``;
+    an unreadable checkpoint is a ``ConfigError`` that says what to delete."""
     leaves, treedef = jax.tree.flatten(like)
-    saved = self._manager.restore(step, args=ocp.args.StandardRestore(_nonempty_leaves(like)))
+    try:
+      saved = self._manager.restore(step, args=ocp.args.StandardRestore(_nonempty_leaves(like)))
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+      directory = os.path.join(self._manager.directory, str(step))
+      raise ConfigError(f"the checkpoint {directory} cannot be read ({type(e).__name__}); delete "
+                        f"{self._manager.directory} to start this run over, or use another "
+                        "--workdir") from e
     restored = [saved.get(str(i), leaf) for i, leaf in enumerate(leaves)]
     return jax.tree.unflatten(treedef, restored)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from ml_collections import config_dict
 
 from deepfound.data.registry import DATASETS
@@ -82,14 +83,36 @@ def _one_of(key: str, value, allowed) -> None:
     raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
-def _positive(key: str, value) -> None:
-  if value is None or not value > 0:
+MAX_SEED = 2**32 - 1  # jax.random.PRNGKey takes a uint32 seed
+
+
+def _number(key: str, value) -> float:
+  if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+    raise ConfigError(f"{key} must be a finite number, got {value!r}")
+  return float(value)
+
+
+def _positive(key: str, value, precision: str | None = None) -> None:
+  """A finite number > 0 that stays > 0 and finite in the run's precision."""
+  if value is None or not _number(key, value) > 0:
     raise ConfigError(f"{key} must be > 0, got {value!r}")
+  if precision is not None:
+    rounded = np.asarray(value, PRECISIONS[precision])
+    if not (np.isfinite(rounded) and rounded > 0):
+      raise ConfigError(f"{key} = {value!r} is not representable in {precision} (it becomes "
+                        f"{rounded.item()!r})")
 
 
-def _positive_int(key: str, value) -> None:
+def _positive_int(key: str, value, largest: int | None = None) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+  if largest is not None and value > largest:
+    raise ConfigError(f"{key} must be at most {largest:,}, got {value!r}")
+
+
+def _seed(key: str, value) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+    raise ConfigError(f"{key} must be an integer in [0, {MAX_SEED}], got {value!r}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -103,14 +126,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of("optim.memory", optim.memory, MEMORY_CHOICES)
   _one_of("precision", config.precision, tuple(PRECISIONS))
   for key in ("num_steps", "log_every", "checkpoint_every"):
-    _positive_int(key, config[key])
+    _positive_int(key, config[key], largest=2**31 - 1)  # the step counter is int32
+  for key in ("seed", "data.seed", "model.seed"):
+    _seed(key, config[key])
   if config.num_steps % config.log_every:
     raise ConfigError(
         f"num_steps ({config.num_steps}) must be a multiple of log_every ({config.log_every})"
     )
   _positive_int("optim.batch_size", optim.batch_size)
-  if config.problem.l2 is None or not config.problem.l2 >= 0:
+  if config.problem.l2 is None or not _number("problem.l2", config.problem.l2) >= 0:
     raise ConfigError(f"problem.l2 must be >= 0, got {config.problem.l2!r}")
+  if optim.max_memory_mb is not None:
+    _positive("optim.max_memory_mb", optim.max_memory_mb)
   _validate_rule(config)
   _validate_data(config)
   if config.model.name == "linear":
@@ -129,14 +156,14 @@ def _validate_rule(config) -> None:
       raise ConfigError("optim.strong_convexity must be > 0 for the strongly_convex schedule "
                         "(or set problem.l2 > 0 to use it as mu)")
     if optim.strong_convexity is not None:
-      _positive("optim.strong_convexity", optim.strong_convexity)
+      _positive("optim.strong_convexity", optim.strong_convexity, config.precision)
   elif optim.learning_rate is None:
     if spec.default_learning_rate is None or config.model.name != "linear":
       raise ConfigError(f"optim.learning_rate is required for {optim.name} (a float > 0)")
   else:
-    _positive("optim.learning_rate", optim.learning_rate)
+    _positive("optim.learning_rate", optim.learning_rate, config.precision)
   if optim.schedule in ("inverse_time", "inverse_sqrt"):
-    _positive("optim.l0", optim.l0)
+    _positive("optim.l0", optim.l0, config.precision)
 
 
 def _validate_data(config) -> None:
@@ -148,7 +175,7 @@ def _validate_data(config) -> None:
     option.validate("data", data[option.name])
   for key in ("num_samples", "num_features"):
     if key in spec.uses:
-      _positive(f"data.{key}", data[key])
+      _positive_int(f"data.{key}", data[key])
   rule = RULES.get(config.optim.name)
   if spec.stream:
     if rule.needs_finite_sum:
@@ -170,10 +197,13 @@ def _validate_net(config) -> None:
   if config.optim.memory == "scalar" and RULES.get(config.optim.name).keeps_memory:
     raise ConfigError("optim.memory=scalar is for linear models; networks need optim.memory=pytree "
                       "(or auto)")
-  if not 0 < data.test_fraction < 1:
+  if not 0 < _number("data.test_fraction", data.test_fraction) < 1:
     raise ConfigError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
-  if any(int(width) < 1 for width in model.hidden) or any(int(c) < 1 for c in model.channels):
-    raise ConfigError("model.hidden and model.channels must be positive integers")
+  for key in ("hidden", "channels"):
+    widths = model[key]
+    if not isinstance(widths, tuple | list) or any(
+        isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+      raise ConfigError(f"model.{key} must be a tuple of positive integers, got {widths!r}")
   _one_of("model.activation", model.activation, tuple(ACTIVATIONS))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -14,8 +15,16 @@ from deepfound.optim import driver
 
 def check_workdir(workdir: str) -> None:
   """A usable output directory, checked before anything is computed or written."""
+  if not workdir or not workdir.strip():
+    raise ConfigError("--workdir must name a directory, got an empty string")
+  if os.path.islink(workdir) and not os.path.exists(workdir):
+    raise ConfigError(f"--workdir {workdir} is a symbolic link to nothing ({os.readlink(workdir)})")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir {workdir} exists and is not a directory")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if os.path.lexists(checkpoints) and not os.path.isdir(checkpoints):
+    raise ConfigError(f"{checkpoints} exists and is not a directory; remove it or use another "
+                      "--workdir")
   parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
@@ -31,11 +40,25 @@ def read_json(path: str):
     raise ConfigError(f"cannot read {path} ({e}); use another --workdir") from e
 
 
+def strict(value):
+  """``value`` with every NaN or infinite float replaced by None (strict JSON has neither)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: strict(v) for k, v in value.items()}
+  if isinstance(value, list | tuple):
+    return [strict(v) for v in value]
+  return value
+
+
+def dumps(value, **kwargs) -> str:
+  return json.dumps(strict(value), allow_nan=False, **kwargs)
+
+
 def write_json(path: str, value) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.write("\n")
+    f.write(dumps(value, indent=2, sort_keys=True) + "\n")
   os.replace(tmp, path)
 
 
@@ -70,12 +93,12 @@ class RunFiles:
   def write_metrics(self, rows: list[dict]) -> None:
     tmp = self.metrics + ".tmp"
     with open(tmp, "w") as f:
-      f.writelines(json.dumps(row) + "\n" for row in rows)
+      f.writelines(dumps(row) + "\n" for row in rows)
     os.replace(tmp, self.metrics)
 
   def append_metrics(self, rows: list[dict]) -> None:
     with open(self.metrics, "a") as f:
-      f.writelines(json.dumps(row) + "\n" for row in rows)
+      f.writelines(dumps(row) + "\n" for row in rows)
 
 
 def metric_rows(points: driver.LogPoint, first_elapsed: float, chunk_seconds: float,

@@ -20,13 +20,19 @@ from deepfound.experiment import outputs
 from deepfound.experiment.build import Setup, build, host_arrays
 from deepfound.experiment.checkpoint import Checkpointer
 from deepfound.experiment.config import validate
+from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.progress import Progress
 from deepfound.optim import driver
 from deepfound.problems.kinds import num_samples_of
 
 
 class DivergenceError(RuntimeError):
-  """The objective or the parameters became NaN or infinite."""
+  """The objective or the parameters became NaN or infinite, or the objective blew up."""
+
+
+# A run has diverged when its objective exceeds BLOWUP_FACTOR * max(|E(start)|, 1): no stable
+# step size takes a convex objective (or a network's loss) a thousand times above its start.
+BLOWUP_FACTOR = 1000.0
 
 
 def precision_scope(precision: str):
@@ -46,24 +52,41 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
   with precision_scope(config.precision):
     setup = build(config)
     files = outputs.RunFiles(workdir)
-    finished = _open_workdir(config, setup, files)
-    if finished is not None:
-      return finished
-    return _train(config, setup, files, progress)
+    with WorkdirLock(workdir):
+      finished = _open_workdir(config, setup, files)
+      if finished is not None:
+        return finished
+      return _train(config, setup, files, progress)
+
+
+def _differing_keys(old, new, prefix: str = "") -> list[str]:
+  if not (isinstance(old, dict) and isinstance(new, dict)):
+    return [] if old == new else [prefix.rstrip(".") or "config"]
+  return [key for name in sorted(set(old) | set(new))
+          for key in _differing_keys(old.get(name), new.get(name), f"{prefix}{name}.")]
 
 
 def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
-  """Writes config.json, or checks that the workdir's run is this config's; returns the summary
-  of a run that is already complete."""
+  """Writes config.json, or checks that the workdir holds this config's run on the same data (a
+  larger num_steps extends it); returns the summary of a run that is already complete."""
   _warn_unstable_step(setup)
   config_json = json.loads(config.to_json())
-  if os.path.exists(files.config) and outputs.read_json(files.config).get("config") != config_json:
-    raise ConfigError(f"{files.workdir} holds a run with a different config; use another --workdir")
-  if os.path.exists(files.summary) and outputs.read_json(files.summary).get("status") == "complete":
-    return outputs.read_json(files.summary)
-  os.makedirs(files.workdir, exist_ok=True)
+  if os.path.exists(files.config):
+    stored = outputs.read_json(files.config)
+    differing = [k for k in _differing_keys(stored.get("config"), config_json) if k != "num_steps"]
+    if differing:
+      raise ConfigError(f"{files.workdir} holds a run with a different config ({', '.join(differing)} "
+                        "differ); use another --workdir (only num_steps may change, to extend a run)")
+    if stored.get("data", setup.fingerprint) != setup.fingerprint:
+      raise ConfigError(f"the data changed since the run in {files.workdir} started (data.name="
+                        f"{config.data.name}, fingerprint {setup.fingerprint['sha256'][:12]} against "
+                        f"{stored['data']['sha256'][:12]}); use another --workdir")
+  if os.path.exists(files.summary):
+    summary = outputs.read_json(files.summary)
+    if summary.get("status") == "complete" and summary.get("step") == config.num_steps:
+      return summary
   outputs.write_json(files.config, dict(config=config_json, resolved=setup.resolved,
-                                        constants=setup.constants))
+                                        constants=setup.constants, data=setup.fingerprint))
   return None
 
 
@@ -99,6 +122,9 @@ def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpoi
   metrics line written."""
   state = driver.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
   start_step = checkpointer.latest_step()
+  if start_step is not None and start_step > config.num_steps:
+    raise ConfigError(f"num_steps = {config.num_steps} is below the {start_step} steps this run has "
+                      "done; a run can be extended, not shortened")
   if start_step is not None:
     kept = files.truncate_metrics(start_step)
     return checkpointer.restore(start_step, state), start_step, (kept[-1]["elapsed_s"] if kept else 0.0)
@@ -116,6 +142,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
   checkpointer = Checkpointer(files.workdir)
   try:
     state, start_step, elapsed_before = _start(config, setup, files, checkpointer)
+    limit = BLOWUP_FACTOR * max(abs(files.metric_lines()[0]["objective"]), 1.0)
     logs_per_chunk = min(config.num_steps // config.log_every,
                          max(1, config.checkpoint_every // config.log_every))
     chunks = _Chunks(setup, config.log_every)
@@ -130,7 +157,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
       seconds = time.perf_counter() - tic
       run_seconds += seconds
       rows = _rows(setup, points, elapsed_before + run_seconds - seconds, seconds)
-      _stop_if_diverged(rows, state, setup, files, chunks.compile_s)
+      _stop_if_diverged(rows, state, setup, files, chunks.compile_s, limit)
       files.append_metrics(rows)
       step = int(state.step)
       checkpointer.save(step, state)
@@ -148,21 +175,29 @@ def _run_facts(setup: Setup, compile_s: float) -> dict:
               optimum=setup.constants["optimum"], lipschitz=setup.constants["lipschitz"])
 
 
-def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compile_s: float) -> None:
-  """Writes the finite rows and a "diverged" summary, then raises, if the chunk diverged."""
-  bad = [r for r in rows if not math.isfinite(r["objective"])]
+def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compile_s: float,
+                      limit: float) -> None:
+  """Writes the rows before the first bad one and a "diverged" summary, then raises, if the
+  objective or the parameters stopped being finite or the objective went above ``limit``."""
+  bad = [r for r in rows if not math.isfinite(r["objective"]) or r["objective"] > limit]
   params_ok = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params))
   if not bad and params_ok:
     return
-  files.append_metrics([r for r in rows if math.isfinite(r["objective"])])
+  files.append_metrics(rows[:rows.index(bad[0])] if bad else rows)
   step = bad[0]["step"] if bad else rows[-1]["step"]
-  what = "the objective is" if bad else "the parameters are"
+  if not bad:
+    what = "the parameters are not finite"
+  elif math.isfinite(bad[0]["objective"]):
+    what = (f"the objective reached {bad[0]['objective']:.4g}, over {BLOWUP_FACTOR:g} times its "
+            "start")
+  else:
+    what = "the objective is not finite"
   hint, constants = "", setup.constants
   if constants.get("lipschitz"):
     hint = f", 2/L = {2.0 / constants['lipschitz']:.4g}"
     if setup.method.spec.stable_step == "1/L_max":
       hint += f", 1/L_max = {1.0 / constants['max_sample_lipschitz']:.4g}"
-  message = (f"diverged: {what} not finite at step {step} "
+  message = (f"diverged: {what} at step {step} "
              f"(optim.learning_rate = {setup.resolved['learning_rate']:.4g}{hint}); "
              "lower the learning rate")
   last = files.metric_lines()

@@ -5,7 +5,14 @@ the order in which ``--help`` and the configs list them (so the imports are not 
 """
 # ruff: noqa: I001
 
-from deepfound.optim.memory import LAYOUTS, fill_memory, flushed_table, memory_bytes
+from deepfound.optim.memory import (
+    LAYOUTS,
+    check_index,
+    checked_index,
+    fill_memory,
+    flushed_table,
+    memory_bytes,
+)
 from deepfound.optim.registry import RULES, RuleContext, RuleSpec, get_rule, register_rule
 from deepfound.optim.schedules import (
     SCHEDULES,

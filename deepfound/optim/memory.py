@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 LAYOUTS = ("pytree", "scalar")
@@ -194,6 +195,47 @@ class SampleBatch(NamedTuple):
   unstored: Any  # like params: batch mean of the gradient part the memory does not hold
 
 
+def check_index(index, num_samples: int, batch_size: int | None) -> None:
+  """Raises ``ValueError`` for an index that would corrupt the memory: not integers, not of
+  shape (batch_size,) (or a scalar when batch_size is 1; any vector or scalar when batch_size
+  is None), or outside [0, n). A traced index
+  (inside ``jit``) cannot be looked at here: it must keep that contract, as the driver's do;
+  ``checked_index`` checks one at run time under ``jax.experimental.checkify``."""
+  if isinstance(index, jax.core.Tracer):
+    return
+  values = np.asarray(index)
+  if not np.issubdtype(values.dtype, np.integer):
+    raise ValueError(f"index must hold integers, got dtype {values.dtype}")
+  shapes = [(batch_size,)] + ([()] if batch_size == 1 else [])
+  if batch_size is None and values.ndim > 1:
+    raise ValueError(f"index must be a scalar or a vector, got shape {values.shape}")
+  if batch_size is not None and values.shape not in shapes:
+    raise ValueError(f"index must have shape ({batch_size},){' or ()' if batch_size == 1 else ''} "
+                     f"for batch_size={batch_size}, got {values.shape}")
+  if values.size and (values.min() < 0 or values.max() >= num_samples):
+    raise ValueError(f"index must lie in [0, {num_samples}), got {values.tolist()}")
+
+
+def checked_index(index: jax.Array, num_samples: int) -> jax.Array:
+  """``index``, with a run-time check that it lies in [0, n), for code under ``jit``.
+
+  The check is a ``checkify.check``: call this inside a function wrapped by
+  ``jax.experimental.checkify.checkify`` (then ``err.throw()`` raises on a bad index)::
+
+      def step(params, state, i):
+        i = deepfound.optim.checked_index(i, n)
+        ...
+      err, (params, state) = jax.jit(checkify.checkify(step))(params, state, i)
+      err.throw()
+  """
+  from jax.experimental import checkify
+
+  index = jnp.asarray(index)
+  checkify.check(jnp.all((index >= 0) & (index < num_samples)),
+                 "index {index} outside [0, {n})", index=index, n=jnp.asarray(num_samples))
+  return index
+
+
 def read_batch(layout: Layout, updates: Any, index, sample_scale=None, sample_features=None,
                regularizer_gradient=None) -> SampleBatch:
   """Parses the ``updates`` and extra arguments that SAG, SAGA and SVRG share.
@@ -205,6 +247,11 @@ def read_batch(layout: Layout, updates: Any, index, sample_scale=None, sample_fe
   """
   index_b = batch_indices(index)
   gradients_b = add_batch_axis(updates, index)
+  for leaf in jax.tree.leaves(gradients_b):
+    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != index_b.shape[0]:
+      raise ValueError(f"with an index of shape {jnp.shape(index)}, the per-sample gradients need a "
+                       f"leading batch axis of size {index_b.shape[0]}; got a leaf of shape "
+                       f"{jnp.shape(leaf)}")
   scale_b = None if sample_scale is None else add_batch_axis(sample_scale, index)
   features_b = None if sample_features is None else add_batch_axis(sample_features, index)
   if layout.name == "scalar" and regularizer_gradient is not None:

@@ -67,6 +67,7 @@ def scale_by_sag(
   def update_fn(updates, state, params=None, *, index, sample_scale=None, sample_features=None,
                 regularizer_gradient=None, **extra_args):
     del params, extra_args
+    memory_lib.check_index(index, num_samples, batch_size)
     batch = memory_lib.read_batch(layout, updates, index, sample_scale, sample_features,
                                   regularizer_gradient)
     table, old_b, pending, is_first = memory_lib.exchange(

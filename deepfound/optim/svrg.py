@@ -63,6 +63,7 @@ def scale_by_svrg(
     del extra_args
     if params is None:
       raise ValueError("scale_by_svrg needs params (the snapshot is taken from them)")
+    memory_lib.check_index(index, num_samples, None)  # batch_size only sets the default period
     batch = memory_lib.read_batch(layout, updates, index, sample_scale, sample_features,
                                   regularizer_gradient)
     table, snapshot_gradient = jax.lax.cond(

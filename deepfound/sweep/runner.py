@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import time
@@ -20,6 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from deepfound.errors import ConfigError
 from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype, validate
+from deepfound.experiment.lock import WorkdirLock
+from deepfound.experiment.outputs import check_workdir, dumps
 from deepfound.experiment.runner import precision_scope
 from deepfound.optim import driver
 from deepfound.problems.kinds import FiniteSum
@@ -219,15 +220,21 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   Raises ``SpecError`` / ``ConfigError`` / ``DataError`` / ``SweepMemoryError`` before writing
   anything.
   """
+  check_workdir(workdir)
   values, groups = plan(config, spec)
   budget = experiment.memory_budget(max_memory_mb)
-  start = time.perf_counter()
-  results = []
-  for group in groups:
-    with precision_scope(group.configs[0].precision):
-      results.append(_run_group(group, budget, log))
-  total = time.perf_counter() - start
+  with WorkdirLock(workdir):
+    start = time.perf_counter()
+    results = []
+    for group in groups:
+      with precision_scope(group.configs[0].precision):
+        results.append(_run_group(group, budget, log))
+    total = time.perf_counter() - start
+    return _write_outputs(workdir, spec, values, groups, results, total)
 
+
+def _write_outputs(workdir, spec, values, groups, results, total) -> dict:
+  """sweep.jsonl, curves.npz, summary.json and the plots of a finished sweep."""
   os.makedirs(workdir, exist_ok=True)
   rows, curves = [], {}
   for g, (group, result) in enumerate(zip(groups, results, strict=True)):
@@ -239,7 +246,7 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
     curves[f"group{g}_runs"] = np.asarray(group.runs)
   rows.sort(key=lambda r: r["run"])
   with open(os.path.join(workdir, "sweep.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
+    f.writelines(dumps(r) + "\n" for r in rows)
   np.savez_compressed(os.path.join(workdir, "curves.npz"), **curves)
 
   best = []
@@ -263,6 +270,6 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
       mb_per_run=[r["per_run_bytes"] / 2**20 for r in results],
   )
   with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+    f.write(dumps(summary, indent=2) + "\n")
   plots.write_plots(workdir, rows, [g.label for g in groups])
   return summary

@@ -34,11 +34,26 @@ import numpy as np
 # a network's initialization comes from ``model.seed`` (sweep that for independent inits).
 VMAPPED_KEYS = ("optim.learning_rate", "optim.l0", "optim.strong_convexity", "problem.l2", "seed")
 
+MAX_RUNS = 100_000  # a sweep larger than this is refused before anything is built
+
+
+def _count(num) -> int:
+  if int(num) > MAX_RUNS:
+    raise ValueError(f"{int(num):,} values, more than the {MAX_RUNS:,} a sweep may have")
+  return int(num)
+
+
+def _range(*args) -> list[int]:
+  values = range(*(int(v) for v in args))
+  _count(len(values))
+  return list(values)
+
+
 _GENERATORS = {
-    "range": lambda *a: list(range(*(int(v) for v in a))),
-    "linspace": lambda a, b, num: np.linspace(a, b, int(num)).tolist(),
-    "logspace": lambda a, b, num: np.logspace(a, b, int(num)).tolist(),
-    "geomspace": lambda a, b, num: np.geomspace(a, b, int(num)).tolist(),
+    "range": _range,
+    "linspace": lambda a, b, num: np.linspace(a, b, _count(num)).tolist(),
+    "logspace": lambda a, b, num: np.logspace(a, b, _count(num)).tolist(),
+    "geomspace": lambda a, b, num: np.geomspace(a, b, _count(num)).tolist(),
 }
 
 
@@ -138,7 +153,13 @@ def parse(spec: str) -> list[dict[str, list[Any]]]:
 
 
 def expand(factors: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
-  """One dict of key -> value per run: the product over factors, zipped keys together."""
+  """One dict of key -> value per run: the product over factors, zipped keys together (at most
+  ``MAX_RUNS`` runs)."""
+  total = 1
+  for factor in factors:
+    total *= len(next(iter(factor.values())))
+  if total > MAX_RUNS:
+    raise SpecError(f"the sweep has {total:,} runs, more than the {MAX_RUNS:,} allowed; split it")
   per_factor = [
       [dict(zip(factor, combo, strict=True)) for combo in zip(*factor.values(), strict=True)]
       for factor in factors
