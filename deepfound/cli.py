@@ -49,7 +49,9 @@ def flags_parser(required: Sequence[str], describe: Callable[[], str] | None = N
 
   def parse(argv: list[str]) -> list[str]:
     if not any(arg in ("--verbose", "--verbose=true") for arg in argv[1:]):
-      logging.set_verbosity(logging.WARNING)  # jax's backend probing and orbax log at INFO
+      # jax's backend probing and orbax log at INFO, and orbax logs an ERROR line for a corrupt
+      # checkpoint that the one-line message already covers; --verbose shows them all.
+      logging.set_verbosity(logging.FATAL)
     if any(arg in ("--help", "-h", "--helpshort", "--helpfull", "-?") for arg in argv[1:]):
       _print_help(describe)
     try:
@@ -81,8 +83,6 @@ def run_main(fn: Callable[[], object]) -> None:
   from deepfound.experiment import ConfigError, DivergenceError
 
   verbose = "verbose" in flags.FLAGS and flags.FLAGS.verbose
-  if not verbose:
-    logging.set_verbosity(logging.WARNING)  # orbax and jax log every step at INFO
   try:
     fn()
   except (ConfigError, DataError) as e:

@@ -77,7 +77,7 @@ def class_ids(train: np.ndarray, test: np.ndarray, source: str) -> tuple[np.ndar
   for name, labels in (("training", train), ("test", test)):
     bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
     if bad.size:
-      raise DataError(f"{source}: {name} label {labels[bad[0]]!r} in row {bad[0]} is not a class id "
+      raise DataError(f"{source}: {name} label {labels[bad[0]].item()!r} in row {bad[0]} is not a class id "
                       "(an integer >= 0)")
   num_classes = int(max(train.max(), test.max())) + 1
   present = np.unique(train)

@@ -97,7 +97,8 @@ def _positive(key: str, value, precision: str | None = None) -> None:
   if value is None or not _number(key, value) > 0:
     raise ConfigError(f"{key} must be > 0, got {value!r}")
   if precision is not None:
-    rounded = np.asarray(value, PRECISIONS[precision])
+    with np.errstate(over="ignore", under="ignore"):
+      rounded = np.asarray(value, PRECISIONS[precision])
     if not (np.isfinite(rounded) and rounded > 0):
       raise ConfigError(f"{key} = {value!r} is not representable in {precision} (it becomes "
                         f"{rounded.item()!r})")
