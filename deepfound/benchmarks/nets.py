@@ -20,20 +20,20 @@ STEPS = 20_000
 BATCH = 32
 
 
-def ours(config: ml_collections.ConfigDict, seeds: int = 1) -> float:
+def ours(config: ml_collections.ConfigDict, seeds: int = 1, steps: int = STEPS) -> float:
   """Samples per second of minibatch SGD on the digits MLP of ``config`` (compilation
   excluded)."""
   problem = build.build_problem(config)
   method = driver.Method("sgd", batch_size=BATCH)
   hyper = driver.hyperparameters(0.05)
-  run = functools.partial(driver.run, problem, method, hyper, num_steps=STEPS, log_every=STEPS)
+  run = functools.partial(driver.run, problem, method, hyper, num_steps=steps, log_every=steps)
   if seeds == 1:
     seconds = median_seconds(lambda: run(jax.random.PRNGKey(0))[1].objective, repeats=5)
   else:
     keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(seeds))
     batched = jax.jit(jax.vmap(lambda k: run(k)[1].objective))
     seconds = median_seconds(lambda: batched(keys), repeats=5)
-  return seeds * STEPS * BATCH / seconds
+  return seeds * steps * BATCH / seconds
 
 
 def torch_loop(config: ml_collections.ConfigDict) -> float:

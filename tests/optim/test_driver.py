@@ -80,7 +80,9 @@ def test_vmap_over_hyperparameters_and_seeds_equals_single_runs(small_data):
   for k in range(3):
     state, points = run(driver.hyperparameters(rates[k], 20.0), keys[k])
     np.testing.assert_allclose(batched_state.params[k], state.params, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(batched_points.objective[k], points.objective, rtol=1e-6)
+    # 1e-6 holds on CPU; on a GPU the batched objective's float32 reductions run in another
+    # order (measured 5e-5 on an H200).
+    np.testing.assert_allclose(batched_points.objective[k], points.objective, rtol=2e-4)
   assert len({float(o) for o in batched_points.objective[:, -1]}) == 3
 
 
