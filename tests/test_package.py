@@ -33,3 +33,19 @@ def test_a_float64_run_leaves_x64_as_it_was(tmp_path):
   assert summary["status"] == "complete" and summary["suboptimality"] < 0.2
   params = dict(__import__("numpy").load(tmp_path / "run" / "params.npz"))
   assert all(a.dtype == "float64" for a in params.values())
+
+
+def test_accelerator_check_small_runs_on_the_cpu(tmp_path):
+  from configs import mlp_digits
+  from deepfound.benchmarks import accelerator
+
+  config = mlp_digits.get_config("sgd")
+  sizes = dict(accelerator.SMALL, num_samples=2000, sag_steps=2000, sweep_runs=8, net_steps=100)
+  results = accelerator.run_check(str(tmp_path), True, config, "test", log=lambda _: None,
+                                  sizes=sizes)
+  for name in ("sag", "sweep", "mlp", "checkpoint"):
+    assert "error" not in results[name], results[name]
+  assert results["checkpoint"]["identical"] and results["checkpoint"]["resumed_from_step"] == 2000
+  assert results["sweep"]["runs"] == 8 and results["sag"]["suboptimality"] > 0
+  table = (tmp_path / "accelerator.md").read_text()
+  assert "| checkpoint and resume | resumed from step 2000: parameters identical" in table

@@ -91,8 +91,9 @@ def checkpoint_resume() -> dict:
 
 
 def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, command: str,
-              log: Callable[[str], None] = print) -> dict:
-  sizes = SMALL if small else FULL
+              log: Callable[[str], None] = print, sizes: dict | None = None) -> dict:
+  """Every check, into ``out``; ``sizes`` overrides the FULL or SMALL sizes."""
+  sizes = sizes or (SMALL if small else FULL)
   results = dict(command=command, small=small, backend=jax.default_backend(),
                  devices=[str(d) for d in jax.devices()],
                  device_kind=jax.devices()[0].device_kind, jax=jax.__version__,
