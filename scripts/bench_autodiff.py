@@ -9,7 +9,8 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
 
-flags.DEFINE_string("out", "results/autodiff", "Output directory.")
+flags.DEFINE_string("out", "runs/autodiff",
+                    "Output directory (results/autodiff regenerates the committed one).")
 
 
 def main(argv):

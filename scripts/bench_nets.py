@@ -13,7 +13,8 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import fail, flags_parser  # noqa: E402
 
-flags.DEFINE_string("out", "results/bench", "Output directory.")
+flags.DEFINE_string("out", "runs/bench",
+                    "Output directory (results/bench regenerates the committed one).")
 
 
 def main(argv):

@@ -20,7 +20,8 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
 
-flags.DEFINE_string("out", "results/bench", "Output directory.")
+flags.DEFINE_string("out", "runs/bench",
+                    "Output directory (results/bench regenerates the committed one).")
 flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 flags.DEFINE_integer("epochs", 5, "Epochs for the scikit-learn comparisons.")
 flags.DEFINE_integer("large_n", 200_000, "The large n.")

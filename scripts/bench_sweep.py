@@ -9,7 +9,8 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
 
-flags.DEFINE_string("out", "results/bench", "Output directory.")
+flags.DEFINE_string("out", "runs/bench",
+                    "Output directory (results/bench regenerates the committed one).")
 flags.DEFINE_integer("epochs", 5, "Epochs of every run and fit.")
 flags.DEFINE_integer("num_samples", 20_000, "n of the synthetic set.")
 

@@ -14,7 +14,8 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
 
-flags.DEFINE_string("out", "results/figures", "Output directory.")
+flags.DEFINE_string("out", "runs/figures",
+                    "Output directory (results/figures regenerates the committed one).")
 
 
 def main(argv):

@@ -11,7 +11,8 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
 
-flags.DEFINE_string("out", "results/nets", "Output directory.")
+flags.DEFINE_string("out", "runs/nets",
+                    "Output directory (results/nets regenerates the committed one).")
 
 
 def main(argv):
