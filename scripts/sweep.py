@@ -1,4 +1,4 @@
-"""Sweeps config keys as one vmapped, sharded program per program shape.
+r"""Sweeps config keys as one vmapped, sharded program per program shape.
 
     python scripts/sweep.py --config=configs/logreg_quantum.py:sgd --workdir=runs/sweep \
         --sweep="optim.learning_rate=logspace(-3, 0, 16); optim.l0=[10, 100, 1000]" \

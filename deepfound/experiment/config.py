@@ -208,9 +208,42 @@ def _validate_net(config) -> None:
   _one_of("model.activation", model.activation, tuple(ACTIVATIONS))
 
 
+KEY_HELP = {
+    "seed": "PRNG seed of the sampling", "num_steps": "iterations to run",
+    "log_every": "steps between objective evaluations (metrics lines)",
+    "precision": "float32 or float64",
+    "checkpoint_every": "steps between checkpoints (whole log blocks)",
+    "data.name": "a registered data set (below)", "data.path": "the file or directory of file sets",
+    "data.num_samples": "n of generated sets", "data.num_features": "p of generated sets",
+    "data.seed": "seed of generated sets, shuffles and splits",
+    "data.test_fraction": "held-out share for networks on sets without a test split",
+    "model.name": "linear, perceptron, mlp or cnn", "model.hidden": "mlp hidden widths",
+    "model.activation": "mlp activation", "model.channels": "cnn channels",
+    "model.seed": "parameter initialization seed",
+    "problem.loss": "the per-sample loss", "problem.l2": "weight of (l2/2)||b||^2",
+    "optim.name": "a registered update rule (below)",
+    "optim.learning_rate": "constant rate, or tau0 of a schedule (None: the rule's default)",
+    "optim.schedule": "the step-size schedule", "optim.l0": "warm-up length of the schedules",
+    "optim.strong_convexity": "mu of strongly_convex (None: problem.l2)",
+    "optim.batch_size": "samples per step", "optim.sampling": "uniform or shuffle",
+    "optim.memory": "SAG-family memory layout",
+    "optim.max_memory_mb": "memory budget (None: half the RAM)",
+}
+
+
 def describe() -> str:
-  """The update rules, data sets and their options, for ``--help``."""
-  lines = ["Update rules (optim.name):"]
+  """The config keys with their defaults, the update rules, data sets and their options, for
+  ``--help``."""
+  base = base_config()
+  options = {f"optim.{o}" for o in RULES.options()} | {f"data.{o}" for o in DATASETS.options()}
+  lines = ["Config keys (--config.KEY=VALUE), default in brackets:"]
+  for group in (None, "data", "model", "problem", "optim"):
+    node = base if group is None else base[group]
+    for key, value in node.items():
+      name = key if group is None else f"{group}.{key}"
+      if not isinstance(value, ml_collections.ConfigDict) and name not in options:
+        lines.append(f"  {name:<24} [{value}] {KEY_HELP.get(name, '')}")
+  lines += ["", "Update rules (optim.name):"]
   lines += [f"  {spec.name:<14} {spec.summary}" for spec in RULES]
   lines += [f"  optim.{o.name} (default {o.default}): {o.help}" for o in RULES.options().values()]
   lines += ["", "Data sets (data.name):"]

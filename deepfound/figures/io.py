@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on the machines this runs on
+# The one-time "building the font cache" notice is not something a user must act on.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -45,9 +45,11 @@ def scale_by_sag(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``. Its ``update`` takes the extra keyword arguments
-    ``index`` (int scalar, or (b,)) and, for the scalar layout, ``sample_scale`` (s_i),
-    ``sample_features`` (x_i) and optionally ``regularizer_gradient`` (the part of grad E_i that
-    is not x_i s_i, e.g. l2 * params; see ``memory.read_batch``).
+    ``index`` (int scalar, or (b,), in [0, n); a concrete bad index raises ``ValueError``, and
+    ``checked_index`` checks a traced one) and, for the scalar layout, ``sample_scale`` (s_i,
+    (b, *param.shape[1:])), ``sample_features`` (x_i, (b, p)) and optionally
+    ``regularizer_gradient`` (the part of grad E_i that is not x_i s_i, e.g. l2 * params; see
+    ``memory.read_batch``).
   """
   layout = memory_lib.get_layout(memory)
 

@@ -30,7 +30,20 @@ def scale_by_saga(
       g   <- g - G_i + h
       G_i <- h
 
-  With a minibatch, h - G_i is averaged over the batch. Extra arguments as in ``scale_by_sag``.
+  With a minibatch, h - G_i is averaged over the batch (a sample repeated within the batch
+  enters the memory once).
+
+  Args:
+    num_samples: n, the number of terms of the finite sum.
+    memory: ``"pytree"`` (any model) or ``"scalar"`` (linear models; see ``memory.py``).
+    batch_size: number of indices per update; ``updates`` then carry a leading batch axis.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``. Its ``update`` takes the extra keyword arguments
+    ``index`` (int scalar, or (b,), in [0, n); a concrete bad index raises ``ValueError``) and,
+    for the scalar layout, ``sample_scale`` (s_i, (b, *param.shape[1:])), ``sample_features``
+    (x_i, (b, p)) and optionally ``regularizer_gradient`` (the part of grad E_i that is not
+    x_i s_i, e.g. l2 * params), as for ``scale_by_sag``.
   """
   layout = memory_lib.get_layout(memory)
 
