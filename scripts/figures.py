@@ -3,7 +3,6 @@
     python scripts/figures.py [--out=results/figures]
 """
 
-import json
 import os
 import sys
 import time
@@ -13,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
+from deepfound.strict_json import dumps  # noqa: E402
 
 flags.DEFINE_string("out", "runs/figures",
                     "Output directory (results/figures regenerates the committed one).")
@@ -27,7 +27,7 @@ def main(argv):
   summary["total_seconds"] = time.perf_counter() - start
   summary["command"] = " ".join(["python"] + sys.argv)
   with open(os.path.join(flags.FLAGS.out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2, default=float)
+    f.write(dumps(summary, indent=2, default=float) + "\n")
   print(f"figures written to {flags.FLAGS.out} in {summary['total_seconds']:.0f} s", file=sys.stderr)
 
 

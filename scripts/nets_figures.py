@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
+from deepfound.strict_json import dumps  # noqa: E402
 
 flags.DEFINE_string("out", "runs/nets",
                     "Output directory (results/nets regenerates the committed one).")
@@ -24,7 +25,7 @@ def main(argv):
   summary = make_all(flags.FLAGS.out, mlp_digits.get_config, mlp_moons.get_config)
   summary["seconds"] = time.perf_counter() - start
   with open(os.path.join(flags.FLAGS.out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+    f.write(dumps(summary, indent=2) + "\n")
   print(json.dumps(summary, indent=1), file=sys.stderr)
 
 

@@ -4,7 +4,6 @@ checkpoint/resume path with the state on the device. Writes accelerator.{md,json
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -21,6 +20,7 @@ from deepfound.data import make_logistic_data
 from deepfound.experiment import base_config, run_experiment
 from deepfound.optim import driver
 from deepfound.problems import make_problem, solve_optimum
+from deepfound.strict_json import dumps
 from deepfound.sweep.runner import run_sweep
 
 FULL = dict(num_samples=1_000_000, sag_steps=200_000, sweep_runs=4096, sweep_epochs=1,
@@ -110,7 +110,7 @@ def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, c
     log(f"{name}: {time.perf_counter() - tic:.1f} s: {results[name]}")
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "accelerator.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    f.write(dumps(results, indent=2) + "\n")
   with open(os.path.join(out, "accelerator.md"), "w") as f:
     f.write(markdown(results))
   return results

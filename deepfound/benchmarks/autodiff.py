@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -14,6 +13,7 @@ from deepfound.autodiff import checkpointing, forward_gradient, reverse_gradient
 from deepfound.autodiff.flops import flops
 from deepfound.benchmarks.timing import median_seconds
 from deepfound.figures import io
+from deepfound.strict_json import dumps
 
 HIDDEN = 64
 WIDTH = 32  # d of the checkpointed chain
@@ -74,7 +74,7 @@ def run_benchmark(out: str, command: str) -> dict:
                  modes=modes, checkpointing=chains)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "autodiff.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    f.write(dumps(results, indent=2) + "\n")
   with open(os.path.join(out, "autodiff.md"), "w") as f:
     f.write(markdown(results))
   _figure(results, out)
@@ -85,7 +85,7 @@ def _figure(results: dict, out: str) -> None:
   import matplotlib.pyplot as plt
 
   layers = [row["layers"] for row in results["checkpointing"]]
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
   series = []
   for scheme in checkpointing.SCHEMES:
     memory = [row[scheme]["temp_bytes"] / 1024 for row in results["checkpointing"]]

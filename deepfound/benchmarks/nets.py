@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 
@@ -15,6 +14,7 @@ import numpy as np
 from deepfound.benchmarks.timing import median_seconds
 from deepfound.experiment import build
 from deepfound.optim import driver
+from deepfound.strict_json import dumps
 
 STEPS = 20_000
 BATCH = 32
@@ -77,7 +77,7 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict) -> 
   results["ratio_8_seeds"] = results["ours_8_seeds_samples_per_second"] / torch_rate
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "nets.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    f.write(dumps(results, indent=2) + "\n")
   with open(os.path.join(out, "nets.md"), "w") as f:
     f.write("\n".join([
         "# Training throughput: MLP 64-128-10 (relu) on digits, minibatch SGD, batch 32",

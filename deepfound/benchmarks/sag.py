@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import time
@@ -17,6 +16,7 @@ from deepfound.benchmarks.timing import median_seconds
 from deepfound.data import make_logistic_data
 from deepfound.optim import driver
 from deepfound.problems import make_problem, solve_optimum
+from deepfound.strict_json import dumps
 
 NUM_FEATURES = 100
 SCALING_STEPS = 100_000
@@ -158,7 +158,7 @@ def run_benchmark(out: str, repeats: int, epochs: int, large_n: int, command: st
   )
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "sag.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    f.write(dumps(results, indent=2) + "\n")
   with open(os.path.join(out, "sag.md"), "w") as f:
     f.write(markdown(results, large_n))
   return results

@@ -14,6 +14,7 @@ import numpy as np
 
 from deepfound.data import load_quantum, make_logistic_data
 from deepfound.experiment import base_config
+from deepfound.strict_json import dumps
 from deepfound.sweep.runner import run_sweep
 
 NUM_POINTS = 64
@@ -89,7 +90,7 @@ def run_benchmark(out: str, epochs: int, num_samples: int, command: str) -> dict
   os.makedirs(out, exist_ok=True)
   name = "sweep" if jax.default_backend() == "cpu" else f"sweep_{jax.default_backend()}"
   with open(os.path.join(out, f"{name}.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    f.write(dumps(results, indent=2) + "\n")
   with open(os.path.join(out, f"{name}.md"), "w") as f:
     f.write(markdown(results, num_samples))
   return results

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 
 from deepfound.errors import ConfigError
 from deepfound.optim import driver
+from deepfound.strict_json import dumps
 
 
 def check_workdir(workdir: str) -> None:
@@ -38,21 +38,6 @@ def read_json(path: str):
       return json.load(f)
   except (OSError, ValueError) as e:
     raise ConfigError(f"cannot read {path} ({e}); use another --workdir") from e
-
-
-def strict(value):
-  """``value`` with every NaN or infinite float replaced by None (strict JSON has neither)."""
-  if isinstance(value, float):
-    return value if math.isfinite(value) else None
-  if isinstance(value, dict):
-    return {k: strict(v) for k, v in value.items()}
-  if isinstance(value, list | tuple):
-    return [strict(v) for v in value]
-  return value
-
-
-def dumps(value, **kwargs) -> str:
-  return json.dumps(strict(value), allow_nan=False, **kwargs)
 
 
 def write_json(path: str, value) -> None:

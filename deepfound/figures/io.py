@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -14,6 +13,8 @@ matplotlib.use("Agg")  # files only; no display on the machines this runs on
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from deepfound.strict_json import dumps  # noqa: E402
 
 
 def series(label: str, x, runs, **extra) -> dict[str, Any]:
@@ -29,5 +30,5 @@ def save(fig: plt.Figure, name: str, out: str, data: dict[str, Any]) -> str:
   fig.savefig(png, dpi=110, bbox_inches="tight")
   plt.close(fig)
   with open(os.path.join(out, f"{name}.json"), "w") as f:
-    json.dump(dict(figure=name, **data), f, allow_nan=True)
+    f.write(dumps(dict(figure=name, **data)))
   return png

@@ -31,7 +31,7 @@ def _train(config):
 def training_curves(out: str, digits_config: ConfigFactory,
                     methods: Sequence[str] = METHODS) -> dict:
   """Update rules on the digits MLP, same epochs: objective and test accuracy."""
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
   series, final = [], {}
   for name in methods:
     _, _, points, epochs = _train(digits_config(name))
@@ -53,7 +53,7 @@ def training_curves(out: str, digits_config: ConfigFactory,
 
 def decision_regions(out: str, moons_config: ConfigFactory) -> dict:
   """What an MLP learns on two moons and on two spirals: its decision regions."""
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
   summary = {}
   for ax, data_name in zip(axes, ("moons", "spirals"), strict=True):
     config = moons_config("adam")

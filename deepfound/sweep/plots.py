@@ -44,7 +44,7 @@ def _final_against_rate(workdir, rows, labels) -> str:
   for row in rows:
     name = labels[row["group"]] + (f", l0={row[L0]:g}" if L0 in row else "")
     lines[name][row[RATE]].append(row)
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
   finite = [_score(r, rows) for r in rows if not r["diverged"]]
   top = np.nanmax(finite) * 3 if finite else 1.0
   diverged_shown = False
@@ -68,7 +68,10 @@ def _final_against_rate(workdir, rows, labels) -> str:
 
 def _heat_map(workdir, rows, labels) -> str:
   groups = sorted({row["group"] for row in rows})
-  fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+  fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False,
+                           layout="constrained")
+  finite = [np.log10(max(_score(r, rows), 1e-16)) for r in rows if not r["diverged"]]
+  limits = dict(vmin=min(finite), vmax=max(finite)) if finite else {}  # one scale for all panels
   for ax, group in zip(axes[0], groups, strict=True):
     mine = [r for r in rows if r["group"] == group]
     rates = sorted({r[RATE] for r in mine})
@@ -81,7 +84,7 @@ def _heat_map(workdir, rows, labels) -> str:
         diverged[i, j] = True
       else:
         grid[i, j] = np.nanmin([grid[i, j], np.log10(max(_score(r, rows), 1e-16))])
-    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", **limits)
     for i, j in zip(*np.nonzero(diverged), strict=True):
       ax.text(j, i, "x", color="red", ha="center", va="center", fontsize=12)
     ax.set_xticks(range(len(rates)), [f"{x:.2g}" for x in rates], rotation=60, fontsize=7)

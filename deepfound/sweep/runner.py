@@ -20,10 +20,11 @@ from deepfound.errors import ConfigError
 from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype, validate
 from deepfound.experiment.lock import WorkdirLock
-from deepfound.experiment.outputs import check_workdir, dumps
+from deepfound.experiment.outputs import check_workdir
 from deepfound.experiment.runner import precision_scope
 from deepfound.optim import driver
 from deepfound.problems.kinds import FiniteSum
+from deepfound.strict_json import dumps
 from deepfound.sweep import plots
 from deepfound.sweep.spec import VMAPPED_KEYS, SpecError, expand, parse
 

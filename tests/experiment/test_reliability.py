@@ -258,7 +258,7 @@ def test_sweeps_too_large_are_refused_before_expansion():
 
 
 def test_json_files_are_strict():
-  from deepfound.experiment.outputs import dumps
+  from deepfound.strict_json import dumps
 
   assert dumps(dict(a=float("nan"), b=[1.0, float("inf")])) == '{"a": null, "b": [1.0, null]}'
 
