@@ -136,33 +136,30 @@ def _group_constants(problem, configs) -> dict[float, dict]:
   return constants
 
 
-def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[str, Any]:
-  config0 = group.configs[0]
+def _calls(group: Group, batch: int, num_devices: int) -> tuple[int, list[list[int]]]:
+  """Runs per call and the calls: runs that share a seed share their sample indices, so with
+  the key left out of the vmap each step gathers one row for all of them and writes one column
+  of their gradient tables, instead of a scatter over runs (2.5 against 4 us per step for 16 SAG
+  runs on CPU). So calls go by seed."""
+  by_seed: dict[int, list[int]] = {}
+  for position, config in enumerate(group.configs):
+    by_seed.setdefault(config.seed, []).append(position)
+  batch = min(batch, num_devices * -(-max(map(len, by_seed.values())) // num_devices))
+  return batch, [same[k:k + batch] for same in by_seed.values() for k in range(0, len(same), batch)]
+
+
+def _program(problem, method, config0, hyper_rows, group: Group, batch: int):
+  """The group's vmapped, sharded program and the function making a call's inputs."""
   dtype = precision_dtype(config0.precision)
-  problem = experiment.build_problem(config0)
-  method = experiment.build_method(config0)
-  constants = _group_constants(problem, group.configs)
-  hyper_rows = [experiment.resolve_hyperparameters(c, constants[float(c.problem.l2)])
-                for c in group.configs]
-  num_logs = config0.num_steps // config0.log_every
-
-  devices = jax.devices()
-  mesh = Mesh(np.array(devices), ("runs",))
+  mesh = Mesh(np.array(jax.devices()), ("runs",))
   across, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
-  hyper0 = driver.hyperparameters(**hyper_rows[0], dtype=dtype)
-  per_run = bytes_per_run(problem, method, hyper0, num_logs)
-  shared = _tree_bytes(problem)
-  batch = batch_size_for(per_run, shared, budget, len(devices), len(group.runs))
 
-  def one_run(l2, hyper, key):
+  def one_run(problem, l2, hyper, key):
     _, points = driver.run(problem.with_l2(l2), method, hyper, key, num_steps=config0.num_steps,
                            log_every=config0.log_every)
     return points
 
-  # Runs that share a seed share their sample indices: with the key left out of the vmap, each
-  # step gathers one row for all of them and writes one column of their gradient tables, instead
-  # of a scatter over runs (2.5 against 4 us per step for 16 SAG runs on CPU). So calls go by seed.
-  program = jax.jit(jax.vmap(one_run, in_axes=(0, 0, None)), out_shardings=across)
+  program = jax.jit(jax.vmap(one_run, in_axes=(None, 0, 0, None)), out_shardings=across)
   problem = jax.device_put(problem, replicated)
 
   def inputs(indices):
@@ -172,13 +169,23 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
         jnp.asarray([hyper_rows[i][name] for i in padded], dtype)
         for name in ("learning_rate", "l0", "strong_convexity")))
     key = jax.random.PRNGKey(group.configs[indices[0]].seed)
-    return (*jax.device_put((l2, hyper), across), jax.device_put(key, replicated))
+    return (problem, *jax.device_put((l2, hyper), across), jax.device_put(key, replicated))
 
-  by_seed: dict[int, list[int]] = {}
-  for position, config in enumerate(group.configs):
-    by_seed.setdefault(config.seed, []).append(position)
-  batch = min(batch, len(devices) * -(-max(map(len, by_seed.values())) // len(devices)))
-  chunks = [same[k:k + batch] for same in by_seed.values() for k in range(0, len(same), batch)]
+  return program, inputs
+
+
+def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[str, Any]:
+  config0 = group.configs[0]
+  problem, method = experiment.build_problem(config0), experiment.build_method(config0)
+  constants = _group_constants(problem, group.configs)
+  hyper_rows = [experiment.resolve_hyperparameters(c, constants[float(c.problem.l2)])
+                for c in group.configs]
+  num_logs, devices = config0.num_steps // config0.log_every, jax.devices()
+  hyper0 = driver.hyperparameters(**hyper_rows[0], dtype=precision_dtype(config0.precision))
+  per_run = bytes_per_run(problem, method, hyper0, num_logs)
+  batch = batch_size_for(per_run, _tree_bytes(problem), budget, len(devices), len(group.runs))
+  batch, chunks = _calls(group, batch, len(devices))
+  program, inputs = _program(problem, method, config0, hyper_rows, group, batch)
   tic = time.perf_counter()
   compiled = program.lower(*inputs(chunks[0])).compile()
   compile_s = time.perf_counter() - tic
