@@ -36,14 +36,16 @@ class Option:
   def validate(self, group: str, value: Any) -> None:
     if value is None:
       return
-    if self.kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-      raise ConfigError(f"{group}.{self.name} must be an integer, got {value!r}")
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(self.kind, (self.kind,))
+    if not isinstance(value, kinds) or (self.kind is not bool and isinstance(value, bool)):
+      raise ConfigError(f"{group}.{self.name} must be a {self.kind.__name__}, got {value!r}")
     if self.check is not None and (problem := self.check(value)):
       raise ConfigError(f"{group}.{self.name} {problem}, got {value!r}")
 
 
 def positive(value) -> str | None:
-  return None if value > 0 else "must be > 0"
+  """For counts of steps: > 0 and within the int32 step counter."""
+  return None if 0 < value < 2**31 else "must be in [1, 2^31)"
 
 
 class Spec(Protocol):

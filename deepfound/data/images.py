@@ -87,13 +87,17 @@ def load_npz(path: str):
   except (OSError, ValueError) as e:
     raise DataError(f"cannot read {path} as .npz: {e}") from e
 
-  def images(x):
-    x = np.asarray(x, np.float32)
-    x = x / 255.0 if x.max() > 1.0 else x
+  def images(name):
+    try:
+      x = np.asarray(arrays[name], np.float32)
+    except (TypeError, ValueError) as e:
+      raise DataError(f"{path}: {name} does not hold numbers ({e})") from e
+    x = x / 255.0 if x.size and np.nanmax(x) > 1.0 else x
     return x[..., None] if x.ndim == 3 else x
 
-  return ((images(arrays["x_train"]), arrays["y_train"].astype(np.int32)),
-          (images(arrays["x_test"]), arrays["y_test"].astype(np.int32)))
+  # Labels stay as stored: the model decides how they become classes (and refuses bad ones).
+  return ((images("x_train"), np.asarray(arrays["y_train"])),
+          (images("x_test"), np.asarray(arrays["y_test"])))
 
 
 def make_moons(num_samples: int, noise: float = 0.15, seed: int = 0):

@@ -71,21 +71,34 @@ def binary_labels(labels: np.ndarray, source: str) -> np.ndarray:
 
 
 def class_ids(train: np.ndarray, test: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, int]:
-  """Class labels as int32 and the number of classes K: the labels must be the integers
-  0..K-1, every one of them present in the training set (a label of 255 among ten digits is
-  refused, not taken as a 256-class problem)."""
+  """Class labels as int32 ids 0..K-1 and K.
+
+  Labels that already are 0..K-1 (each present in the training set) are kept. Two label values
+  (-1/+1, 1/2), or a run of consecutive integers (LIBSVM's 1..K), are numbered in sorted order.
+  Anything else is refused: a label of 255 among ten digits is an error in the file, not a
+  256-class problem.
+  """
   for name, labels in (("training", train), ("test", test)):
-    bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
+    bad = np.flatnonzero(labels != np.round(labels))
     if bad.size:
-      raise DataError(f"{source}: {name} label {labels[bad[0]].item()!r} in row {bad[0]} is not a class id "
-                      "(an integer >= 0)")
-  num_classes = int(max(train.max(), test.max())) + 1
-  present = np.unique(train)
-  if len(present) != num_classes:
-    row = int(np.flatnonzero(train == present[-1])[0])
-    raise DataError(f"{source}: labels must be the classes 0..K-1, each in the training set; found "
-                    f"{len(present)} distinct labels, the largest {present[-1]:g} (row {row})")
-  return train.astype(np.int32), test.astype(np.int32), num_classes
+      raise DataError(f"{source}: {name} label {labels[bad[0]].item()!r} in row {bad[0]} of the "
+                      "split is not an integer class label")
+  classes = np.unique(train)
+  consecutive = classes.size and classes[0] in (0, 1) and (
+      classes[-1] - classes[0] + 1 == len(classes))
+  if not (consecutive or len(classes) == 2):
+    odd = 0 if not classes.size or classes[0] not in (0, 1) else int(
+        np.flatnonzero(np.diff(classes) > 1)[0]) + 1
+    row = int(np.flatnonzero(train == classes[odd])[0]) if classes.size else 0
+    raise DataError(f"{source}: labels must be the classes 0..K-1 or 1..K (or two values); found "
+                    f"{len(classes)} distinct labels from {classes[0]:g} to {classes[-1]:g}, label "
+                    f"{classes[odd]:g} in row {row} does not fit")
+  unknown = np.flatnonzero(~np.isin(test, classes))
+  if unknown.size:
+    raise DataError(f"{source}: test label {test[unknown[0]].item()!r} in row {unknown[0]} of the "
+                    f"split is not among the training labels {classes[0]:g}..{classes[-1]:g}")
+  return (np.searchsorted(classes, train).astype(np.int32),
+          np.searchsorted(classes, test).astype(np.int32), len(classes))
 
 
 def check_dataset(dataset: Dataset, source: str) -> None:
@@ -99,7 +112,11 @@ def check_dataset(dataset: Dataset, source: str) -> None:
     if len(features) == 0:
       raise DataError(f"{source}: no {name}samples")
     for what, values in (("feature", features), ("label", targets)):
-      bad = np.flatnonzero(~np.isfinite(np.asarray(values, np.float64).reshape(len(values), -1)).all(axis=1))
+      try:
+        values = np.asarray(values, np.float64).reshape(len(values), -1)
+      except (TypeError, ValueError) as e:
+        raise DataError(f"{source}: the {name}{what}s are not numbers ({e})") from e
+      bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
       if bad.size:
         raise DataError(f"{source}: {name}row {bad[0]} has a NaN or infinite {what}")
   if dataset.test is not None and dataset.test[0].shape[1:] != dataset.features.shape[1:]:

@@ -97,7 +97,8 @@ def _check_generated_size(config, spec) -> None:
   if needed > budget:
     raise ConfigError(f"data.name={spec.name} with {rows:,} x {columns:,} values needs about "
                       f"{needed / 2**30:,.1f} GiB, more than the {budget / 2**30:,.1f} GiB allowed "
-                      "(optim.max_memory_mb, default half the RAM)")
+                      "(optim.max_memory_mb; by default half the RAM, or 80% of an accelerator's "
+                      "free memory)")
 
 
 def _source(config) -> str:

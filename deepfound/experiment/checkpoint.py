@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 
 import jax
 import orbax.checkpoint as ocp
 
 from deepfound.errors import ConfigError
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+  """Holds SIGINT back for the duration of the block, then raises KeyboardInterrupt if one came."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    raise KeyboardInterrupt
 
 
 def _nonempty_leaves(state) -> dict:
@@ -25,12 +44,23 @@ class Checkpointer:
                                              enable_async_checkpointing=False),
     )
 
+  @staticmethod
+  def saved_steps(workdir: str) -> list[int]:
+    """The steps of the complete checkpoints in ``workdir``, without opening them."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+      return []
+    return [int(name) for name in os.listdir(directory) if name.isdigit()]
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(_nonempty_leaves(state)))
-    self._manager.wait_until_finished()
+    """Saves ``state``; a Ctrl-C during the save takes effect once the save is complete (an
+    interrupt inside orbax can abort the process or leave a temporary directory)."""
+    with _deferred_interrupt():
+      self._manager.save(step, args=ocp.args.StandardSave(_nonempty_leaves(state)))
+      self._manager.wait_until_finished()
 
   def restore(self, step: int, like):
     """Restores the state saved at ``step`` with the structure, shapes and dtypes of ``like``;

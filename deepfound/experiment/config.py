@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.batch_size = 1
   config.optim.sampling = "uniform"
   config.optim.memory = "auto"
-  config.optim.max_memory_mb = config_dict.placeholder(float)  # SAG-family memory (default: RAM/2)
+  config.optim.max_memory_mb = config_dict.placeholder(float)  # None: see build.memory_budget
   for option in RULES.options().values():
     config.optim[option.name] = _placeholder(option)
   return config
@@ -227,7 +227,8 @@ KEY_HELP = {
     "optim.strong_convexity": "mu of strongly_convex (None: problem.l2)",
     "optim.batch_size": "samples per step", "optim.sampling": "uniform or shuffle",
     "optim.memory": "SAG-family memory layout",
-    "optim.max_memory_mb": "memory budget (None: half the RAM)",
+    "optim.max_memory_mb": "memory budget in MB (None: half the RAM on a CPU, 80% of an "
+                           "accelerator's free memory)",
 }
 
 

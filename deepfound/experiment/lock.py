@@ -42,15 +42,27 @@ class WorkdirLock:
       self._fd = None
       raise ConfigError(f"--workdir {self.workdir} is in use by process {owner} (another run or "
                         "sweep); wait for it to end or use another --workdir") from None
+    if not self._still_ours():  # the holder we waited on removed the directory as we opened it
+      os.close(self._fd)
+      self._fd = None
+      raise ConfigError(f"--workdir {self.workdir} was removed while this run started; run again")
     os.ftruncate(self._fd, 0)
     os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
     return self
 
+  def _still_ours(self) -> bool:
+    try:
+      return os.stat(self._path).st_ino == os.fstat(self._fd).st_ino
+    except OSError:
+      return False
+
   def __exit__(self, exc_type, exc, tb) -> None:
     if self._fd is None:
       return
+    # Removing an empty workdir this run created happens while the lock is still held, so no
+    # other run can have taken it in between.
+    if exc_type is not None and self._created and os.listdir(self.workdir) == [LOCK_NAME]:
+      shutil.rmtree(self.workdir, ignore_errors=True)
     fcntl.flock(self._fd, fcntl.LOCK_UN)
     os.close(self._fd)
     self._fd = None
-    if exc_type is not None and self._created and os.listdir(self.workdir) == [LOCK_NAME]:
-      shutil.rmtree(self.workdir, ignore_errors=True)

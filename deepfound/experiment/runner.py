@@ -85,6 +85,15 @@ def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
     summary = outputs.read_json(files.summary)
     if summary.get("status") == "complete" and summary.get("step") == config.num_steps:
       return summary
+  done = Checkpointer.saved_steps(files.workdir)
+  if done and max(done) > config.num_steps:
+    raise ConfigError(f"num_steps = {config.num_steps} is below the {max(done)} steps this run has "
+                      "done; a run can be extended, not shortened")
+  if done and not files.metric_lines():
+    raise ConfigError(f"{files.metrics} is missing or empty while {files.workdir} has checkpoints; "
+                      f"delete {files.workdir} to start this run over")
+  if os.path.exists(files.summary):
+    os.remove(files.summary)  # a summary is written again when this (longer) run ends
   outputs.write_json(files.config, dict(config=config_json, resolved=setup.resolved,
                                         constants=setup.constants, data=setup.fingerprint))
   return None
@@ -122,9 +131,6 @@ def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpoi
   metrics line written."""
   state = driver.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
   start_step = checkpointer.latest_step()
-  if start_step is not None and start_step > config.num_steps:
-    raise ConfigError(f"num_steps = {config.num_steps} is below the {start_step} steps this run has "
-                      "done; a run can be extended, not shortened")
   if start_step is not None:
     kept = files.truncate_metrics(start_step)
     return checkpointer.restore(start_step, state), start_step, (kept[-1]["elapsed_s"] if kept else 0.0)

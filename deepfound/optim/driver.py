@@ -33,7 +33,7 @@ from deepfound.optim import schedules
 from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
 from deepfound.optim.sga import averaged_params
-from deepfound.problems.kinds import Expectation, FiniteSum, check_runnable, num_samples_of
+from deepfound.problems.kinds import FiniteSum, check_runnable, num_samples_of
 
 SAMPLINGS = ("uniform", "shuffle")
 
@@ -56,6 +56,15 @@ class Method:
     if unknown:
       raise ValueError(f"update rule {name!r} has no option {', '.join(sorted(unknown))}; its "
                        f"options: {', '.join(o.name for o in spec.options) or 'none'}")
+    for option in spec.options:
+      option.validate("optim", options.get(option.name))
+    for field, value, allowed in (("schedule", schedule, schedules.SCHEDULES),
+                                  ("sampling", sampling, SAMPLINGS),
+                                  ("memory", memory, memory_lib.LAYOUTS)):
+      if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+      raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     values = dict(name=name, schedule=schedule, batch_size=batch_size, sampling=sampling,
                   memory=memory, options=tuple(sorted(spec.resolve_options(options).items())))
     for field, value in values.items():
@@ -181,7 +190,7 @@ def _draw_page(problem, method: Method, state: RunState, page: int):
   """
   b = method.batch_size
   steps = state.step + jnp.arange(page, dtype=jnp.int32)
-  if isinstance(problem, Expectation):
+  if not isinstance(problem, FiniteSum):  # an Expectation (check_runnable: exactly one kind)
     batch = jax.vmap(lambda t: problem.draw(jax.random.fold_in(state.key, t), b))(steps)
     return (jnp.zeros((page, b), jnp.int32), batch), state.order
   n = problem.num_samples

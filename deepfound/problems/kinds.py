@@ -126,6 +126,8 @@ def num_samples_of(problem: Objective) -> int | None:
 
 def check_runnable(problem: Any) -> None:
   """Raises ``TypeError`` unless ``problem`` is a kind the driver runs."""
-  if not isinstance(problem, FiniteSum | Expectation):
-    raise TypeError(f"{type(problem).__name__} is neither a FiniteSum nor an Expectation "
-                    "(deepfound.problems.kinds), the problem kinds the driver runs")
+  finite, stream = isinstance(problem, FiniteSum), isinstance(problem, Expectation)
+  if finite == stream:
+    raise TypeError(f"{type(problem).__name__} is {'both' if finite else 'neither'} a FiniteSum "
+                    "and an Expectation (deepfound.problems.kinds); the driver runs exactly one "
+                    "of the two")

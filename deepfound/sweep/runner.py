@@ -21,7 +21,7 @@ from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype, validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.outputs import check_workdir
-from deepfound.experiment.runner import precision_scope
+from deepfound.experiment.runner import BLOWUP_FACTOR, precision_scope
 from deepfound.optim import driver
 from deepfound.problems.kinds import FiniteSum
 from deepfound.strict_json import dumps
@@ -200,14 +200,16 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
     log(f"[{group.label}] call {number}/{len(chunks)}: {len(chunk)} runs x {config0.num_steps} "
         f"steps on {len(devices)} device(s) in {time.perf_counter() - tic:.2f} s")
   optimum = [constants[float(c.problem.l2)]["optimum"] for c in group.configs]
-  return dict(objective=objective, steps=steps, optimum=optimum, hyper=hyper_rows,
+  # A run has diverged by train.py's rule: not finite, or BLOWUP_FACTOR times its start.
+  limit = BLOWUP_FACTOR * max(abs(float(jax.jit(problem.objective)(problem.init_params()))), 1.0)
+  return dict(objective=objective, steps=steps, optimum=optimum, hyper=hyper_rows, limit=limit,
               compile_s=compile_s, run_seconds=run_seconds, batch=batch, per_run_bytes=per_run,
               method=method)
 
 
-def _row(index, values, group_index, config, hyper, objective, optimum):
+def _row(index, values, group_index, config, hyper, objective, optimum, limit):
   finite = objective[np.isfinite(objective)]
-  diverged = bool(finite.size < objective.size)
+  diverged = bool(finite.size < objective.size or np.any(finite > limit))
   final = float(objective[-1])
   row = dict(run=index, group=group_index, seed=config.seed)
   row.update(values)
@@ -230,7 +232,7 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   """
   check_workdir(workdir)
   values, groups = plan(config, spec)
-  budget = experiment.memory_budget(max_memory_mb)
+  budget = experiment.memory_budget(max_memory_mb or config.optim.max_memory_mb)
   with WorkdirLock(workdir):
     start = time.perf_counter()
     results = []
@@ -248,7 +250,7 @@ def _write_outputs(workdir, spec, values, groups, results, total) -> dict:
   for g, (group, result) in enumerate(zip(groups, results, strict=True)):
     for k, index in enumerate(group.runs):
       rows.append(_row(index, values[index], g, group.configs[k], result["hyper"][k],
-                       result["objective"][k], result["optimum"][k]))
+                       result["objective"][k], result["optimum"][k], result["limit"]))
     curves[f"group{g}_steps"] = result["steps"]
     curves[f"group{g}_objective"] = result["objective"]
     curves[f"group{g}_runs"] = np.asarray(group.runs)

@@ -171,9 +171,11 @@ def test_bad_data_files_name_the_row_and_the_problem(tmp_path):
       (dict(x_train=x), "row 17 has a NaN or infinite feature"),
       (dict(y_train=np.arange(39) % 3), "40 samples but 39 labels"),
       (dict(y_train=np.where(np.arange(40) == 5, -1, np.arange(40) % 3)),
-       "training label -1 in row 5 is not a class id"),
+       "label -1 in row 5 does not fit"),
       (dict(y_train=np.where(np.arange(40) == 7, 255, np.arange(40) % 3)),
-       "found 4 distinct labels, the largest 255 (row 7)"),
+       "found 4 distinct labels from 0 to 255, label 255 in row 7 does not fit"),
+      (dict(y_train=(np.arange(40) % 3) + 0.5), "label 0.5 in row 0 of the split is not an integer"),
+      (dict(y_test=np.array([0, 1, 2, 3, 0, 1, 2, 0, 1])), "test label 3 in row 3"),
       (dict(x_test=np.zeros((9, 5, 5), np.float32)), "test samples have shape (5, 5, 1)"),
   ]
   for number, (overrides, message) in enumerate(cases):
@@ -274,3 +276,53 @@ def test_sweep_into_a_file_or_a_locked_workdir_fails_before_computing(tmp_path):
     with pytest.raises(ConfigError, match=f"in use by process {os.getpid()}"):
       run_sweep(_quantum(), "optim.learning_rate=[0.1, 0.2]", str(tmp_path / "busy"), log=print)
   assert os.listdir(tmp_path / "busy") == [".lock"]  # the refused sweep wrote nothing
+
+
+def test_shortening_or_a_lost_metrics_file_is_refused_without_writing(tmp_path):
+  config = _quantum("sag")
+  workdir = str(tmp_path / "run")
+  run_experiment(config, workdir, progress=False)
+  config.num_steps = 100
+  with pytest.raises(ConfigError, match="num_steps = 100 is below the 200 steps"):
+    run_experiment(config, workdir, progress=False)
+  stored = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert stored["config"]["num_steps"] == 200  # untouched by the refused call
+  os.remove(tmp_path / "run" / "metrics.jsonl")
+  config.num_steps = 400
+  with pytest.raises(ConfigError, match="metrics.jsonl is missing or empty"):
+    run_experiment(config, workdir, progress=False)
+
+
+def test_methods_and_problems_of_two_kinds_are_refused():
+  import jax
+  import jax.numpy as jnp
+
+  from deepfound.optim import driver
+  from deepfound.problems import make_problem
+
+  for kwargs, message in [(dict(average_over_seen="no"), "must be a bool"),
+                          (dict(sampling="Shuffle"), "sampling must be one of"),
+                          (dict(batch_size=0), "batch_size must be a positive integer")]:
+    with pytest.raises(ValueError, match=message):
+      driver.Method("sag", **kwargs)
+  with pytest.raises(ValueError, match=r"svrg_frequency must be in \[1, 2\^31\)"):
+    driver.Method("svrg", svrg_frequency=10**13)
+
+  class Both(type(make_problem(np.ones((4, 2)), np.array([1.0, -1, 1, -1])))):
+    def draw(self, key, batch_size):
+      return self.batch(jnp.zeros((batch_size,), jnp.int32))
+
+  base = make_problem(np.ones((4, 2)), np.array([1.0, -1, 1, -1]))
+  both = Both(base.features, base.targets, base.l2)
+  with pytest.raises(TypeError, match="both a FiniteSum and an Expectation"):
+    driver.init_state(both, driver.Method("sag"), driver.hyperparameters(0.1), jax.random.PRNGKey(0))
+
+
+def test_sweep_marks_a_blow_up_as_diverged(tmp_path):
+  from deepfound.sweep.runner import run_sweep
+
+  config = _quantum("sag")
+  run_sweep(config, "optim.learning_rate=[0.002, 1000000.0]", str(tmp_path / "sweep"),
+            log=lambda _: None)
+  rows = [json.loads(line) for line in (tmp_path / "sweep" / "sweep.jsonl").open()]
+  assert [r["diverged"] for r in rows] == [False, True]
