@@ -90,6 +90,8 @@ def _check_generated_size(config, spec) -> None:
   generating it: at most 8 bytes a value, against the memory budget."""
   data = config.data
   rows = data.num_samples if "num_samples" in spec.uses else STREAM_EVALUATION_SAMPLES
+  if spec.stream:  # and each page of steps draws its samples at once
+    rows += driver._PAGE_STEPS * config.optim.batch_size
   columns = data.num_features if "num_features" in spec.uses else 2
   if not ({"num_samples", "num_features"} & set(spec.uses)):
     return

@@ -137,6 +137,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _positive_int("optim.batch_size", optim.batch_size)
   if config.problem.l2 is None or not _number("problem.l2", config.problem.l2) >= 0:
     raise ConfigError(f"problem.l2 must be >= 0, got {config.problem.l2!r}")
+  if config.problem.l2 > 0:
+    _positive("problem.l2", config.problem.l2, config.precision)
   if optim.max_memory_mb is not None:
     _positive("optim.max_memory_mb", optim.max_memory_mb)
   _validate_rule(config)
