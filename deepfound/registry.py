@@ -43,9 +43,12 @@ class Option:
       raise ConfigError(f"{group}.{self.name} {problem}, got {value!r}")
 
 
+MAX_STEPS = 2**31 - 1  # the driver's step counter is int32
+
+
 def positive(value) -> str | None:
   """For counts of steps: > 0 and within the int32 step counter."""
-  return None if 0 < value < 2**31 else "must be in [1, 2^31)"
+  return None if 0 < value <= MAX_STEPS else "must be in [1, 2^31)"
 
 
 class Spec(Protocol):

@@ -16,7 +16,7 @@ from deepfound.optim.memory import LAYOUTS
 from deepfound.optim.registry import RULES
 from deepfound.optim.schedules import SCHEDULES
 from deepfound.problems import LOSSES, NET_LOSSES
-from deepfound.registry import Option
+from deepfound.registry import MAX_STEPS, Option
 
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
 MODELS = ("linear", "perceptron", "mlp", "cnn")
@@ -127,7 +127,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of("optim.memory", optim.memory, MEMORY_CHOICES)
   _one_of("precision", config.precision, tuple(PRECISIONS))
   for key in ("num_steps", "log_every", "checkpoint_every"):
-    _positive_int(key, config[key], largest=2**31 - 1)  # the step counter is int32
+    _positive_int(key, config[key], largest=MAX_STEPS)
   for key in ("seed", "data.seed", "model.seed"):
     _seed(key, config[key])
   if config.num_steps % config.log_every:

@@ -134,13 +134,13 @@ def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpoi
   if start_step is not None:
     kept = files.truncate_metrics(start_step)
     return checkpointer.restore(start_step, state), start_step, (kept[-1]["elapsed_s"] if kept else 0.0)
-  first = driver.initial_log_point(setup.problem, setup.method, setup.hyper, state)
+  first = jax.device_get(driver.initial_log_point(setup.problem, setup.method, setup.hyper, state))
   files.write_metrics(_rows(setup, jax.tree.map(lambda a: a[None], first), 0.0, 0.0))
   return state, 0, 0.0
 
 
 def _rows(setup: Setup, points, first_elapsed: float, seconds: float) -> list[dict]:
-  return outputs.metric_rows(jax.device_get(points), first_elapsed, seconds, setup.method,
+  return outputs.metric_rows(points, first_elapsed, seconds, setup.method,
                              num_samples_of(setup.problem), setup.constants["optimum"])
 
 
@@ -159,7 +159,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
       program = chunks(min(logs_per_chunk, (config.num_steps - step) // config.log_every), state)
       tic = time.perf_counter()
       state, points = program(setup.problem, setup.hyper, state)
-      points = jax.device_get(points)
+      points = jax.device_get(points)  # waits for the chunk, so the timing covers it
       seconds = time.perf_counter() - tic
       run_seconds += seconds
       rows = _rows(setup, points, elapsed_before + run_seconds - seconds, seconds)
