@@ -29,3 +29,5 @@ from deepfound.data.images import (
     split_and_standardize,
     standardize,
 )
+from deepfound.data import mixtures
+from deepfound.data import mnist

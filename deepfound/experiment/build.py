@@ -18,8 +18,9 @@ from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.optim import driver
 from deepfound.optim.memory import memory_bytes
-from deepfound.problems import NetFiniteSum, make_logistic_stream, make_problem, solve_optimum
-from deepfound.problems.kinds import FiniteSum
+from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
+from deepfound.experiment.models import get_model, source_name
+from deepfound.problems import LinearFiniteSum, solve_optimum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,32 +58,15 @@ def fingerprint(problem) -> dict[str, Any]:
               sha256=digest.hexdigest())
 
 
-def _check_batch_size(config, num_samples: int) -> None:
-  if config.optim.batch_size > num_samples:
-    raise ConfigError(f"optim.batch_size must be <= the number of training samples "
-                      f"({num_samples}), got {config.optim.batch_size}")
-
-
 def build_problem(config):
-  dtype = precision_dtype(config.precision)
+  """The problem of ``config``: its data set loaded and checked, then its model's builder."""
   spec = data_lib.get_dataset(config.data.name)
   _check_generated_size(config, spec)
-  if spec.stream:
-    return make_logistic_stream(config.data.num_features, config.data.seed, config.problem.l2,
-                                num_eval=STREAM_EVALUATION_SAMPLES, dtype=dtype)
-  dataset = spec.load(config.data)
-  data_lib.check_dataset(dataset, _source(config))
-  if config.model.name != "linear":
-    return build_net_problem(config, dataset)
-  features = dataset.features.reshape(len(dataset.features), -1)
-  targets = dataset.targets
-  if config.problem.loss == "logistic":
-    targets = data_lib.binary_labels(targets, _source(config))
-  _check_batch_size(config, features.shape[0])
-  return make_problem(features, targets, config.problem.l2, config.problem.loss, dtype)
-
-
-STREAM_EVALUATION_SAMPLES = 20_000  # the held-out sample on which a stream's E is estimated
+  dataset = None
+  if not spec.stream:
+    dataset = spec.load(config.data)
+    data_lib.check_dataset(dataset, source_name(config))
+  return get_model(config.model.name).build(config, dataset)
 
 
 def _check_generated_size(config, spec) -> None:
@@ -103,64 +87,11 @@ def _check_generated_size(config, spec) -> None:
                       "free memory)")
 
 
-def _source(config) -> str:
-  """How messages name the data: data.name=libsvm (path)."""
-  return f"data.name={config.data.name}" + (f" ({config.data.path})" if config.data.path else "")
-
-
-def _split(config, dataset: data_lib.Dataset):
-  """((x, y), (x_test, y_test)) standardized by the training set; a split is drawn
-  (data.test_fraction, data.seed) where the set has no test split of its own."""
-  if dataset.test is None:
-    train, test = data_lib.split_and_standardize(dataset.features, dataset.targets,
-                                                 config.data.test_fraction, config.data.seed)
-    if not (len(train[1]) and len(test[1])):
-      raise ConfigError(f"data.test_fraction = {config.data.test_fraction} leaves {len(train[1])} "
-                        f"training and {len(test[1])} test samples of {len(dataset.targets)}")
-    return train, test
-  return data_lib.standardize((dataset.features, dataset.targets), dataset.test)
-
-
-def build_net_problem(config, dataset: data_lib.Dataset) -> NetFiniteSum:
-  from flax import nnx
-
-  from deepfound import models
-
-  (x, y), (x_test, y_test) = _split(config, dataset)
-  _check_batch_size(config, len(y))
-  source = _source(config)
-  rngs = nnx.Rngs(config.model.seed)
-  model_config = config.model
-  if model_config.name == "perceptron":  # one score, labels -1/+1 as (17.4)
-    y, y_test = (data_lib.binary_labels(t, source) for t in (y, y_test))
-    num_classes = 0
-  else:
-    y, y_test, num_classes = data_lib.class_ids(y, y_test, source)
-  if model_config.name == "cnn":
-    if x.ndim != 4:
-      raise ConfigError(f"model.name=cnn needs images; {source} has samples of shape {x.shape[1:]}")
-    model = models.CNN(x.shape[1:], num_classes, tuple(model_config.channels), rngs=rngs)
-  else:
-    x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
-    if model_config.name == "perceptron":
-      model = models.perceptron(x.shape[1], rngs=rngs)
-    else:
-      sizes = [x.shape[1], *map(int, model_config.hidden), num_classes]
-      model = models.MLP(sizes, model_config.activation, rngs=rngs)
-  _, params, apply = models.split(model)
-  dtype = precision_dtype(config.precision)
-  params = jax.tree.map(lambda p: p.astype(dtype), params)
-  target_dtype = dtype if config.problem.loss == "logistic" else jnp.int32
-  return NetFiniteSum(jnp.asarray(x, dtype), jnp.asarray(y, target_dtype),
-                      jnp.asarray(x_test, dtype), jnp.asarray(y_test, target_dtype), params,
-                      jnp.asarray(config.problem.l2, dtype), apply, config.problem.loss)
-
-
 def memory_layout(config) -> str:
-  """optim.memory, with auto resolved: scalar for linear models, pytree for networks."""
+  """optim.memory, with auto resolved to the model's layout (scalar for linear models)."""
   if config.optim.memory != "auto":
     return config.optim.memory
-  return "scalar" if config.model.name == "linear" else "pytree"
+  return get_model(config.model.name).memory
 
 
 def build_method(config) -> driver.Method:
@@ -172,7 +103,7 @@ def build_method(config) -> driver.Method:
 
 def problem_constants(problem) -> dict[str, Any]:
   """L, L_max and the float64 optimum E* (linear finite sums only: nets are not convex)."""
-  if not isinstance(problem, FiniteSum) or isinstance(problem, NetFiniteSum):
+  if not isinstance(problem, LinearFiniteSum):
     return dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
   optimum = solve_optimum(problem)
   return dict(

@@ -10,17 +10,16 @@ from ml_collections import config_dict
 
 from deepfound.data.registry import DATASETS
 from deepfound.errors import ConfigError
+from deepfound.experiment.models import MODELS, problem_options
 from deepfound.models.activations import ACTIVATIONS
 from deepfound.optim.driver import SAMPLINGS
 from deepfound.optim.memory import LAYOUTS
 from deepfound.optim.registry import RULES
 from deepfound.optim.schedules import SCHEDULES
-from deepfound.problems import LOSSES, NET_LOSSES
 from deepfound.registry import MAX_STEPS, Option
 
 PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
-MODELS = ("linear", "perceptron", "mlp", "cnn")
-MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: scalar for linear models, pytree for networks
+MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: the model's layout (scalar for linear models)
 
 
 def precision_dtype(precision: str):
@@ -58,10 +57,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.activation = "relu"  # mlp: one of models.ACTIVATIONS
   config.model.channels = (8, 16)  # cnn: channels of the two convolutions
   config.model.seed = 0  # parameter initialization
+  for option in MODELS.options().values():
+    config.model[option.name] = _placeholder(option)
 
   config.problem = ml_collections.ConfigDict()
   config.problem.loss = "logistic"
   config.problem.l2 = 0.0
+  for option in problem_options().values():
+    config.problem[option.name] = _placeholder(option)
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"
@@ -121,7 +124,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   optim, data = config.optim, config.data
   _one_of("optim.name", optim.name, RULES.names())
   _one_of("data.name", data.name, DATASETS.names())
-  _one_of("model.name", config.model.name, MODELS)
+  _one_of("model.name", config.model.name, MODELS.names())
   _one_of("optim.schedule", optim.schedule, SCHEDULES)
   _one_of("optim.sampling", optim.sampling, SAMPLINGS)
   _one_of("optim.memory", optim.memory, MEMORY_CHOICES)
@@ -143,10 +146,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("optim.max_memory_mb", optim.max_memory_mb)
   _validate_rule(config)
   _validate_data(config)
-  if config.model.name == "linear":
-    _one_of("problem.loss", config.problem.loss, LOSSES)
-  else:
-    _validate_net(config)
+  _validate_model(config)
 
 
 def _validate_rule(config) -> None:
@@ -185,21 +185,26 @@ def _validate_data(config) -> None:
       raise ConfigError(
           f"optim.name={rule.name} needs a finite sum, but data.name={spec.name} draws a fresh "
           "sample every step (n = infinity); use a rule without one, e.g. sgd or sga")
-    if config.model.name != "linear" or config.problem.loss != "logistic":
+    if not MODELS.get(config.model.name).streams or config.problem.loss != "logistic":
       raise ConfigError(f"data.name={spec.name} draws logistic samples for a linear model; use "
                         "model.name=linear and problem.loss=logistic")
 
 
-def _validate_net(config) -> None:
+def _validate_model(config) -> None:
   model, data = config.model, config.data
-  _one_of("problem.loss", config.problem.loss, NET_LOSSES)
-  if model.name == "perceptron" and config.problem.loss != "logistic":
-    raise ConfigError("model.name=perceptron takes problem.loss=logistic (one score)")
-  if model.name != "perceptron" and config.problem.loss != "cross_entropy":
-    raise ConfigError(f"model.name={model.name} takes problem.loss=cross_entropy")
-  if config.optim.memory == "scalar" and RULES.get(config.optim.name).keeps_memory:
-    raise ConfigError("optim.memory=scalar is for linear models; networks need optim.memory=pytree "
-                      "(or auto)")
+  spec = MODELS.get(model.name)
+  _one_of("problem.loss", config.problem.loss, spec.losses)
+  rule = RULES.get(config.optim.name)
+  if not spec.finite_sum and rule.needs_finite_sum:
+    raise ConfigError(f"optim.name={rule.name} needs a finite sum, but model.name={spec.name} "
+                      "draws fresh latents and data every step; use sgd, sga or adam")
+  for option in spec.options:
+    option.validate("model", model[option.name])
+  for option in spec.problem_options:
+    option.validate("problem", config.problem[option.name])
+  if config.optim.memory not in ("auto", spec.memory) and rule.keeps_memory:
+    raise ConfigError(f"optim.memory={config.optim.memory} does not fit model.name={model.name}; "
+                      f"use optim.memory={spec.memory} (or auto)")
   if not 0 < _number("data.test_fraction", data.test_fraction) < 1:
     raise ConfigError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
   for key in ("hidden", "channels"):
@@ -219,8 +224,8 @@ KEY_HELP = {
     "data.num_samples": "n of generated sets", "data.num_features": "p of generated sets",
     "data.seed": "seed of generated sets, shuffles and splits",
     "data.test_fraction": "held-out share for networks on sets without a test split",
-    "model.name": "linear, perceptron, mlp or cnn", "model.hidden": "mlp hidden widths",
-    "model.activation": "mlp activation", "model.channels": "cnn channels",
+    "model.name": "a registered model (below)", "model.hidden": "hidden widths (mlp and 17.4's nets)",
+    "model.activation": "activation of the hidden layers", "model.channels": "cnn channels",
     "model.seed": "parameter initialization seed",
     "problem.loss": "the per-sample loss", "problem.l2": "weight of (l2/2)||b||^2",
     "optim.name": "a registered update rule (below)",
@@ -238,7 +243,8 @@ def describe() -> str:
   """The config keys with their defaults, the update rules, data sets and their options, for
   ``--help``."""
   base = base_config()
-  options = {f"optim.{o}" for o in RULES.options()} | {f"data.{o}" for o in DATASETS.options()}
+  options = ({f"optim.{o}" for o in RULES.options()} | {f"data.{o}" for o in DATASETS.options()}
+             | {f"model.{o}" for o in MODELS.options()} | {f"problem.{o}" for o in problem_options()})
   lines = ["Config keys (--config.KEY=VALUE), default in brackets:"]
   for group in (None, "data", "model", "problem", "optim"):
     node = base if group is None else base[group]
@@ -254,8 +260,12 @@ def describe() -> str:
             + (f" [keys: {', '.join('data.' + k for k in spec.uses)}]" if spec.uses else "")
             for spec in DATASETS]
   lines += [f"  data.{o.name} (default {o.default}): {o.help}" for o in DATASETS.options().values()]
-  lines += ["", f"Models (model.name): {', '.join(MODELS)}; losses (problem.loss): linear "
-            f"{', '.join(LOSSES)}; networks {', '.join(NET_LOSSES)}",
+  lines += ["", "Models (model.name), with their losses (problem.loss, the first is the usual one):"]
+  lines += [f"  {spec.name:<14} {spec.summary} [problem.loss: {', '.join(spec.losses)}]"
+            for spec in MODELS]
+  lines += [f"  model.{o.name} (default {o.default}): {o.help}" for o in MODELS.options().values()]
+  lines += [f"  problem.{o.name} (default {o.default}): {o.help}" for o in problem_options().values()]
+  lines += ["",
             f"Schedules (optim.schedule): {', '.join(SCHEDULES)}; sampling (optim.sampling): "
             f"{', '.join(SAMPLINGS)}; memory (optim.memory): {', '.join(MEMORY_CHOICES)}",
             "", "Every key and its default: python -c 'from deepfound.experiment import "

@@ -23,7 +23,7 @@ from deepfound.experiment.config import validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.progress import Progress
 from deepfound.optim import driver
-from deepfound.problems.kinds import num_samples_of
+from deepfound.problems.kinds import HasFinalMetrics, num_samples_of
 
 
 class DivergenceError(RuntimeError):
@@ -227,6 +227,11 @@ def _finish(setup: Setup, files: outputs.RunFiles, state: driver.RunState, timin
       chunk_steps=timing["chunk_steps"],
       gradient_memory_mb=setup.gradient_memory_mb,
   )
+  if isinstance(setup.problem, HasFinalMetrics):
+    reported = driver.reported_params(state)
+    final = jax.device_get(jax.jit(lambda problem, p: problem.final_metrics(p))(setup.problem,
+                                                                                 reported))
+    summary.update({name: float(value) for name, value in final.items()})
   arrays = {"params" + k: v for k, v in host_arrays(state.params).items()}
   arrays.update({"reported" + k: v for k, v in host_arrays(driver.reported_params(state)).items()})
   np.savez(files.params, **arrays)

@@ -33,7 +33,7 @@ from deepfound.optim import schedules
 from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
 from deepfound.optim.sga import averaged_params
-from deepfound.problems.kinds import FiniteSum, check_runnable, num_samples_of
+from deepfound.problems.kinds import FiniteSum, StochasticFiniteSum, check_runnable, num_samples_of
 
 SAMPLINGS = ("uniform", "shuffle")
 
@@ -210,7 +210,19 @@ def _draw_page(problem, method: Method, state: RunState, page: int):
     slots = (steps % per_epoch)[:, None] * b + jnp.arange(b, dtype=jnp.int32)
     indices = jnp.where((steps // per_epoch == epoch)[:, None], state.order[slots], upcoming[slots])
     order = upcoming
-  return (indices, problem.batch(indices)), order
+  return (indices, _batches(problem, indices, state.key, steps)), order
+
+
+_NOISE_STREAM = 1  # fold_in tag of a step's noise key, apart from its sampling key
+
+
+def _batches(problem, indices: jax.Array, key: jax.Array, steps: jax.Array):
+  """The batches of ``indices`` (steps, b); a stochastic finite sum's carry each step's noise key
+  (a pure function of the run's key and the step, like the samples)."""
+  if not isinstance(problem, StochasticFiniteSum):
+    return jax.vmap(problem.batch)(indices)
+  noise = jax.vmap(lambda t: jax.random.fold_in(jax.random.fold_in(key, t), _NOISE_STREAM))(steps)
+  return jax.vmap(problem.noisy_batch)(indices, noise)
 
 
 def make_step(problem, method: Method, optimizer: optax.GradientTransformationExtraArgs):
@@ -338,7 +350,8 @@ def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax
   step = make_step(problem, method, optimizer)
 
   def log_block(state, block_b):
-    drawn = (block_b, jax.vmap(problem.batch)(block_b))
+    steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
+    drawn = (block_b, _batches(problem, block_b, state.key, steps))
     carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn)[0]
     state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
     return state, log_point(problem, schedule, state, record_params)

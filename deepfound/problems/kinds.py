@@ -5,8 +5,8 @@
 * ``StochasticFiniteSum``: E_i(b, xi) also takes a PRNG key (a VAE's reparameterized loss, 17.4).
 * ``Game``: two players' gradients from one call (a GAN, 17.4).
 
-The driver (``deepfound.optim.driver``) runs the first two; the last two are the interfaces that
-section 17.4's models implement. A new kind is a new protocol here plus the driver's support.
+The driver (``deepfound.optim.driver``) runs the first three (a stochastic finite sum is a finite
+sum whose batches carry a key); the game is the interface of section 17.4's GANs. A new kind is a new protocol here plus the driver's support.
 A ``Batch`` is the problem's own minibatch pytree (leaves with a leading axis of size b), made
 by ``FiniteSum.batch`` or ``Expectation.draw`` and handed back to its gradient methods.
 """
@@ -85,22 +85,25 @@ class Expectation(Objective, Protocol):
 
 
 @runtime_checkable
-class StochasticFiniteSum(Protocol):
+class StochasticFiniteSum(FiniteSum, Protocol):
   """E(b) = (1/n) sum_i E_xi E_i(b, xi): each term is itself an expectation over a noise xi that
-  the loss draws from a PRNG key (the reparameterization trick of a VAE)."""
+  the loss draws from a PRNG key (the reparameterization trick of a VAE).
 
-  @property
-  def num_samples(self) -> int: ...
+  Its gradient methods (``terms``, ``mean_gradient``) take ``noisy_batch(indices, key)``: the
+  samples with the step's key, which the driver draws fresh at every step (a pure function of the
+  run's key and the step). ``objective``, ``gradient`` and ``snapshot`` use a fixed key of the
+  problem's own, so they stay deterministic functions of the parameters.
+  """
 
-  def init_params(self) -> optax.Params: ...
+  def noisy_batch(self, indices: jax.Array, key: jax.Array) -> Batch:
+    """The samples at ``indices`` with the noise key of the step."""
 
-  def batch(self, indices: jax.Array) -> Batch: ...
 
-  def sample_loss(self, params: optax.Params, sample: Batch, key: jax.Array) -> jax.Array:
-    """E_i(params, xi) for one sample, xi drawn from ``key``."""
+@runtime_checkable
+class HasFinalMetrics(Protocol):
+  """A problem with metrics too costly for every log point, computed once when a run ends."""
 
-  def objective(self, params: optax.Params, key: jax.Array) -> jax.Array:
-    """A Monte-Carlo estimate of E."""
+  def final_metrics(self, params: optax.Params) -> dict[str, jax.Array]: ...
 
 
 @runtime_checkable

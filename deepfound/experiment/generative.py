@@ -1,0 +1,297 @@
+"""The models of section 17.4 (deep generative models) behind the model registry.
+
+* ``gmm``, ``flow``: density fitting by maximum likelihood, E_i = -log rho_theta(x_i) (17.4.1),
+  a finite sum: every registered rule applies, the SAG family included.
+* ``pushforward``: a generator h_theta, alpha_theta = h_theta # N(0, I), fitted by a minibatch
+  Sinkhorn divergence or MMD to the data (17.4.1, "minimum Kantorovich estimators").
+* ``autoencoder``: encoder and decoder MLPs, squared reconstruction error (17.4.2).
+* ``vae``: the variational auto-encoder, its loss a k-sample importance-weighted bound with the
+  reparameterization trick, on dynamically binarized images (17.4.2).
+
+Generative models fit the data's law: labels are ignored. Samples are used as stored (2-D point
+sets) or as intensities in [0, 1] (images, flattened); nothing is standardized, so densities and
+likelihoods are those of the data as given.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepfound.data.mixtures import MIXTURES, mode_metrics
+from deepfound.errors import ConfigError
+from deepfound.experiment.config import precision_dtype
+from deepfound.experiment.models import (
+    ModelSpec,
+    check_batch_size,
+    register_model,
+    source_name,
+    train_test,
+)
+from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
+from deepfound.registry import Option
+
+MODE_SAMPLES = 2_500  # samples on which the mode metrics are computed (VEEGAN, PacGAN)
+ENTROPY_SAMPLES = 1_000_000  # Monte-Carlo draws of a known mixture's entropy
+PUSHFORWARD_EVAL = 1_000  # generated and test points of a push-forward's logged objective
+ELBO_TEST_SAMPLES = 1_000  # test images of a VAE's logged test ELBO
+
+
+def _positive(value) -> str | None:
+  return None if value > 0 else "must be > 0"
+
+
+def _count(value) -> str | None:
+  return None if 1 <= value <= 1_000_000 else "must be in [1, 1,000,000]"
+
+
+def _pure(model, dtype):
+  """(params, merge): the model's ``nnx.Param`` leaves in ``dtype``, and params -> the module
+  (its other variables, e.g. a flow's fixed standardization, are constants of it)."""
+  from flax import nnx
+
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  params = jax.tree.map(lambda p: p.astype(dtype), params)
+  rest = jax.tree.map(lambda r: r.astype(dtype) if jnp.issubdtype(r.dtype, jnp.floating) else r,
+                      rest)
+  return params, lambda p: nnx.merge(graphdef, p, rest)
+
+
+def _flat_samples(config, dataset):
+  """Training and test samples as (n, d) host arrays (labels dropped, nothing standardized)."""
+  (x, _), (x_test, _) = train_test(config, dataset, standardize=False)
+  x = np.asarray(x, np.float64).reshape(len(x), -1)
+  x_test = np.asarray(x_test, np.float64).reshape(len(x_test), -1)
+  check_batch_size(config, len(x))
+  return x, x_test
+
+
+def _check_intensities(config, x: np.ndarray) -> None:
+  if x.size and (x.min() < 0 or x.max() > 1):
+    raise ConfigError(f"model.name={config.model.name} models pixel intensities in [0, 1]; "
+                      f"{source_name(config)} has values in [{x.min():.3g}, {x.max():.3g}]")
+
+
+def _mixture_metrics(name: str):
+  """For a data set whose law is known (ring, grid): its entropy (Monte-Carlo, with its standard
+  error) and a function of samples -> the mode metrics. None elsewhere."""
+  if name not in MIXTURES:
+    return None
+  mixture = MIXTURES[name]
+  entropy, stderr = mixture.entropy(ENTROPY_SAMPLES, seed=0)
+  return entropy, stderr, lambda samples: mode_metrics(samples, mixture.means, mixture.sd)
+
+
+def _dequantize(x: np.ndarray, levels: int | None, seed: int) -> np.ndarray:
+  """Intensities k / levels -> (k + u) / (levels + 1), u ~ U[0, 1) drawn once: a continuous density
+  of discrete data (its likelihood lower-bounds that of the discrete data)."""
+  if levels is None:
+    return x
+  counts = np.rint(x * levels)
+  noise = np.random.default_rng(seed).random(x.shape)
+  return (counts + noise) / (levels + 1)
+
+
+# ---- density fitting by maximum likelihood (gmm, flow) ---------------------------------------
+
+
+def build_density(config, dataset):
+  from flax import nnx
+
+  from deepfound.models.density import GaussianMixtureModel, RealNVP
+
+  dtype = precision_dtype(config.precision)
+  x, x_test = _flat_samples(config, dataset)
+  levels = config.problem.dequantize_levels
+  x, x_test = _dequantize(x, levels, config.data.seed), _dequantize(x_test, levels, config.data.seed + 1)
+  rngs = nnx.Rngs(config.model.seed)
+  if config.model.name == "gmm":
+    k = config.model.num_components
+    if k > len(x):
+      raise ConfigError(f"model.num_components ({k}) is more than the {len(x)} training samples")
+    from sklearn.cluster import kmeans_plusplus
+
+    # Means start at k-means++ seeds (spread-out data points, as EM's usual initialization).
+    start, _ = kmeans_plusplus(x, k, random_state=config.model.seed)
+    model = GaussianMixtureModel(k, x.shape[1], rngs=rngs, init_points=start,
+                                 scale=float(np.mean(x.std(axis=0))) or 1.0)
+  else:
+    scale = x.std(axis=0)
+    model = RealNVP(x.shape[1], config.model.num_layers, tuple(config.model.hidden), rngs=rngs,
+                    activation=config.model.activation, data_loc=x.mean(axis=0),
+                    data_scale=np.where(scale > 0, scale, 1.0))
+  params, merge = _pure(model, dtype)
+  known = _mixture_metrics(config.data.name)
+
+  def sample_loss(p, sample):
+    return -merge(p).log_density(sample)
+
+  def metrics_fn(p, problem):
+    test_nll = problem.data_loss(p, problem.test_samples)
+    out = dict(test_nll=test_nll)
+    if known is not None:
+      entropy, stderr, modes = known
+      out.update(kl_gap=test_nll - entropy, entropy=jnp.asarray(entropy, test_nll.dtype),
+                 entropy_stderr=jnp.asarray(stderr, test_nll.dtype))
+      out.update(modes(merge(p).sample(jax.random.PRNGKey(0), MODE_SAMPLES)))
+    return out
+
+  return LossFiniteSum(jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
+                       jnp.asarray(config.problem.l2, dtype), sample_loss, metrics_fn)
+
+
+# ---- push-forward generators (Sinkhorn, MMD) --------------------------------------------------
+
+
+def build_pushforward(config, dataset):
+  from flax import nnx
+
+  from deepfound.models import MLP
+  from deepfound.problems.divergences import minibatch_divergence
+
+  dtype = precision_dtype(config.precision)
+  x, x_test = _flat_samples(config, dataset)
+  latent = config.model.latent_size
+  model = MLP([latent, *config.model.hidden, x.shape[1]], config.model.activation,
+              rngs=nnx.Rngs(config.model.seed))
+  params, merge = _pure(model, dtype)
+  loss, epsilon, bandwidth = config.problem.loss, config.problem.epsilon, config.problem.bandwidth
+
+  def divergence(generated, data):
+    return minibatch_divergence(loss, generated, data, epsilon=epsilon, bandwidth=bandwidth)
+
+  known = _mixture_metrics(config.data.name)
+  eval_latents = jax.random.normal(jax.random.PRNGKey(config.model.seed + 1),
+                                   (max(PUSHFORWARD_EVAL, MODE_SAMPLES), latent), dtype)
+
+  def generate(p, z):
+    return merge(p)(z)
+
+  def metrics_fn(p, problem):
+    if known is None:
+      return {}
+    return known[2](generate(p, problem.eval_latents[:MODE_SAMPLES]))
+
+  return PushForward(jnp.asarray(x, dtype), jnp.asarray(x_test[:PUSHFORWARD_EVAL], dtype),
+                     eval_latents[:PUSHFORWARD_EVAL], params, jnp.asarray(config.problem.l2, dtype),
+                     generate, divergence, metrics_fn)
+
+
+# ---- auto-encoders ---------------------------------------------------------------------------
+
+
+def build_autoencoder(config, dataset):
+  from flax import nnx
+
+  from deepfound.models.autoencoder import AutoEncoder, pca_reconstruction_mse
+
+  dtype = precision_dtype(config.precision)
+  x, x_test = _flat_samples(config, dataset)
+  code = config.model.code_size
+  if code >= x.shape[1]:
+    raise ConfigError(f"model.code_size ({code}) must be below the data's dimension ({x.shape[1]})")
+  model = AutoEncoder(x.shape[1], code, tuple(config.model.hidden), config.model.activation,
+                      rngs=nnx.Rngs(config.model.seed))
+  params, merge = _pure(model, dtype)
+  pca_train = pca_reconstruction_mse(x, x, code)
+  pca_test = pca_reconstruction_mse(x, x_test, code)
+
+  def sample_loss(p, sample):
+    return jnp.mean(jnp.square(merge(p)(sample) - sample))
+
+  def metrics_fn(p, problem):
+    train = problem.data_loss(p, problem.samples)
+    return dict(reconstruction_mse=train, pca_mse=jnp.asarray(pca_train, train.dtype),
+                test_reconstruction_mse=problem.data_loss(p, problem.test_samples),
+                test_pca_mse=jnp.asarray(pca_test, train.dtype))
+
+  return LossFiniteSum(jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
+                       jnp.asarray(config.problem.l2, dtype), sample_loss, metrics_fn)
+
+
+# ---- the variational auto-encoder ------------------------------------------------------------
+
+
+def build_vae(config, dataset):
+  from flax import nnx
+
+  from deepfound.models import vae as vae_lib
+
+  dtype = precision_dtype(config.precision)
+  x, x_test = _flat_samples(config, dataset)
+  _check_intensities(config, x)
+  model = vae_lib.VAE(x.shape[1], tuple(config.model.hidden), config.model.latent_size,
+                      rngs=nnx.Rngs(config.model.seed))
+  params, merge = _pure(model, dtype)
+  k = 1 if config.problem.loss == "elbo" else config.problem.num_importance_samples
+  eval_k, eval_images = config.problem.eval_importance_samples, config.problem.eval_test_samples
+  chunk = max(c for c in range(1, min(eval_k, 100) + 1) if eval_k % c == 0)
+
+  def sample_loss(p, sample, key):
+    binarize_key, noise_key = jax.random.split(key)
+    binary = vae_lib.binarize(binarize_key, sample)
+    return -vae_lib.iwae_bound(merge(p), binary, noise_key, k)
+
+  def binarized_test(problem, count):
+    images = problem.test_samples[:count]
+    return vae_lib.binarize(jax.random.fold_in(problem.objective_key, 1), images)
+
+  def metrics_fn(p, problem):
+    images = binarized_test(problem, ELBO_TEST_SAMPLES)
+    elbo = vae_lib.elbo(merge(p), images, jax.random.fold_in(problem.objective_key, 2))
+    return dict(test_elbo=jnp.mean(elbo))
+
+  def final_fn(p, problem):
+    images = binarized_test(problem, eval_images)
+    key = jax.random.fold_in(problem.objective_key, 3)
+    keys = jax.random.split(key, images.shape[0])  # each image its own importance samples
+    bound = jax.lax.map(
+        lambda args: vae_lib.log_likelihood_estimate(merge(p), args[0], args[1], eval_k, chunk),
+        (images, keys), batch_size=10)
+    elbo = vae_lib.elbo(merge(p), binarized_test(problem, len(problem.test_samples)),
+                        jax.random.fold_in(problem.objective_key, 2))
+    return dict(test_log_likelihood=jnp.mean(bound), test_elbo_full=jnp.mean(elbo),
+                test_log_likelihood_images=jnp.asarray(images.shape[0], elbo.dtype),
+                test_log_likelihood_k=jnp.asarray(eval_k, elbo.dtype))
+
+  return NoisyFiniteSum(jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
+                        jnp.asarray(config.problem.l2, dtype),
+                        jax.random.PRNGKey(config.model.seed + 2), sample_loss, metrics_fn,
+                        final_fn, objective_samples=min(len(x), 10_000))
+
+
+register_model(ModelSpec(
+    name="gmm", build=build_density, losses=("nll",),
+    summary="Gaussian mixture (Cholesky-factored precisions), fitted by MLE (17.4.1)",
+    options=(Option("num_components", int, 8, "gmm: mixture components", _count),),
+    problem_options=(Option("dequantize_levels", int, None,
+                            "gmm, flow: intensities k/levels get uniform noise (digits: 16)",
+                            _count),)))
+register_model(ModelSpec(
+    name="flow", build=build_density, losses=("nll",),
+    summary="RealNVP affine-coupling flow (model.num_layers, model.hidden), fitted by MLE (17.4.1)",
+    options=(Option("num_layers", int, 6, "flow: affine coupling layers", _count),),
+    problem_options=(Option("dequantize_levels", int, None,
+                            "gmm, flow: intensities k/levels get uniform noise (digits: 16)",
+                            _count),)))
+register_model(ModelSpec(
+    name="pushforward", build=build_pushforward, losses=("sinkhorn", "mmd"), finite_sum=False,
+    summary="MLP generator from an N(0, I) latent, fitted by a minibatch divergence (17.4.1)",
+    options=(Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count),),
+    problem_options=(
+        Option("epsilon", float, 0.01, "sinkhorn: entropic regularization", _positive),
+        Option("bandwidth", float, 0.1, "mmd: Gaussian kernel width", _positive))))
+register_model(ModelSpec(
+    name="autoencoder", build=build_autoencoder, losses=("squared",),
+    summary="encoder and decoder MLPs (model.hidden; () is linear), squared error (17.4.2)",
+    options=(Option("code_size", int, 8, "autoencoder: code dimension", _count),)))
+register_model(ModelSpec(
+    name="vae", build=build_vae, losses=("elbo", "iwae"),
+    summary="variational auto-encoder, Bernoulli pixels, reparameterized bound (17.4.2)",
+    options=(Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count),),
+    problem_options=(
+        Option("num_importance_samples", int, 5, "iwae: samples k of the training bound", _count),
+        Option("eval_importance_samples", int, 5000, "vae: k of the final test log-likelihood",
+               _count),
+        Option("eval_test_samples", int, 500, "vae: test images of that estimate", _count))))

@@ -1,0 +1,91 @@
+"""The registry of models (``model.name``): how a config and a data set become a problem.
+
+A model is one builder plus one registration: its name, the losses it takes (``problem.loss``,
+the first is its default in the configs), its own config keys (``model.<option>``, and
+``problem.<option>`` for its loss), and the memory layout of the SAG family. Validation, the
+config keys and ``--help`` derive from the registry; a user's module can register a model, and
+``model.name=<name>`` then works in ``scripts/train.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from deepfound import data as data_lib
+from deepfound.data import Dataset
+from deepfound.errors import ConfigError
+from deepfound.registry import Option, Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """``build(config, dataset) -> problem`` (a kind of ``deepfound.problems.kinds``), called in
+  the run's precision scope with a loaded, checked data set (``None`` for a stream)."""
+
+  name: str
+  build: Callable[[ml_collections.ConfigDict, Dataset | None], Any]
+  summary: str  # one line for --help
+  losses: tuple[str, ...]  # the problem.loss values it takes
+  options: tuple[Option, ...] = ()  # model.<name> keys of its own
+  problem_options: tuple[Option, ...] = ()  # problem.<name> keys of its own
+  memory: str = "pytree"  # the SAG-family memory layout that optim.memory=auto picks
+  streams: bool = False  # takes a stream data set (draws its samples)
+  finite_sum: bool = True  # False: its problem is an expectation (fresh draws every step)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def problem_options() -> dict[str, Option]:
+  """The problem.<name> keys of every model, by name (models that share one share its key)."""
+  return {o.name: o for spec in MODELS for o in spec.problem_options}
+
+
+def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+  """Makes ``model.name=<spec.name>`` available; call it at import time of the builder's module."""
+  if not spec.losses:
+    raise ValueError(f"model {spec.name!r} must take at least one problem.loss")
+  shared = {o.name: o for s in MODELS if s.name != spec.name for o in s.problem_options}
+  for option in spec.problem_options:
+    other = shared.get(option.name)
+    if other is not None and (other.kind, other.default) != (option.kind, option.default):
+      raise ValueError(f"model {spec.name!r}: problem option {option.name!r} clashes with the one "
+                       "of the same name of another model (different type or default)")
+  return MODELS.register(spec, replace=replace)
+
+
+def get_model(name: str) -> ModelSpec:
+  return MODELS.get(name)
+
+
+def source_name(config) -> str:
+  """How messages name the data: data.name=libsvm (path)."""
+  return f"data.name={config.data.name}" + (f" ({config.data.path})" if config.data.path else "")
+
+
+def check_batch_size(config, num_samples: int) -> None:
+  if config.optim.batch_size > num_samples:
+    raise ConfigError(f"optim.batch_size must be <= the number of training samples "
+                      f"({num_samples}), got {config.optim.batch_size}")
+
+
+def train_test(config, dataset: Dataset, standardize: bool = True):
+  """((x, y), (x_test, y_test)): the set's own test split, else one drawn (data.test_fraction,
+  data.seed); features standardized by the training set's statistics if ``standardize``."""
+  if dataset.test is None:
+    order = np.random.default_rng(config.data.seed).permutation(len(dataset.targets))
+    num_test = int(round(config.data.test_fraction * len(order)))
+    test, train = order[:num_test], order[num_test:]
+    if not (len(train) and len(test)):
+      raise ConfigError(f"data.test_fraction = {config.data.test_fraction} leaves {len(train)} "
+                        f"training and {len(test)} test samples of {len(order)}")
+    train_set = (dataset.features[train], dataset.targets[train])
+    test_set = (dataset.features[test], dataset.targets[test])
+  else:
+    train_set, test_set = (dataset.features, dataset.targets), dataset.test
+  return data_lib.standardize(train_set, test_set) if standardize else (train_set, test_set)

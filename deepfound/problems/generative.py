@@ -1,0 +1,253 @@
+"""The problems of section 17.4 (deep generative models), as the driver's problem kinds.
+
+* ``LossFiniteSum`` (a ``FiniteSum``): E(theta) = (1/n) sum_i loss(theta, x_i) + (l2/2)||theta||^2
+  for a per-sample loss given as a function: density fitting by maximum likelihood,
+  loss = -log rho_theta(x_i) (17.4.1), and the auto-encoder's reconstruction error (17.4.2).
+  Every rule applies, SAG and its family included (pytree gradient memory).
+* ``NoisyFiniteSum`` (a ``StochasticFiniteSum``): the same with a loss that also takes a PRNG
+  key, loss(theta, x_i, xi): the VAE's reparameterized bound. The driver hands its gradient
+  methods ``(samples, key)``, a fresh key per step.
+* ``PushForward`` (an ``Expectation``): a generator h_theta pushes a latent law zeta forward,
+  alpha_theta = h_theta # zeta, and the loss is a divergence between a generated minibatch and
+  a data minibatch (Sinkhorn, MMD: "minimum Kantorovich estimators"). Each step draws fresh
+  latents and data points, so it is an expectation: SGD, SGA and adam apply, not the SAG family.
+
+The models, losses and metrics are static callables, so one problem class serves every model:
+``sample_loss(params, x[, key])``, ``metrics_fn(params, problem) -> dict`` (logged beside the
+objective at every log point, on the device) and ``final_fn(params, problem) -> dict`` (once, at
+the end of a run: what is too slow for every log point, e.g. a VAE's k = 5000 likelihood bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepfound.problems.kinds import SampleTerms
+
+MetricsFn = Callable[[optax.Params, Any], dict[str, jax.Array]]
+
+
+def _no_metrics(params, problem) -> dict[str, jax.Array]:
+  del params, problem
+  return {}
+
+
+def _penalty(l2: jax.Array, params: optax.Params) -> jax.Array:
+  return 0.5 * l2 * optax.tree.norm(params, squared=True)
+
+
+def _static(default=None):
+  return dataclasses.field(default=default, metadata=dict(static=True))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LossFiniteSum:
+  """E(theta) = (1/n) sum_i sample_loss(theta, x_i) + (l2/2)||theta||^2 on samples on the device.
+
+  ``test_samples`` ride along for the metrics (held-out NLL, test reconstruction error).
+  """
+
+  samples: jax.Array  # (n, *sample_shape)
+  test_samples: jax.Array  # (m, *sample_shape)
+  initial_params: Any  # parameter pytree (an nnx.State) at initialization
+  l2: jax.Array
+  sample_loss: Callable[[optax.Params, jax.Array], jax.Array] = _static()
+  metrics_fn: MetricsFn = _static(_no_metrics)
+  final_fn: MetricsFn = _static(_no_metrics)
+
+  @property
+  def num_samples(self) -> int:
+    return self.samples.shape[0]
+
+  def init_params(self):
+    return self.initial_params
+
+  def batch(self, indices: jax.Array) -> jax.Array:
+    return self.samples[indices]
+
+  def with_l2(self, l2: jax.Array) -> LossFiniteSum:
+    return dataclasses.replace(self, l2=l2)
+
+  def _loss(self, params, x):
+    return self.sample_loss(params, x) + _penalty(self.l2, params)
+
+  def terms(self, params, batch) -> SampleTerms:
+    return SampleTerms(jax.vmap(jax.grad(self._loss), (None, 0))(params, batch))
+
+  def mean_gradient(self, params, batch):
+    return jax.grad(lambda p: jnp.mean(jax.vmap(self._loss, (None, 0))(p, batch)))(params)
+
+  def data_loss(self, params, samples: jax.Array) -> jax.Array:
+    """The mean loss over ``samples`` (no penalty): the training or test NLL."""
+    return jnp.mean(jax.vmap(self.sample_loss, (None, 0))(params, samples))
+
+  def objective(self, params) -> jax.Array:
+    return self.data_loss(params, self.samples) + _penalty(self.l2, params)
+
+  def gradient(self, params):
+    return jax.grad(self.objective)(params)
+
+  def regularizer_gradient(self, params):
+    return jax.tree.map(lambda p: self.l2 * p, params)
+
+  def snapshot(self, params, memory: str):
+    if memory != "pytree":
+      raise ValueError("generative models need memory='pytree'")
+    table = jax.vmap(jax.grad(self._loss), (None, 0))(params, self.samples)
+    return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
+
+  def metrics(self, params) -> dict[str, jax.Array]:
+    return self.metrics_fn(params, self)
+
+  def final_metrics(self, params) -> dict[str, jax.Array]:
+    return self.final_fn(params, self)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class NoisyFiniteSum:
+  """E(theta) = (1/n) sum_i E_xi sample_loss(theta, x_i, xi) + (l2/2)||theta||^2.
+
+  A batch, as ``terms`` and ``mean_gradient`` receive it, is ``(samples, key)``: the driver draws
+  the step's key (``kinds.StochasticFiniteSum``) and each sample of the batch gets its own part
+  of it. The objective is a Monte-Carlo estimate on ``objective_samples`` training samples with
+  the fixed ``objective_key``, so it is a deterministic function of theta (logged curves do not
+  jitter from the noise of the estimate, only from theta).
+  """
+
+  samples: jax.Array  # (n, *sample_shape)
+  test_samples: jax.Array
+  initial_params: Any
+  l2: jax.Array
+  objective_key: jax.Array  # fixed noise of the logged objective and metrics
+  sample_loss: Callable[[optax.Params, jax.Array, jax.Array], jax.Array] = _static()
+  metrics_fn: MetricsFn = _static(_no_metrics)
+  final_fn: MetricsFn = _static(_no_metrics)
+  objective_samples: int = _static(10_000)
+
+  @property
+  def num_samples(self) -> int:
+    return self.samples.shape[0]
+
+  def init_params(self):
+    return self.initial_params
+
+  def batch(self, indices: jax.Array) -> jax.Array:
+    return self.samples[indices]
+
+  def noisy_batch(self, indices: jax.Array, key: jax.Array):
+    return self.samples[indices], key
+
+  def with_l2(self, l2: jax.Array) -> NoisyFiniteSum:
+    return dataclasses.replace(self, l2=l2)
+
+  def _losses(self, params, samples, key):
+    keys = jax.random.split(key, samples.shape[0])
+    loss = lambda p, x, k: self.sample_loss(p, x, k) + _penalty(self.l2, p)  # noqa: E731
+    return loss, keys
+
+  def terms(self, params, batch) -> SampleTerms:
+    samples, key = batch
+    loss, keys = self._losses(params, samples, key)
+    return SampleTerms(jax.vmap(jax.grad(loss), (None, 0, 0))(params, samples, keys))
+
+  def mean_gradient(self, params, batch):
+    samples, key = batch
+    loss, keys = self._losses(params, samples, key)
+    return jax.grad(lambda p: jnp.mean(jax.vmap(loss, (None, 0, 0))(p, samples, keys)))(params)
+
+  def data_loss(self, params, samples: jax.Array, key: jax.Array) -> jax.Array:
+    keys = jax.random.split(key, samples.shape[0])
+    return jnp.mean(jax.vmap(self.sample_loss, (None, 0, 0))(params, samples, keys))
+
+  def objective(self, params) -> jax.Array:
+    subset = self.samples[:self.objective_samples]
+    return self.data_loss(params, subset, self.objective_key) + _penalty(self.l2, params)
+
+  def gradient(self, params):
+    # The full gradient at the fixed noise of ``objective_key`` over every sample.
+    return jax.grad(lambda p: self.data_loss(p, self.samples, self.objective_key)
+                    + _penalty(self.l2, p))(params)
+
+  def regularizer_gradient(self, params):
+    return jax.tree.map(lambda p: self.l2 * p, params)
+
+  def snapshot(self, params, memory: str):
+    if memory != "pytree":
+      raise ValueError("generative models need memory='pytree'")
+    table = self.terms(params, (self.samples, self.objective_key)).gradients
+    return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
+
+  def metrics(self, params) -> dict[str, jax.Array]:
+    return self.metrics_fn(params, self)
+
+  def final_metrics(self, params) -> dict[str, jax.Array]:
+    return self.final_fn(params, self)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PushForward:
+  """E(theta) = E_{z ~ zeta^b, x ~ beta^b} D(h_theta(z_1..b), x_1..b) + (l2/2)||theta||^2.
+
+  ``draw`` takes b data points uniformly (with replacement) and b latents z ~ N(0, I); the
+  gradient is the integral over z of grad_x D(h_theta(z), x) d_theta h_theta(z), computed by
+  autodiff through the divergence. The logged objective is D between ``eval_latents`` pushed
+  forward and ``test_samples`` (fixed, so it is a deterministic function of theta).
+  """
+
+  samples: jax.Array  # (n, d) the data
+  test_samples: jax.Array  # (m, d)
+  eval_latents: jax.Array  # (m, latent_size), fixed
+  initial_params: Any
+  l2: jax.Array
+  generate: Callable[[optax.Params, jax.Array], jax.Array] = _static()  # (params, z (b, k)) -> (b, d)
+  divergence: Callable[[jax.Array, jax.Array], jax.Array] = _static()  # (generated, data) -> scalar
+  metrics_fn: MetricsFn = _static(_no_metrics)
+  final_fn: MetricsFn = _static(_no_metrics)
+
+  @property
+  def latent_size(self) -> int:
+    return self.eval_latents.shape[1]
+
+  def init_params(self):
+    return self.initial_params
+
+  def draw(self, key: jax.Array, batch_size: int):
+    key_data, key_latent = jax.random.split(key)
+    indices = jax.random.randint(key_data, (batch_size,), 0, self.samples.shape[0])
+    latents = jax.random.normal(key_latent, (batch_size, self.latent_size), self.samples.dtype)
+    return self.samples[indices], latents
+
+  def with_l2(self, l2: jax.Array) -> PushForward:
+    return dataclasses.replace(self, l2=l2)
+
+  def _loss(self, params, batch):
+    data, latents = batch
+    return self.divergence(self.generate(params, latents), data) + _penalty(self.l2, params)
+
+  def mean_gradient(self, params, batch):
+    return jax.grad(self._loss)(params, batch)
+
+  def terms(self, params, batch) -> SampleTerms:
+    raise TypeError("a push-forward loss compares whole minibatches; it has no per-sample terms "
+                    "(use sgd, sga or adam)")
+
+  def objective(self, params) -> jax.Array:
+    return self._loss(params, (self.test_samples, self.eval_latents))
+
+  def regularizer_gradient(self, params):
+    return jax.tree.map(lambda p: self.l2 * p, params)
+
+  def metrics(self, params) -> dict[str, jax.Array]:
+    return self.metrics_fn(params, self)
+
+  def final_metrics(self, params) -> dict[str, jax.Array]:
+    return self.final_fn(params, self)

@@ -1,0 +1,142 @@
+"""Minibatch divergences of 17.4: the debiased Sinkhorn divergence and the Gaussian-kernel MMD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepfound.problems.divergences import DIVERGENCES, minibatch_divergence, mmd, sinkhorn_divergence
+
+EPS = 0.5  # large enough for Sinkhorn to converge to float64 accuracy within a few hundred iterations
+N, D = 8, 2  # one shape for every Sinkhorn call, so that the tests share compiles
+
+
+@pytest.fixture(scope="module")
+def clouds():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(N, D)).astype(np.float32)
+  y = (rng.normal(size=(N, D)) + np.array([1.5, -0.5])).astype(np.float32)
+  return x, y
+
+
+@pytest.fixture(scope="module")
+def sinkhorn():
+  return jax.jit(lambda x, y: sinkhorn_divergence(x, y, EPS))
+
+
+def test_sinkhorn_is_zero_on_itself_symmetric_and_positive(clouds, sinkhorn):
+  x, y = clouds
+  assert abs(float(sinkhorn(x, x))) < 1e-4
+  assert abs(float(sinkhorn(y, y))) < 1e-4
+  s_xy, s_yx = float(sinkhorn(x, y)), float(sinkhorn(y, x))
+  assert s_xy > 0.5
+  assert s_xy == pytest.approx(s_yx, rel=1e-4)
+
+
+def test_sinkhorn_of_a_translate_is_the_squared_shift(clouds, sinkhorn):
+  # S_eps(x, x + t) = |t|^2 for the cost |x - y|^2 (a cost |x - y|^2 / 2 would give |t|^2 / 2).
+  x, _ = clouds
+  values = [float(sinkhorn(x, x + np.array(t, np.float32))) for t in ([0.3, 0.0], [0.6, 0.0], [0.6, 0.8])]
+  np.testing.assert_allclose(values, [0.09, 0.36, 1.0], rtol=1e-4)
+  assert values[0] < values[1] < values[2]
+
+
+def test_sinkhorn_gradient_moves_generated_points_toward_the_data(clouds):
+  x, y = clouds
+  value_and_grad = jax.jit(jax.value_and_grad(lambda x, y: sinkhorn_divergence(x, y, EPS)))
+  # For a translate y = x + t, grad_{x_i} |t|^2 = -2 t / n at every point.
+  t = np.array([0.6, 0.8], np.float32)
+  _, grad = value_and_grad(x, x + t)
+  np.testing.assert_allclose(grad, np.broadcast_to(-2.0 * t / N, (N, D)), atol=1e-4)
+  # A general pair: a finite gradient, and one step along it decreases the divergence.
+  value, grad = value_and_grad(x, y)
+  assert np.all(np.isfinite(grad))
+  stepped, _ = value_and_grad(x - 0.5 * grad, y)
+  assert float(stepped) < float(value) - 0.1
+
+
+def test_sinkhorn_runs_under_vmap_of_a_scan_of_gradient_steps(clouds):
+  x, y = clouds
+  xs = jnp.stack([x, x + 1.0, 2.0 * x])
+
+  def descend(x0):
+    def step(x, _):
+      value, grad = jax.value_and_grad(sinkhorn_divergence)(x, y, EPS)
+      return x - 2.0 * grad, value
+
+    return jax.lax.scan(step, x0, None, length=3)[1]
+
+  values = jax.jit(jax.vmap(descend))(xs)
+  assert values.shape == (3, 3)
+  assert np.all(np.diff(np.asarray(values), axis=1) < 0)
+  np.testing.assert_allclose(values[:, 0], [sinkhorn_divergence(xi, y, EPS) for xi in xs], rtol=1e-4)
+
+
+def test_sinkhorn_in_float64(clouds):
+  x, _ = clouds
+  with jax.enable_x64(True):
+    x64 = jnp.asarray(x, jnp.float64)
+    t = jnp.array([0.6, 0.8], jnp.float64)
+    value = sinkhorn_divergence(x64, x64 + t, EPS, threshold=1e-9)
+    assert value.dtype == jnp.float64
+    assert float(value) == pytest.approx(1.0, abs=1e-10)
+
+
+def np_mmd(x, y, bandwidths, unbiased):
+  """The MMD^2 estimate by direct double loops."""
+
+  def k(u, v):
+    return sum(np.exp(-np.sum((u - v) ** 2) / (2.0 * h**2)) for h in bandwidths)
+
+  def within(z):
+    pairs = [k(z[i], z[j]) for i in range(len(z)) for j in range(len(z)) if not (unbiased and i == j)]
+    return sum(pairs) / len(pairs)
+
+  cross = sum(k(u, v) for u in x for v in y) / (len(x) * len(y))
+  return within(x) + within(y) - 2.0 * cross
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+@pytest.mark.parametrize("bandwidth", [0.7, (0.2, 1.0, 3.0)])
+def test_mmd_matches_a_double_loop(unbiased, bandwidth):
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5
+  bandwidths = bandwidth if isinstance(bandwidth, tuple) else (bandwidth,)
+  expected = np_mmd(x, y, bandwidths, unbiased)
+  with jax.enable_x64(True):
+    assert float(mmd(x, y, bandwidth, unbiased=unbiased)) == pytest.approx(expected, abs=1e-12)
+  got32 = mmd(x.astype(np.float32), y.astype(np.float32), bandwidth, unbiased=unbiased)
+  assert got32.dtype == jnp.float32
+  assert float(got32) == pytest.approx(expected, abs=1e-6)
+
+
+def test_mmd_separates_laws():
+  rng = np.random.default_rng(2)
+  x, x2, z = (rng.normal(size=(200, 2)).astype(np.float32) for _ in range(3))
+  assert float(mmd(x, x, 1.0, unbiased=False)) == 0.0
+  same = float(mmd(x, x2, 1.0))  # unbiased: about zero for two samples of one law
+  different = float(mmd(x, z + 1.0, 1.0))
+  assert abs(same) < 0.01
+  assert different > 0.1
+
+
+def test_mmd_under_vmap_and_its_gradient_step():
+  rng = np.random.default_rng(3)
+  xs = rng.normal(size=(3, 16, 2)).astype(np.float32)
+  y = (rng.normal(size=(16, 2)) + 1.0).astype(np.float32)
+  bandwidth = (0.5, 1.0, 2.0)
+  values, grads = jax.vmap(jax.value_and_grad(mmd), in_axes=(0, None, None))(xs, y, bandwidth)
+  np.testing.assert_allclose(values, [mmd(x, y, bandwidth) for x in xs], rtol=1e-5)
+  assert np.all(np.isfinite(grads))
+  stepped = jax.vmap(mmd, in_axes=(0, None, None))(xs - 2.0 * grads, y, bandwidth)
+  assert np.all(stepped < values)
+
+
+def test_minibatch_divergence_dispatches_and_names_the_choices(clouds):
+  x, y = clouds
+  assert set(DIVERGENCES) == {"sinkhorn", "mmd"}
+  assert float(minibatch_divergence("mmd", x, y, bandwidth=1.0)) == pytest.approx(float(mmd(x, y, 1.0)))
+  with pytest.raises(ValueError, match=r"\['mmd', 'sinkhorn'\]"):
+    minibatch_divergence("wasserstein", x, y, epsilon=EPS)
+  with pytest.raises(ValueError, match="needs epsilon"):
+    minibatch_divergence("sinkhorn", x, y, bandwidth=1.0)
