@@ -9,17 +9,16 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from deepfound import data as data_lib
 from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
-from deepfound.optim import driver
-from deepfound.optim.memory import memory_bytes
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
 from deepfound.experiment.models import get_model, source_name
+from deepfound.optim import driver
+from deepfound.optim.memory import memory_bytes
 from deepfound.problems import LinearFiniteSum, solve_optimum
 
 

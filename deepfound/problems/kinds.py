@@ -6,7 +6,8 @@
 * ``Game``: two players' gradients from one call (a GAN, 17.4).
 
 The driver (``deepfound.optim.driver``) runs the first three (a stochastic finite sum is a finite
-sum whose batches carry a key); the game is the interface of section 17.4's GANs. A new kind is a new protocol here plus the driver's support.
+sum whose batches carry a key); the game is the interface of section 17.4's GANs. A new kind is
+a new protocol here plus the driver's support.
 A ``Batch`` is the problem's own minibatch pytree (leaves with a leading axis of size b), made
 by ``FiniteSum.batch`` or ``Expectation.draw`` and handed back to its gradient methods.
 """

@@ -12,14 +12,20 @@ from flax import nnx
 from deepfound.models.density import GaussianMixtureModel, RealNVP, coupling_partitions, split
 
 
+@jax.jit
+def perturb(params, key, size):
+  """size * N(0, 1) added to every parameter."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(treedef, [leaf + size * jax.random.normal(k, leaf.shape)
+                                      for leaf, k in zip(leaves, keys, strict=True)])
+
+
 def perturbed(model, key, size):
   """The model with size * N(0, 1) added to every parameter (the couplings' zero last layers
   included, so that no layer is the identity)."""
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  leaves = [leaf + size * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)]
-  return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves), rest)
+  return nnx.merge(graphdef, perturb(params, key, size), rest)
 
 
 def test_partitions():
@@ -34,18 +40,19 @@ def test_flow_log_det_and_inverse(dim, mask):
   model = RealNVP(dim, 4, hidden=(16, 16), activation="tanh", mask=mask, rngs=nnx.Rngs(dim),
                   data_loc=rng.normal(size=dim), data_scale=rng.uniform(0.5, 3.0, size=dim))
   x = jnp.asarray(rng.normal(size=(5, dim)), jnp.float32)
-  z0, _ = model.inverse(x)
-  # Zero last layers: the couplings start as the identity, only the standardization acts.
-  np.testing.assert_allclose(z0, (x - model.loc[...]) / model.scale[...], rtol=1e-6)
-  model = perturbed(model, jax.random.key(dim), 0.3)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   @jax.jit
-  def everything(x):
+  def everything(params, x):
+    model = nnx.merge(graphdef, params, rest)
     z, log_det = model.inverse(x)
     jacobians = jax.vmap(jax.jacfwd(lambda v: model.inverse(v)[0]))(x)
     return z, log_det, jacobians, model.forward(z), model.log_density(x)
 
-  z, log_det, jacobians, x_again, log_p = everything(x)
+  # Zero last layers: the couplings start as the identity, only the standardization acts.
+  z0 = everything(params, x)[0]
+  np.testing.assert_allclose(z0, (x - model.loc[...]) / model.scale[...], rtol=1e-6)
+  z, log_det, jacobians, x_again, log_p = everything(perturb(params, jax.random.key(dim), 0.3), x)
   assert z.shape == (5, dim) and log_det.shape == (5,)
   sign, expected = np.linalg.slogdet(np.asarray(jacobians, np.float64))
   assert np.all(sign != 0)

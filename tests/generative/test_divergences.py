@@ -44,10 +44,11 @@ def test_sinkhorn_of_a_translate_is_the_squared_shift(clouds, sinkhorn):
 def test_sinkhorn_gradient_moves_generated_points_toward_the_data(clouds):
   x, y = clouds
   value_and_grad = jax.jit(jax.value_and_grad(lambda x, y: sinkhorn_divergence(x, y, EPS)))
-  # For a translate y = x + t, grad_{x_i} |t|^2 = -2 t / n at every point.
+  # For a translate y = x + t, grad_{x_i} |t|^2 = -2 t / n at every point (Danskin's gradient is
+  # exact at convergence; the default threshold 1e-3 leaves an error of a few 1e-4).
   t = np.array([0.6, 0.8], np.float32)
   _, grad = value_and_grad(x, x + t)
-  np.testing.assert_allclose(grad, np.broadcast_to(-2.0 * t / N, (N, D)), atol=1e-4)
+  np.testing.assert_allclose(grad, np.broadcast_to(-2.0 * t / N, (N, D)), atol=1e-3)
   # A general pair: a finite gradient, and one step along it decreases the divergence.
   value, grad = value_and_grad(x, y)
   assert np.all(np.isfinite(grad))
@@ -55,7 +56,7 @@ def test_sinkhorn_gradient_moves_generated_points_toward_the_data(clouds):
   assert float(stepped) < float(value) - 0.1
 
 
-def test_sinkhorn_runs_under_vmap_of_a_scan_of_gradient_steps(clouds):
+def test_sinkhorn_runs_under_vmap_of_a_scan_of_gradient_steps(clouds, sinkhorn):
   x, y = clouds
   xs = jnp.stack([x, x + 1.0, 2.0 * x])
 
@@ -69,7 +70,7 @@ def test_sinkhorn_runs_under_vmap_of_a_scan_of_gradient_steps(clouds):
   values = jax.jit(jax.vmap(descend))(xs)
   assert values.shape == (3, 3)
   assert np.all(np.diff(np.asarray(values), axis=1) < 0)
-  np.testing.assert_allclose(values[:, 0], [sinkhorn_divergence(xi, y, EPS) for xi in xs], rtol=1e-4)
+  np.testing.assert_allclose(values[:, 0], [sinkhorn(xi, y) for xi in xs], rtol=1e-4)
 
 
 def test_sinkhorn_in_float64(clouds):
@@ -125,10 +126,12 @@ def test_mmd_under_vmap_and_its_gradient_step():
   xs = rng.normal(size=(3, 16, 2)).astype(np.float32)
   y = (rng.normal(size=(16, 2)) + 1.0).astype(np.float32)
   bandwidth = (0.5, 1.0, 2.0)
-  values, grads = jax.vmap(jax.value_and_grad(mmd), in_axes=(0, None, None))(xs, y, bandwidth)
-  np.testing.assert_allclose(values, [mmd(x, y, bandwidth) for x in xs], rtol=1e-5)
+  value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(mmd), in_axes=(0, None, None)))
+  values, grads = value_and_grad(xs, y, bandwidth)
+  expected = [np_mmd(x.astype(float), y.astype(float), bandwidth, unbiased=True) for x in xs]
+  np.testing.assert_allclose(values, expected, rtol=1e-5)
   assert np.all(np.isfinite(grads))
-  stepped = jax.vmap(mmd, in_axes=(0, None, None))(xs - 2.0 * grads, y, bandwidth)
+  stepped, _ = value_and_grad(xs - 2.0 * grads, y, bandwidth)
   assert np.all(stepped < values)
 
 
