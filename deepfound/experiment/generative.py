@@ -15,6 +15,8 @@ likelihoods are those of the data as given.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,13 +75,18 @@ def _check_intensities(config, x: np.ndarray) -> None:
                       f"{source_name(config)} has values in [{x.min():.3g}, {x.max():.3g}]")
 
 
+@functools.lru_cache(maxsize=None)
+def _mixture_entropy(name: str) -> tuple[float, float]:
+  return MIXTURES[name].entropy(ENTROPY_SAMPLES, seed=0)
+
+
 def _mixture_metrics(name: str):
   """For a data set whose law is known (ring, grid): its entropy (Monte-Carlo, with its standard
   error) and a function of samples -> the mode metrics. None elsewhere."""
   if name not in MIXTURES:
     return None
   mixture = MIXTURES[name]
-  entropy, stderr = mixture.entropy(ENTROPY_SAMPLES, seed=0)
+  entropy, stderr = _mixture_entropy(name)
   return entropy, stderr, lambda samples: mode_metrics(samples, mixture.means, mixture.sd)
 
 
