@@ -205,8 +205,8 @@ def loss_parity(config: ml_collections.ConfigDict, num_importance_samples: int =
     linears = [m for m in theirs if isinstance(m, torch.nn.Linear)]
     for i, (layer, linear) in enumerate(zip(ours_mlp.layers, linears, strict=True)):
       with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(np.asarray(layer.kernel[...]).T))
-        linear.bias.copy_(torch.from_numpy(np.asarray(layer.bias[...])))
+        linear.weight.copy_(torch.from_numpy(np.array(layer.kernel[...]).T))
+        linear.bias.copy_(torch.from_numpy(np.array(layer.bias[...])))
       pairs.append((linear, ours_grads["layers"][i]))
   torch_loss = -torch_bound(encoder, decoder, torch.from_numpy(x), torch.from_numpy(eps)).mean()
   torch_loss.backward()
@@ -216,8 +216,9 @@ def loss_parity(config: ml_collections.ConfigDict, num_importance_samples: int =
                          (linear.bias.grad.numpy(), g["bias"][...])):
       mine = np.asarray(mine)
       worst = max(worst, float(np.linalg.norm(theirs - mine) / max(np.linalg.norm(mine), 1e-30)))
-  return dict(loss_ours=float(loss), loss_torch=float(torch_loss),
-              loss_abs_diff=abs(float(loss) - float(torch_loss)), grad_rel_diff=worst)
+  theirs_loss = float(torch_loss.detach())
+  return dict(loss_ours=float(loss), loss_torch=theirs_loss,
+              loss_abs_diff=abs(float(loss) - theirs_loss), grad_rel_diff=worst)
 
 
 def _summary(seconds: list[float], steps: int) -> dict[str, Any]:
@@ -295,6 +296,7 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
       learning_rate=LEARNING_RATE, precision="float32", jax_version=jax.__version__,
       jax_backend=jax.default_backend(), torch_version=torch.__version__,
       torch_threads=torch.get_num_threads(), cpu_cores=threads, cpu_count=os.cpu_count(),
+      omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
       loadavg_start=list(load_start), loadavg_end=list(load_end), variants=variants)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "vae.json"), "w") as f:
@@ -306,6 +308,14 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
 
 def _load(values: list[float]) -> str:
   return " / ".join(f"{v:.2f}" for v in values)
+
+
+def _omp_note(policy: str | None) -> list[str]:
+  if policy is None:
+    return ["PyTorch's OpenMP threads wait with libgomp's default policy (active spinning).", ""]
+  return [f"`OMP_WAIT_POLICY={policy}` for PyTorch's OpenMP threads: with libgomp's default (active "
+          "spinning), PyTorch on 2 threads stalled on this shared machine (a separate probe: a "
+          "100 x 784 x 200 matmul took 15-20 ms instead of 0.4 ms, a VAE step about 0.5 s).", ""]
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -346,6 +356,7 @@ def _markdown(results: dict[str, Any]) -> str:
       f"min) at start {_load(results['loadavg_start'])}, at end {_load(results['loadavg_end'])} "
       "(a shared machine).",
       "",
+      *_omp_note(results.get("omp_wait_policy")),
       "| model | what | samples per second (median) | min - max | ratio to PyTorch eager |",
       "|---|---|---|---|---|",
       *rows,
