@@ -18,7 +18,7 @@ from deepfound.experiment import base_config
 
 COMPONENTS = dict(ring=8, grid=25, moons=8)
 MODELS = dict(
-    flow=dict(optim=dict(learning_rate=3e-4, batch_size=512), num_steps=40_000),
+    flow=dict(optim=dict(learning_rate=1e-4, batch_size=512), num_steps=40_000),
     gmm=dict(optim=dict(learning_rate=1e-2, schedule="inverse_time", l0=500.0, batch_size=1024),
              num_steps=40_000),
 )

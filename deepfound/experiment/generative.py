@@ -38,6 +38,7 @@ MODE_SAMPLES = 2_500  # samples on which the mode metrics are computed (VEEGAN, 
 ENTROPY_SAMPLES = 1_000_000  # Monte-Carlo draws of a known mixture's entropy
 PUSHFORWARD_EVAL = 1_000  # generated and test points of a push-forward's logged objective
 ELBO_TEST_SAMPLES = 1_000  # test images of a VAE's logged test ELBO
+MMD_SCALES = 6  # Gaussian kernels of widths problem.bandwidth * 2^k, k < MMD_SCALES, summed
 
 
 def _positive(value) -> str | None:
@@ -163,7 +164,10 @@ def build_pushforward(config, dataset):
   model = MLP([latent, *config.model.hidden, x.shape[1]], config.model.activation,
               rngs=nnx.Rngs(config.model.seed))
   params, merge = _pure(model, dtype)
-  loss, epsilon, bandwidth = config.problem.loss, config.problem.epsilon, config.problem.bandwidth
+  loss, epsilon = config.problem.loss, config.problem.epsilon
+  # A multi-scale kernel: the narrowest width resolves a mode, the widest still reaches a mode
+  # that no generated point is near (a single narrow kernel lets the generator drop it).
+  bandwidth = tuple(config.problem.bandwidth * 2.0**k for k in range(MMD_SCALES))
 
   def divergence(generated, data):
     return minibatch_divergence(loss, generated, data, epsilon=epsilon, bandwidth=bandwidth)
@@ -291,7 +295,7 @@ register_model(ModelSpec(
     options=(Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count),),
     problem_options=(
         Option("epsilon", float, 0.01, "sinkhorn: entropic regularization", _positive),
-        Option("bandwidth", float, 0.1, "mmd: Gaussian kernel width", _positive))))
+        Option("bandwidth", float, 0.1, "mmd: narrowest of 6 Gaussian kernel widths h 2^k", _positive))))
 register_model(ModelSpec(
     name="autoencoder", build=build_autoencoder, losses=("squared",),
     summary="encoder and decoder MLPs (model.hidden; () is linear), squared error (17.4.2)",
