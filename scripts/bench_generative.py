@@ -4,9 +4,10 @@ Each case runs --num_seeds initializations and sampling seeds of one config in o
 program (deepfound/benchmarks/generative.py) and reports the last logged metrics' mean and sd:
 GMMs against scikit-learn's EM on the same points, flows (adam at n = 100,000; sgd, sag, adam side
 by side at n = 10,000, where SAG's per-sample gradient memory fits), push-forward generators
-(MMD, Sinkhorn), linear and MLP auto-encoders against PCA. Writes bench.md and bench.json into
---out (results/generative regenerates the committed copy; --out_name names another pair, e.g.
-for an accelerator's share of the cases).
+(MMD, Sinkhorn), linear and MLP auto-encoders against PCA. bench.json also keeps, per 2-D case,
+seed 0's samples and log-density grid for the pictures (scripts/generative_figures.py).
+Writes bench.md and bench.json into --out (results/generative regenerates the committed copy;
+--out_name names another pair, e.g. for an accelerator's share of the cases).
 """
 
 import importlib
@@ -24,43 +25,49 @@ from deepfound.cli import fail, flags_parser  # noqa: E402
 flags.DEFINE_string("out", "runs/generative",
                     "Output directory (results/generative regenerates the committed one).")
 flags.DEFINE_string("out_name", "bench", "Base name of the .md and .json written into --out.")
-flags.DEFINE_list("cases", ["cpu"], "Case names, or the groups cpu, accelerator, all.")
+flags.DEFINE_list("cases", ["all"], "Case names, or the groups cheap, slow, all.")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per case, run as one vmapped program.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every case's num_steps (quick checks: 0.01).")
 
+# The flows run at CPU sizes (8 couplings of 2 x 64 units, batch 256, 3 seeds): configs/density_2d.py's
+# default (16 couplings of 2 x 128, batch 512, 40,000 steps) is for an accelerator.
+FLOW_CPU = dict(model__num_layers=8, model__hidden=(64, 64), optim__batch_size=256, num_steps=20_000)
 LR_10K = 3e-4  # sgd and sag (plain gradient steps); adam takes 1e-4
-FLOW_10K = dict(data__num_samples=10_000, model__num_layers=8, model__hidden=(64, 64),
-                optim__batch_size=16, optim__learning_rate=LR_10K, num_steps=20_000)
+# SAG keeps one gradient per sample and parameter: 10,000 samples of the CPU flow (35k parameters,
+# 1.4 GB a seed in float32); the three rules on the same problem and steps.
+FLOW_10K = dict(FLOW_CPU, data__num_samples=10_000, optim__batch_size=16,
+                optim__learning_rate=LR_10K, num_steps=10_000)
 # name -> (config module, its argument, overrides). Steps and rates are the configs' unless set.
 CASES = {
     "gmm_ring": ("density_2d", "ring,gmm", {}),
     "gmm_grid": ("density_2d", "grid,gmm", {}),
-    "flow_ring": ("density_2d", "ring", {}),
-    "flow_grid": ("density_2d", "grid", {}),
-    # SAG keeps one gradient per sample and parameter: 10,000 samples of a smaller flow (35k
-    # parameters, 1.4 GB a seed in float32); the three rules on the same problem, same steps.
+    "flow_ring": ("density_2d", "ring", FLOW_CPU),
+    "flow_grid": ("density_2d", "grid", FLOW_CPU),
     "flow_ring_10k_sgd": ("density_2d", "ring", dict(FLOW_10K, optim__name="sgd")),
     "flow_ring_10k_sag": ("density_2d", "ring", dict(FLOW_10K, optim__name="sag")),
     "flow_ring_10k_adam": ("density_2d", "ring", dict(FLOW_10K, optim__name="adam",
                                                       optim__learning_rate=1e-4)),
     "mmd_ring": ("pushforward_2d", "ring", dict(problem__loss="mmd")),
     "mmd_grid": ("pushforward_2d", "grid", dict(problem__loss="mmd")),
-    # Sinkhorn runs hundreds of iterations a step: fewer steps than MMD.
-    "sinkhorn_ring": ("pushforward_2d", "ring", dict(problem__loss="sinkhorn", num_steps=5_000,
-                                                     optim__l0=1_250.0)),
-    "sinkhorn_grid": ("pushforward_2d", "grid", dict(problem__loss="sinkhorn", num_steps=5_000)),
+    # Sinkhorn runs hundreds of iterations a step: far fewer steps than MMD on a CPU.
+    "sinkhorn_ring": ("pushforward_2d", "ring", dict(problem__loss="sinkhorn", num_steps=2_000,
+                                                     optim__l0=500.0)),
+    "sinkhorn_grid": ("pushforward_2d", "grid", dict(problem__loss="sinkhorn", num_steps=2_000)),
     "ae_linear_2": ("autoencoder_digits", "linear", dict(model__code_size=2)),
     "ae_linear_8": ("autoencoder_digits", "linear", dict(model__code_size=8)),
     "ae_linear_16": ("autoencoder_digits", "linear", dict(model__code_size=16)),
     "ae_mlp_8": ("autoencoder_digits", "mlp", dict(model__code_size=8)),
 }
+# Fewer seeds where a CPU run is long (--num_seeds caps all).
+SEEDS = {"flow_ring": 3, "flow_grid": 3, "flow_ring_10k_sgd": 3, "flow_ring_10k_sag": 3,
+         "flow_ring_10k_adam": 3, "sinkhorn_ring": 1, "sinkhorn_grid": 1}
 GROUPS = {
-    "cpu": ["gmm_ring", "gmm_grid", "mmd_ring", "mmd_grid", "ae_linear_2", "ae_linear_8",
-            "ae_linear_16", "ae_mlp_8"],
-    "accelerator": ["flow_ring", "flow_grid", "flow_ring_10k_adam", "flow_ring_10k_sgd",
-                    "flow_ring_10k_sag", "sinkhorn_ring", "sinkhorn_grid"],
+    "cheap": ["gmm_ring", "gmm_grid", "ae_linear_2", "ae_linear_8", "ae_linear_16", "ae_mlp_8",
+              "mmd_ring", "mmd_grid"],
+    "slow": ["flow_ring", "flow_grid", "flow_ring_10k_adam", "flow_ring_10k_sgd",
+             "flow_ring_10k_sag", "sinkhorn_ring", "sinkhorn_grid"],
 }
-GROUPS["all"] = GROUPS["cpu"] + GROUPS["accelerator"]
+GROUPS["all"] = GROUPS["cheap"] + GROUPS["slow"]
 SHOWN = ("objective", "test_nll", "kl_gap", "modes_captured", "high_quality_fraction", "mode_kl",
          "reconstruction_mse", "pca_mse")
 
@@ -79,11 +86,11 @@ def case_config(name: str, steps_scale: float = 1.0):
 def _markdown(results: dict, command: str) -> str:
   lines = [f"# Section 17.4 over seeds\n\n`{command}`\n",
            "Mean +- sd over seeds of the last logged point (all seeds in one vmapped program).\n"]
-  lines.append("| case | rule | steps | " + " | ".join(SHOWN) + " | seeds x steps/s |")
-  lines.append("|---" * (len(SHOWN) + 4) + "|")
+  lines.append("| case | rule | seeds | steps | " + " | ".join(SHOWN) + " | seeds x steps/s |")
+  lines.append("|---" * (len(SHOWN) + 5) + "|")
   for name, r in results["cases"].items():
     cells = [f"{r['mean'][k]:.4g} +- {r['sd'][k]:.2g}" if k in r["mean"] else "" for k in SHOWN]
-    lines.append(f"| {name} | {r['rule']} | {r['num_steps']} | " + " | ".join(cells)
+    lines.append(f"| {name} | {r['rule']} | {r['num_seeds']} | {r['num_steps']} | " + " | ".join(cells)
                  + f" | {r['steps_per_second']:,.0f} |")
   if results.get("em"):
     lines += ["", "GMM by our rules against scikit-learn's EM (GaussianMixture, full covariances, "
@@ -106,9 +113,11 @@ def _markdown(results: dict, command: str) -> str:
 
 def main(argv):
   del argv
+  import jax
   import numpy as np
 
-  from deepfound.benchmarks.generative import em_baseline, seed_runs
+  from deepfound.benchmarks.generative import em_baseline, picture_data, seed_runs
+  from deepfound.experiment import precision_scope
 
   names = []
   for entry in flags.FLAGS.cases:
@@ -120,10 +129,14 @@ def main(argv):
   results = dict(cases={}, em={})
   for name in names:
     config = case_config(name, flags.FLAGS.steps_scale)
-    run = seed_runs(config, flags.FLAGS.num_seeds)
-    problem = run.pop("problem")
+    seeds = min(flags.FLAGS.num_seeds, SEEDS.get(name, flags.FLAGS.num_seeds))
+    run = seed_runs(config, seeds)
+    problem, final = run.pop("problem"), run.pop("final_params")
+    with precision_scope(config.precision):
+      pictures = picture_data(problem, jax.tree.map(lambda leaf: leaf[0], final))
     results["cases"][name] = dict(run, rule=config.optim.name, num_steps=config.num_steps,
-                                  config=json.loads(config.to_json()))
+                                  num_seeds=seeds, config=json.loads(config.to_json()),
+                                  pictures=pictures)
     print(f"{name}: " + ", ".join(f"{k} {run['mean'][k]:.4g}+-{run['sd'][k]:.2g}"
                                   for k in SHOWN if k in run["mean"])
           + f" ({run['run_seconds']:.0f} s)", file=sys.stderr)

@@ -55,7 +55,7 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
     compiled = program.lower(problem, keys, params).compile()
     compile_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    _, points = compiled(problem, keys, params)
+    states, points = compiled(problem, keys, params)
     points = jax.device_get(points)
     run_seconds = time.perf_counter() - tic
   last = dict(objective=np.asarray(points.objective)[:, -1])
@@ -69,8 +69,34 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
                   objective=np.asarray(points.objective).tolist()),
       run_seconds=run_seconds, compile_s=compile_s,
       steps_per_second=num_seeds * config.num_steps / run_seconds,
-      problem=problem,
+      problem=problem, final_params=driver.reported_params(states),
   )
+
+
+GRID_POINTS = 120  # per axis, of the log-density picture
+
+
+def picture_data(problem, params, num_samples: int = 2_500, seed: int = 0) -> dict[str, Any]:
+  """What the 2-D pictures show of one fitted model (``params`` of one seed): its samples, the
+  test points, and for a density model its log-density on a grid over the data's box."""
+  out = dict(test=np.asarray(problem.test_samples[:num_samples]).tolist())
+  if not hasattr(problem, "sample") or problem.test_samples.shape[-1] != 2:
+    return out
+  try:
+    samples = problem.sample(params, jax.random.PRNGKey(seed), num_samples)
+  except TypeError:  # a model without a sampler
+    return out
+  out["samples"] = np.asarray(samples).tolist()
+  if hasattr(problem, "sample_loss"):  # a density: -sample_loss is log rho
+    test = np.asarray(problem.test_samples)
+    low, high = test.min(axis=0), test.max(axis=0)
+    pad = 0.15 * (high - low)
+    axes = [np.linspace(low[k] - pad[k], high[k] + pad[k], GRID_POINTS) for k in range(2)]
+    grid = np.stack(np.meshgrid(*axes, indexing="xy"), axis=-1).reshape(-1, 2)
+    log_density = -jax.vmap(problem.sample_loss, (None, 0))(params, jnp.asarray(grid, test.dtype))
+    out.update(grid_x=axes[0].tolist(), grid_y=axes[1].tolist(),
+               log_density=np.asarray(log_density).reshape(GRID_POINTS, GRID_POINTS).tolist())
+  return out
 
 
 def em_baseline(samples: np.ndarray, test_samples: np.ndarray, num_components: int,

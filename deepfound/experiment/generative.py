@@ -76,7 +76,7 @@ def _check_intensities(config, x: np.ndarray) -> None:
                       f"{source_name(config)} has values in [{x.min():.3g}, {x.max():.3g}]")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mixture_entropy(name: str) -> tuple[float, float]:
   return MIXTURES[name].entropy(ENTROPY_SAMPLES, seed=0)
 
@@ -145,8 +145,12 @@ def build_density(config, dataset):
       out.update(modes(merge(p).sample(jax.random.PRNGKey(0), MODE_SAMPLES)))
     return out
 
+  def sample_fn(p, key, num):
+    return merge(p).sample(key, num)
+
   return LossFiniteSum(jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
-                       jnp.asarray(config.problem.l2, dtype), sample_loss, metrics_fn)
+                       jnp.asarray(config.problem.l2, dtype), sample_loss, metrics_fn,
+                       sample_fn=sample_fn)
 
 
 # ---- push-forward generators (Sinkhorn, MMD) --------------------------------------------------

@@ -31,6 +31,7 @@ import optax
 from deepfound.problems.kinds import SampleTerms
 
 MetricsFn = Callable[[optax.Params, Any], dict[str, jax.Array]]
+SampleFn = Callable[[optax.Params, jax.Array, int], jax.Array]  # (params, key, num) -> (num, d)
 
 
 def _no_metrics(params, problem) -> dict[str, jax.Array]:
@@ -61,6 +62,7 @@ class LossFiniteSum:
   sample_loss: Callable[[optax.Params, jax.Array], jax.Array] = _static()
   metrics_fn: MetricsFn = _static(_no_metrics)
   final_fn: MetricsFn = _static(_no_metrics)
+  sample_fn: SampleFn | None = _static()  # draws from the fitted model, where it has a sampler
 
   @property
   def num_samples(self) -> int:
@@ -71,6 +73,12 @@ class LossFiniteSum:
 
   def batch(self, indices: jax.Array) -> jax.Array:
     return self.samples[indices]
+
+  def sample(self, params, key: jax.Array, num: int) -> jax.Array:
+    """``num`` draws from the model at ``params`` (a density model's sampler)."""
+    if self.sample_fn is None:
+      raise TypeError("this model has no sampler")
+    return self.sample_fn(params, key, num)
 
   def with_l2(self, l2: jax.Array) -> LossFiniteSum:
     return dataclasses.replace(self, l2=l2)
@@ -245,6 +253,11 @@ class PushForward:
 
   def regularizer_gradient(self, params):
     return jax.tree.map(lambda p: self.l2 * p, params)
+
+  def sample(self, params, key: jax.Array, num: int) -> jax.Array:
+    """h_theta(z) for ``num`` draws z ~ N(0, I)."""
+    latents = jax.random.normal(key, (num, self.latent_size), self.samples.dtype)
+    return self.generate(params, latents)
 
   def metrics(self, params) -> dict[str, jax.Array]:
     return self.metrics_fn(params, self)
