@@ -1,5 +1,6 @@
-"""A rule and a data set defined here, outside the package, registered through the public calls,
-run through driver.run, driver.run_on_indices, scripts/train.py and scripts/sweep.py.
+"""A rule, a data set and a model defined here, outside the package, registered through the public
+calls, run through driver.run, driver.run_on_indices, run_experiment, scripts/train.py and
+scripts/sweep.py.
 
 The subprocesses import this module from their config file, as a user's config would import
 the user's own module.
@@ -17,8 +18,10 @@ import optax
 import pytest
 
 from deepfound.data import Dataset, DatasetSpec, register_dataset
+from deepfound.experiment import ModelSpec, register_model
 from deepfound.optim import RuleSpec, driver, register_rule
 from deepfound.problems import make_problem
+from deepfound.problems.generative import LossFiniteSum
 from deepfound.registry import Option
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +49,49 @@ register_rule(RuleSpec(
 register_dataset(DatasetSpec(
     name="two_blobs", load=load_two_blobs, summary="two Gaussian blobs (a test's own data set)",
     uses=("num_samples", "seed")), replace=True)
+
+
+def build_diagonal_gaussian(config, dataset) -> LossFiniteSum:
+  """MLE of N(mu, diag(sigma^2)) on the features: E_i = -log N(x_i; mu, sigma^2), the
+  parameters (mu, log sigma) starting at (0, log model.initial_sd)."""
+  x = jnp.asarray(dataset.features, jnp.float32)
+  dim = x.shape[1]
+  params = dict(mean=jnp.zeros(dim), log_sd=jnp.full(dim, np.log(config.model.initial_sd)))
+
+  def sample_loss(p, sample):
+    z = (sample - p["mean"]) * jnp.exp(-p["log_sd"])
+    return jnp.sum(0.5 * z**2 + p["log_sd"] + 0.5 * np.log(2 * np.pi))
+
+  return LossFiniteSum(x, x[:10], params, jnp.asarray(0.0), sample_loss)
+
+
+register_model(ModelSpec(
+    name="diagonal_gaussian", build=build_diagonal_gaussian, losses=("nll",),
+    summary="a Gaussian with diagonal covariance by MLE (a test's own model)",
+    options=(Option("initial_sd", float, 1.0, "diagonal_gaussian: the starting sd",
+                    lambda v: None if v > 0 else "must be > 0"),)), replace=True)
+
+
+def test_user_model_through_the_runner(tmp_path):
+  """The registered model, its option, the registered data set and rule, run by the runner:
+  MLE reaches the sample mean and standard deviation (the finite sum's minimizer)."""
+  from deepfound.experiment import base_config, run_experiment
+
+  config = base_config()
+  config.data.name, config.data.num_samples = "two_blobs", 200
+  config.model.name, config.model.initial_sd, config.problem.loss = "diagonal_gaussian", 2.0, "nll"
+  config.optim.name, config.optim.learning_rate, config.optim.batch_size = "heavy_ball", 0.02, 200
+  config.optim.sampling = "shuffle"  # every step the whole set: no sampling noise at the end
+  config.num_steps, config.log_every = 1000, 500
+  run_experiment(config, str(tmp_path), progress=False)
+  params = np.load(tmp_path / "params.npz")
+  x = load_two_blobs(config.data).features
+  np.testing.assert_allclose(params["params['mean']"], x.mean(axis=0), atol=1e-4)
+  np.testing.assert_allclose(np.exp(params["params['log_sd']"]), x.std(axis=0), atol=1e-4)
+  assert json.loads((tmp_path / "config.json").read_text())["config"]["model"]["initial_sd"] == 2.0
+  config.model.initial_sd = -1.0
+  with pytest.raises(Exception, match="model.initial_sd must be > 0"):
+    run_experiment(config, str(tmp_path / "bad"), progress=False)
 
 
 def np_heavy_ball(x, y, indices, tau, momentum):
@@ -121,7 +167,7 @@ def test_user_rule_and_data_set_through_train_and_sweep(tmp_path):
   assert summary["num_programs"] == 2  # momentum is compiled in: one program per value
 
 
-@pytest.mark.parametrize("name", ["heavy_ball", "two_blobs"])
+@pytest.mark.parametrize("name", ["heavy_ball", "two_blobs", "diagonal_gaussian"])
 def test_help_lists_registered_entries(name):
   from deepfound.experiment import describe
 
