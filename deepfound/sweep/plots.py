@@ -46,7 +46,10 @@ def _final_against_rate(workdir, rows, labels) -> str:
     lines[name][row[RATE]].append(row)
   fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
   finite = [_score(r, rows) for r in rows if not r["diverged"]]
-  top = np.nanmax(finite) * 3 if finite else 1.0
+  # Objectives without a known optimum may be negative (a log-likelihood): linear axis then.
+  positive = bool(finite) and np.nanmin(finite) > 0
+  top = (np.nanmax(finite) * 3 if positive else np.nanmax(finite) + 0.1 * np.ptp(finite) + 1e-3
+         ) if finite else 1.0
   diverged_shown = False
   for name, by_rate in lines.items():
     rates = np.array(sorted(by_rate))
@@ -57,7 +60,7 @@ def _final_against_rate(workdir, rows, labels) -> str:
     if bad:
       ax.plot(bad, [top] * len(bad), "rx", ms=7, label=None if diverged_shown else "diverged")
       diverged_shown = True
-  ax.set(xscale="log", yscale="log", xlabel="tau0 (optim.learning_rate)",
+  ax.set(xscale="log", yscale="log" if positive else "linear", xlabel="tau0 (optim.learning_rate)",
          ylabel=f"final {_score_name(rows)} (median over seeds)")
   ax.legend(fontsize=7)
   path = os.path.join(workdir, "final_vs_learning_rate.png")
@@ -70,7 +73,13 @@ def _heat_map(workdir, rows, labels) -> str:
   groups = sorted({row["group"] for row in rows})
   fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False,
                            layout="constrained")
-  finite = [np.log10(max(_score(r, rows), 1e-16)) for r in rows if not r["diverged"]]
+  scores = [_score(r, rows) for r in rows if not r["diverged"]]
+  positive = bool(scores) and np.nanmin(scores) > 0  # else a linear scale (negative NLLs)
+
+  def shown(value):
+    return np.log10(max(value, 1e-16)) if positive else value
+
+  finite = [shown(v) for v in scores]
   limits = dict(vmin=min(finite), vmax=max(finite)) if finite else {}  # one scale for all panels
   for ax, group in zip(axes[0], groups, strict=True):
     mine = [r for r in rows if r["group"] == group]
@@ -83,14 +92,15 @@ def _heat_map(workdir, rows, labels) -> str:
       if r["diverged"]:
         diverged[i, j] = True
       else:
-        grid[i, j] = np.nanmin([grid[i, j], np.log10(max(_score(r, rows), 1e-16))])
+        grid[i, j] = np.nanmin([grid[i, j], shown(_score(r, rows))])
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", **limits)
     for i, j in zip(*np.nonzero(diverged), strict=True):
       ax.text(j, i, "x", color="red", ha="center", va="center", fontsize=12)
     ax.set_xticks(range(len(rates)), [f"{x:.2g}" for x in rates], rotation=60, fontsize=7)
     ax.set_yticks(range(len(warmups)), [f"{x:g}" for x in warmups], fontsize=7)
     ax.set(xlabel="tau0", ylabel="l0", title=labels[group])
-    fig.colorbar(image, ax=ax, label=f"log10 final {_score_name(rows)} (best seed); x = diverged")
+    fig.colorbar(image, ax=ax, label=f"{'log10 ' if positive else ''}final {_score_name(rows)} "
+                 "(best seed); x = diverged")
   path = os.path.join(workdir, "heatmap_tau0_l0.png")
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
