@@ -47,9 +47,26 @@ def _static(default=None):
   return dataclasses.field(default=default, metadata=dict(static=True))
 
 
+class _Parts:
+  """What the three problems share: the start, the L2 term's gradient, and the metrics, from
+  the fields ``initial_params``, ``l2``, ``metrics_fn`` and ``final_fn``."""
+
+  def init_params(self):
+    return self.initial_params
+
+  def regularizer_gradient(self, params):
+    return jax.tree.map(lambda p: self.l2 * p, params)
+
+  def metrics(self, params) -> dict[str, jax.Array]:
+    return self.metrics_fn(params, self)
+
+  def final_metrics(self, params) -> dict[str, jax.Array]:
+    return self.final_fn(params, self)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LossFiniteSum:
+class LossFiniteSum(_Parts):
   """E(theta) = (1/n) sum_i sample_loss(theta, x_i) + (l2/2)||theta||^2 on samples on the device.
 
   ``test_samples`` ride along for the metrics (held-out NLL, test reconstruction error).
@@ -67,9 +84,6 @@ class LossFiniteSum:
   @property
   def num_samples(self) -> int:
     return self.samples.shape[0]
-
-  def init_params(self):
-    return self.initial_params
 
   def batch(self, indices: jax.Array) -> jax.Array:
     return self.samples[indices]
@@ -102,25 +116,17 @@ class LossFiniteSum:
   def gradient(self, params):
     return jax.grad(self.objective)(params)
 
-  def regularizer_gradient(self, params):
-    return jax.tree.map(lambda p: self.l2 * p, params)
-
   def snapshot(self, params, memory: str):
     if memory != "pytree":
       raise ValueError("generative models need memory='pytree'")
     table = jax.vmap(jax.grad(self._loss), (None, 0))(params, self.samples)
     return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
 
-  def metrics(self, params) -> dict[str, jax.Array]:
-    return self.metrics_fn(params, self)
-
-  def final_metrics(self, params) -> dict[str, jax.Array]:
-    return self.final_fn(params, self)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class NoisyFiniteSum:
+class NoisyFiniteSum(_Parts):
   """E(theta) = (1/n) sum_i E_xi sample_loss(theta, x_i, xi) + (l2/2)||theta||^2.
 
   A batch, as ``terms`` and ``mean_gradient`` receive it, is ``(samples, key)``: the driver draws
@@ -143,9 +149,6 @@ class NoisyFiniteSum:
   @property
   def num_samples(self) -> int:
     return self.samples.shape[0]
-
-  def init_params(self):
-    return self.initial_params
 
   def batch(self, indices: jax.Array) -> jax.Array:
     return self.samples[indices]
@@ -184,25 +187,17 @@ class NoisyFiniteSum:
     return jax.grad(lambda p: self.data_loss(p, self.samples, self.objective_key)
                     + _penalty(self.l2, p))(params)
 
-  def regularizer_gradient(self, params):
-    return jax.tree.map(lambda p: self.l2 * p, params)
-
   def snapshot(self, params, memory: str):
     if memory != "pytree":
       raise ValueError("generative models need memory='pytree'")
     table = self.terms(params, (self.samples, self.objective_key)).gradients
     return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
 
-  def metrics(self, params) -> dict[str, jax.Array]:
-    return self.metrics_fn(params, self)
-
-  def final_metrics(self, params) -> dict[str, jax.Array]:
-    return self.final_fn(params, self)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class PushForward:
+class PushForward(_Parts):
   """E(theta) = E_{z ~ zeta^b, x ~ beta^b} D(h_theta(z_1..b), x_1..b) + (l2/2)||theta||^2.
 
   ``draw`` takes b data points uniformly (with replacement) and b latents z ~ N(0, I); the
@@ -224,9 +219,6 @@ class PushForward:
   @property
   def latent_size(self) -> int:
     return self.eval_latents.shape[1]
-
-  def init_params(self):
-    return self.initial_params
 
   def draw(self, key: jax.Array, batch_size: int):
     key_data, key_latent = jax.random.split(key)
@@ -251,16 +243,8 @@ class PushForward:
   def objective(self, params) -> jax.Array:
     return self._loss(params, (self.test_samples, self.eval_latents))
 
-  def regularizer_gradient(self, params):
-    return jax.tree.map(lambda p: self.l2 * p, params)
-
   def sample(self, params, key: jax.Array, num: int) -> jax.Array:
     """h_theta(z) for ``num`` draws z ~ N(0, I)."""
     latents = jax.random.normal(key, (num, self.latent_size), self.samples.dtype)
     return self.generate(params, latents)
 
-  def metrics(self, params) -> dict[str, jax.Array]:
-    return self.metrics_fn(params, self)
-
-  def final_metrics(self, params) -> dict[str, jax.Array]:
-    return self.final_fn(params, self)
