@@ -29,8 +29,9 @@ def _stack(trees):
 def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, Any]:
   """``num_seeds`` runs of ``config`` (initialization and sampling seeds 0, 1, ...) in one program.
 
-  Returns dict(per_seed={metric: [values]}, mean={...}, sd={...}, run_seconds, compile_s,
-  steps_per_second (of all seeds together), problem) with the metrics of the last log point.
+  Returns dict(per_seed={metric: [values]}, diverged (seeds whose objective is not finite),
+  mean={...}, sd={...} (over the other seeds), run_seconds, compile_s, steps_per_second (of all
+  seeds together), problem, final_params) with the metrics of the last log point.
   """
   validate(config)
   with precision_scope(config.precision):
@@ -60,10 +61,15 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
     run_seconds = time.perf_counter() - tic
   last = dict(objective=np.asarray(points.objective)[:, -1])
   last.update({name: np.asarray(values)[:, -1] for name, values in (points.extras or {}).items()})
+  # A seed whose objective is not finite diverged: counted apart, left out of the statistics
+  # (its mode metrics would count as zeros otherwise).
+  finite = np.isfinite(last["objective"])
+  kept = {k: v[finite] for k, v in last.items()}
   return dict(
       per_seed={k: v.tolist() for k, v in last.items()},
-      mean={k: float(np.nanmean(v)) for k, v in last.items()},
-      sd={k: float(np.nanstd(v)) for k, v in last.items()},
+      diverged=int(np.sum(~finite)),
+      mean={k: float(np.nanmean(v)) if v.size else float("nan") for k, v in kept.items()},
+      sd={k: float(np.nanstd(v)) if v.size else float("nan") for k, v in kept.items()},
       curves=dict(step=np.asarray(points.step)[0].tolist(),
                   **{k: np.asarray(v).tolist() for k, v in (points.extras or {}).items()},
                   objective=np.asarray(points.objective).tolist()),
