@@ -116,15 +116,18 @@ def _mode_line(case: dict) -> str:
 
 
 def _diverged(case: dict) -> int:
-  """Seeds whose last objective is not finite (bench.json writes NaN as null): the means are over
-  the others."""
+  """The seeds that diverged (bench.json's ``diverged``, else the seeds whose last objective is not
+  finite: NaN is written as null); the means are over the others."""
+  if isinstance(case.get("diverged"), int):
+    return case["diverged"]
   values = np.asarray(case.get("per_seed", {}).get("objective", []), np.float64)
   return int(np.sum(~np.isfinite(values)))
 
 
 def _seeds(case: dict) -> str:
   bad = _diverged(case)
-  return f"{case.get('num_seeds', '?')} seeds" + (f", {bad} diverged" if bad else "")
+  seeds = case.get("num_seeds", "?")
+  return f"{seeds} seed{'' if seeds == 1 else 's'}" + (f", {bad} diverged" if bad else "")
 
 
 def _title(name: str, case: dict) -> str:

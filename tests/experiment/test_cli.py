@@ -168,6 +168,6 @@ def test_net_memory_refusal_and_bad_model_keys(tmp_path):
   assert result.returncode == 2 and "keeps one gradient per sample" in result.stderr
   assert "49.4 MB" in result.stderr and not (tmp_path / "big").exists()
   result = train(tmp_path / "m", "--config.optim.memory=scalar", config=MLP_DIGITS + ":sag")
-  assert result.returncode == 2 and "networks need optim.memory=pytree" in result.stderr
+  assert result.returncode == 2 and "optim.memory=scalar does not fit model.name=mlp" in result.stderr
   result = train(tmp_path / "m", "--config.model.activation=swish", config=MLP_DIGITS + ":sgd")
   assert result.returncode == 2 and "model.activation" in result.stderr
