@@ -112,7 +112,7 @@ def test_noise_keys_are_a_function_of_the_step():
   batch = problem.batch(jnp.arange(4))
   g1 = problem.mean_gradient(problem.init_params(), (batch, jax.random.PRNGKey(0)))
   g2 = problem.mean_gradient(problem.init_params(), (batch, jax.random.PRNGKey(1)))
-  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)))
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True))
 
 
 @pytest.mark.parametrize("overrides, message", [
