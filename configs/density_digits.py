@@ -4,6 +4,13 @@
 
 Pixels are intensities k/16; each gets uniform noise once, (k + u)/17 (dequantization), so the
 model is a density on [0, 1]^64. 1348 training and 449 test images; test_nll in nats per image.
+
+Measured (2-core CPU, 2,000 steps): the training NLL falls from -31 to -96 nats, but the test NLL
+explodes (to 1e5-1e8 nats): with 1,348 images in 64 dimensions the flow concentrates on the
+training images, and a test image off that set is pulled through 8 inverse couplings that can each
+scale by up to e^3, so its z, and its NLL, blow up. Smaller flows and L2 (model.hidden=(64,),
+problem.l2=1e-2, 4 couplings) delay it but do not stop it; this config is not a working density
+model of the digits yet (the 2-D configs are the measured ones).
 """
 
 from deepfound.experiment import base_config
