@@ -51,8 +51,8 @@ CASES = {
     "mmd_ring": ("pushforward_2d", "ring", dict(problem__loss="mmd")),
     "mmd_grid": ("pushforward_2d", "grid", dict(problem__loss="mmd")),
     # Sinkhorn runs hundreds of iterations a step: far fewer steps than MMD on a CPU.
-    "sinkhorn_ring": ("pushforward_2d", "ring", dict(problem__loss="sinkhorn", num_steps=1_000,
-                                                     optim__l0=250.0, log_every=250)),
+    "sinkhorn_ring": ("pushforward_2d", "ring", dict(problem__loss="sinkhorn", num_steps=4_000,
+                                                     optim__l0=1_000.0, log_every=500)),
     "sinkhorn_grid": ("pushforward_2d", "grid", dict(problem__loss="sinkhorn", num_steps=1_000,
                                                      log_every=250)),
     "ae_linear_2": ("autoencoder_digits", "linear", dict(model__code_size=2)),

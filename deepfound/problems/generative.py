@@ -123,7 +123,6 @@ class LossFiniteSum(_Parts):
     return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
 
 
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class NoisyFiniteSum(_Parts):
@@ -159,20 +158,18 @@ class NoisyFiniteSum(_Parts):
   def with_l2(self, l2: jax.Array) -> NoisyFiniteSum:
     return dataclasses.replace(self, l2=l2)
 
-  def _losses(self, params, samples, key):
-    keys = jax.random.split(key, samples.shape[0])
-    loss = lambda p, x, k: self.sample_loss(p, x, k) + _penalty(self.l2, p)  # noqa: E731
-    return loss, keys
+  def _loss(self, params, sample, key):
+    return self.sample_loss(params, sample, key) + _penalty(self.l2, params)
 
   def terms(self, params, batch) -> SampleTerms:
-    samples, key = batch
-    loss, keys = self._losses(params, samples, key)
-    return SampleTerms(jax.vmap(jax.grad(loss), (None, 0, 0))(params, samples, keys))
+    samples, key = batch  # each sample its own part of the step's key
+    keys = jax.random.split(key, samples.shape[0])
+    return SampleTerms(jax.vmap(jax.grad(self._loss), (None, 0, 0))(params, samples, keys))
 
   def mean_gradient(self, params, batch):
     samples, key = batch
-    loss, keys = self._losses(params, samples, key)
-    return jax.grad(lambda p: jnp.mean(jax.vmap(loss, (None, 0, 0))(p, samples, keys)))(params)
+    keys = jax.random.split(key, samples.shape[0])
+    return jax.grad(lambda p: jnp.mean(jax.vmap(self._loss, (None, 0, 0))(p, samples, keys)))(params)
 
   def data_loss(self, params, samples: jax.Array, key: jax.Array) -> jax.Array:
     keys = jax.random.split(key, samples.shape[0])
@@ -192,7 +189,6 @@ class NoisyFiniteSum(_Parts):
       raise ValueError("generative models need memory='pytree'")
     table = self.terms(params, (self.samples, self.objective_key)).gradients
     return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
-
 
 
 @jax.tree_util.register_dataclass
