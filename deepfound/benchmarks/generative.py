@@ -20,6 +20,7 @@ import numpy as np
 
 from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import driver
+from deepfound.problems.generative import LossFiniteSum, PushForward
 
 
 def _stack(trees):
@@ -86,14 +87,15 @@ def picture_data(problem, params, num_samples: int = 2_500, seed: int = 0) -> di
   """What the 2-D pictures show of one fitted model (``params`` of one seed): its samples, the
   test points, and for a density model its log-density on a grid over the data's box."""
   out = dict(test=np.asarray(problem.test_samples[:num_samples]).tolist())
-  if not hasattr(problem, "sample") or problem.test_samples.shape[-1] != 2:
+  samplers = (LossFiniteSum, PushForward)
+  if not isinstance(problem, samplers) or problem.test_samples.shape[-1] != 2:
     return out
   try:
     samples = problem.sample(params, jax.random.PRNGKey(seed), num_samples)
-  except TypeError:  # a model without a sampler
+  except TypeError:  # a finite sum without a sampler (an auto-encoder)
     return out
   out["samples"] = np.asarray(samples).tolist()
-  if hasattr(problem, "sample_loss"):  # a density: -sample_loss is log rho
+  if isinstance(problem, LossFiniteSum):  # a density model: -sample_loss is log rho
     test = np.asarray(problem.test_samples)
     low, high = test.min(axis=0), test.max(axis=0)
     pad = 0.15 * (high - low)

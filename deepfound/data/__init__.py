@@ -26,6 +26,7 @@ from deepfound.data.images import (
     make_moons,
     make_spirals,
     read_idx,
+    split,
     split_and_standardize,
     standardize,
 )

@@ -119,12 +119,17 @@ def make_spirals(num_samples: int, turns: float = 1.5, noise: float = 0.1, seed:
   return points.astype(np.float32), labels.astype(np.int32)
 
 
-def split_and_standardize(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
-  """A seeded train/test split; features centred and scaled by the training set's statistics."""
+def split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+  """A seeded train/test split: ((x, y), (x_test, y_test)), round(test_fraction n) test rows."""
   order = np.random.default_rng(seed).permutation(len(y))
   num_test = int(round(test_fraction * len(y)))
   test, train = order[:num_test], order[num_test:]
-  return standardize((x[train], y[train]), (x[test], y[test]))
+  return (x[train], y[train]), (x[test], y[test])
+
+
+def split_and_standardize(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+  """A seeded train/test split; features centred and scaled by the training set's statistics."""
+  return standardize(*split(x, y, test_fraction, seed))
 
 
 def standardize(train, test):

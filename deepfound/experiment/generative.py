@@ -104,31 +104,39 @@ def _dequantize(x: np.ndarray, levels: int | None, seed: int) -> np.ndarray:
 # ---- density fitting by maximum likelihood (gmm, flow) ---------------------------------------
 
 
-def build_density(config, dataset):
-  from flax import nnx
+def _gmm(config, x: np.ndarray, rngs):
+  """K components, means at k-means++ seeds (spread-out data points, as EM's usual start)."""
+  from sklearn.cluster import kmeans_plusplus
 
-  from deepfound.models.density import GaussianMixtureModel, RealNVP
+  from deepfound.models.density import GaussianMixtureModel
+
+  k = config.model.num_components
+  if k > len(x):
+    raise ConfigError(f"model.num_components ({k}) is more than the {len(x)} training samples")
+  start, _ = kmeans_plusplus(x, k, random_state=config.model.seed)
+  return GaussianMixtureModel(k, x.shape[1], rngs=rngs, init_points=start,
+                              scale=float(np.mean(x.std(axis=0))) or 1.0)
+
+
+def _flow(config, x: np.ndarray, rngs):
+  """RealNVP with the data's mean and per-coordinate sd built in."""
+  from deepfound.models.density import RealNVP
+
+  scale = x.std(axis=0)
+  return RealNVP(x.shape[1], config.model.num_layers, tuple(config.model.hidden), rngs=rngs,
+                 activation=config.model.activation, data_loc=x.mean(axis=0),
+                 data_scale=np.where(scale > 0, scale, 1.0))
+
+
+def build_density(config, dataset, make_model):
+  """Maximum likelihood of the density that ``make_model(config, x, rngs)`` builds."""
+  from flax import nnx
 
   dtype = precision_dtype(config.precision)
   x, x_test = _flat_samples(config, dataset)
   levels = config.problem.dequantize_levels
   x, x_test = _dequantize(x, levels, config.data.seed), _dequantize(x_test, levels, config.data.seed + 1)
-  rngs = nnx.Rngs(config.model.seed)
-  if config.model.name == "gmm":
-    k = config.model.num_components
-    if k > len(x):
-      raise ConfigError(f"model.num_components ({k}) is more than the {len(x)} training samples")
-    from sklearn.cluster import kmeans_plusplus
-
-    # Means start at k-means++ seeds (spread-out data points, as EM's usual initialization).
-    start, _ = kmeans_plusplus(x, k, random_state=config.model.seed)
-    model = GaussianMixtureModel(k, x.shape[1], rngs=rngs, init_points=start,
-                                 scale=float(np.mean(x.std(axis=0))) or 1.0)
-  else:
-    scale = x.std(axis=0)
-    model = RealNVP(x.shape[1], config.model.num_layers, tuple(config.model.hidden), rngs=rngs,
-                    activation=config.model.activation, data_loc=x.mean(axis=0),
-                    data_scale=np.where(scale > 0, scale, 1.0))
+  model = make_model(config, x, nnx.Rngs(config.model.seed))
   params, merge = _pure(model, dtype)
   known = _mixture_metrics(config.data.name)
 
@@ -279,24 +287,24 @@ def build_vae(config, dataset):
                         final_fn, objective_samples=min(len(x), 10_000))
 
 
+DEQUANTIZE = Option("dequantize_levels", int, None,
+                    "gmm, flow: intensities k/levels get uniform noise (digits: 16)", _count)
+LATENT_SIZE = Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count)
+
 register_model(ModelSpec(
-    name="gmm", build=build_density, losses=("nll",),
+    name="gmm", build=functools.partial(build_density, make_model=_gmm), losses=("nll",),
     summary="Gaussian mixture (Cholesky-factored precisions), fitted by MLE (17.4.1)",
     options=(Option("num_components", int, 8, "gmm: mixture components", _count),),
-    problem_options=(Option("dequantize_levels", int, None,
-                            "gmm, flow: intensities k/levels get uniform noise (digits: 16)",
-                            _count),)))
+    problem_options=(DEQUANTIZE,)))
 register_model(ModelSpec(
-    name="flow", build=build_density, losses=("nll",),
+    name="flow", build=functools.partial(build_density, make_model=_flow), losses=("nll",),
     summary="RealNVP affine-coupling flow (model.num_layers, model.hidden), fitted by MLE (17.4.1)",
     options=(Option("num_layers", int, 6, "flow: affine coupling layers", _count),),
-    problem_options=(Option("dequantize_levels", int, None,
-                            "gmm, flow: intensities k/levels get uniform noise (digits: 16)",
-                            _count),)))
+    problem_options=(DEQUANTIZE,)))
 register_model(ModelSpec(
     name="pushforward", build=build_pushforward, losses=("sinkhorn", "mmd"), finite_sum=False,
     summary="MLP generator from an N(0, I) latent, fitted by a minibatch divergence (17.4.1)",
-    options=(Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count),),
+    options=(LATENT_SIZE,),
     problem_options=(
         Option("epsilon", float, 0.01, "sinkhorn: entropic regularization", _positive),
         Option("bandwidth", float, 0.1, "mmd: narrowest of 6 Gaussian kernel widths h 2^k", _positive))))
@@ -307,7 +315,7 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     name="vae", build=build_vae, losses=("elbo", "iwae"),
     summary="variational auto-encoder, Bernoulli pixels, reparameterized bound (17.4.2)",
-    options=(Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count),),
+    options=(LATENT_SIZE,),
     problem_options=(
         Option("num_importance_samples", int, 5, "iwae: samples k of the training bound", _count),
         Option("eval_importance_samples", int, 5000, "vae: k of the final test log-likelihood",

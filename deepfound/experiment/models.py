@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from deepfound import data as data_lib
 from deepfound.data import Dataset
@@ -78,14 +77,12 @@ def train_test(config, dataset: Dataset, standardize: bool = True):
   """((x, y), (x_test, y_test)): the set's own test split, else one drawn (data.test_fraction,
   data.seed); features standardized by the training set's statistics if ``standardize``."""
   if dataset.test is None:
-    order = np.random.default_rng(config.data.seed).permutation(len(dataset.targets))
-    num_test = int(round(config.data.test_fraction * len(order)))
-    test, train = order[:num_test], order[num_test:]
-    if not (len(train) and len(test)):
-      raise ConfigError(f"data.test_fraction = {config.data.test_fraction} leaves {len(train)} "
-                        f"training and {len(test)} test samples of {len(order)}")
-    train_set = (dataset.features[train], dataset.targets[train])
-    test_set = (dataset.features[test], dataset.targets[test])
+    train_set, test_set = data_lib.split(dataset.features, dataset.targets,
+                                         config.data.test_fraction, config.data.seed)
+    if not (len(train_set[1]) and len(test_set[1])):
+      raise ConfigError(f"data.test_fraction = {config.data.test_fraction} leaves "
+                        f"{len(train_set[1])} training and {len(test_set[1])} test samples of "
+                        f"{len(dataset.targets)}")
   else:
     train_set, test_set = (dataset.features, dataset.targets), dataset.test
   return data_lib.standardize(train_set, test_set) if standardize else (train_set, test_set)
