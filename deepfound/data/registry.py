@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.sparse
 
 from deepfound.data.errors import DataError
 from deepfound.registry import Option, Registry
@@ -22,11 +23,18 @@ SHARED_KEYS = ("path", "num_samples", "num_features", "seed", "test_fraction")
 
 
 class Dataset(NamedTuple):
-  """A finite data set on the host."""
+  """A finite data set on the host.
 
-  features: np.ndarray  # (n, p), or images (n, H, W, C)
+  ``features`` may be a ``scipy.sparse`` CSR matrix (n, p) (the ``libsvm`` set: rcv1 is
+  20,242 x 47,236 at 0.16% density); the model decides whether to densify it. Use
+  ``features.shape[0]``, not ``len(features)`` (undefined for sparse matrices), and
+  ``is_sparse``.
+  """
+
+  features: np.ndarray  # (n, p) dense or scipy.sparse CSR, or images (n, H, W, C)
   targets: np.ndarray  # (n,): +-1, class ids or reals, as the set has them
   test: tuple[np.ndarray, np.ndarray] | None = None  # its own test split; None: one is drawn
+  # (its features sparse or dense like the training features')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,24 +109,62 @@ def class_ids(train: np.ndarray, test: np.ndarray, source: str) -> tuple[np.ndar
           np.searchsorted(classes, test).astype(np.int32), len(classes))
 
 
+def is_sparse(features) -> bool:
+  """Whether ``features`` is a ``scipy.sparse`` matrix or array (CSR, CSC, COO, ...)."""
+  return scipy.sparse.issparse(features)
+
+
+def density(features) -> float:
+  """The fraction of non-zero entries: non-zeros / (n p); for a dense array, of all entries.
+
+  Explicit zeros stored in a sparse matrix do not count. An empty array has density 0.
+  """
+  if is_sparse(features):
+    size = int(np.prod(features.shape, dtype=np.int64))
+    return float(features.count_nonzero()) / size if size else 0.0
+  features = np.asarray(features)
+  return float(np.count_nonzero(features)) / features.size if features.size else 0.0
+
+
+def _num_rows(values) -> int:
+  return values.shape[0] if is_sparse(values) else len(values)
+
+
+def _first_bad_row(values, what: str, source: str, name: str) -> int | None:
+  """The row of the first NaN or infinite value, or None; a sparse matrix is not densified."""
+  try:
+    if is_sparse(values):
+      matrix = values.tocsr()
+      bad = np.flatnonzero(~np.isfinite(np.asarray(matrix.data, np.float64)))
+      if not bad.size:
+        return None
+      return int(np.searchsorted(matrix.indptr, bad[0], side="right")) - 1
+    values = np.asarray(values, np.float64).reshape(len(values), -1)
+  except (TypeError, ValueError) as e:
+    raise DataError(f"{source}: the {name}{what}s are not numbers ({e})") from e
+  bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+  return int(bad[0]) if bad.size else None
+
+
 def check_dataset(dataset: Dataset, source: str) -> None:
-  """As many targets as samples, finite values, and a test split shaped like the training set."""
+  """As many targets as samples, finite values, and a test split shaped like the training set.
+
+  Features may be dense or ``scipy.sparse``; sparse ones are checked through their stored
+  values, never densified.
+  """
   parts = [("", dataset.features, dataset.targets)]
   if dataset.test is not None:
     parts.append(("test ", *dataset.test))
   for name, features, targets in parts:
-    if len(features) != len(targets):
-      raise DataError(f"{source}: {len(features)} {name}samples but {len(targets)} labels")
-    if len(features) == 0:
+    rows = _num_rows(features)
+    if rows != len(targets):
+      raise DataError(f"{source}: {rows} {name}samples but {len(targets)} labels")
+    if rows == 0:
       raise DataError(f"{source}: no {name}samples")
     for what, values in (("feature", features), ("label", targets)):
-      try:
-        values = np.asarray(values, np.float64).reshape(len(values), -1)
-      except (TypeError, ValueError) as e:
-        raise DataError(f"{source}: the {name}{what}s are not numbers ({e})") from e
-      bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
-      if bad.size:
-        raise DataError(f"{source}: {name}row {bad[0]} has a NaN or infinite {what}")
+      bad = _first_bad_row(values, what, source, name)
+      if bad is not None:
+        raise DataError(f"{source}: {name}row {bad} has a NaN or infinite {what}")
   if dataset.test is not None and dataset.test[0].shape[1:] != dataset.features.shape[1:]:
     raise DataError(f"{source}: test samples have shape {dataset.test[0].shape[1:]}, training "
                     f"samples {dataset.features.shape[1:]}")

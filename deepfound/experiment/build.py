@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from typing import Any
 
 import jax
@@ -16,10 +17,16 @@ from deepfound import data as data_lib
 from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
-from deepfound.experiment.models import get_model, source_name
+from deepfound.experiment.models import Built, get_model, source_name
 from deepfound.optim import driver
 from deepfound.optim.memory import memory_bytes
-from deepfound.problems import LinearFiniteSum, solve_optimum
+from deepfound.problems import LinearFiniteSum, SparseLinearFiniteSum, solve_optimum
+from deepfound.problems.linear import LOSS_CURVATURE
+
+LINEAR_KINDS = (LinearFiniteSum, SparseLinearFiniteSum)
+# scikit-learn's get_auto_step_size bounds L'' by 0.25 for the logistic and multinomial losses
+# alike (and 1 for least squares); ours bounds the multinomial one by 0.5.
+_SKLEARN_CURVATURE = {"logistic": 0.25, "multinomial": 0.25, "least_squares": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +36,7 @@ class Setup:
   problem: Any  # a FiniteSum or an Expectation (deepfound.problems.kinds)
   method: driver.Method
   hyper: driver.Hyperparameters  # device arrays in the run's dtype
-  resolved: dict[str, float]  # the same hyperparameters as numbers (config.json)
+  resolved: dict[str, Any]  # the same hyperparameters as numbers, and notes (config.json)
   constants: dict[str, Any]  # L, L_max, E* where known
   gradient_memory_mb: float | None  # the SAG-family memory, if the rule keeps one
   fingerprint: dict[str, Any]  # of the problem's arrays (data, initial parameters): resumes check it
@@ -37,11 +44,16 @@ class Setup:
 
 def build(config: ml_collections.ConfigDict) -> Setup:
   """Loads the data and builds the run (call inside the precision's x64 scope)."""
-  problem = build_problem(config)
+  problem, notes = build_problem_with_notes(config)
   method = build_method(config)
   constants = problem_constants(problem)
   resolved = resolve_hyperparameters(config, constants)
-  hyper = driver.hyperparameters(**resolved, dtype=precision_dtype(config.precision))
+  hyper = driver.hyperparameters(**{k: resolved[k] for k in driver.Hyperparameters._fields},
+                                 dtype=precision_dtype(config.precision))
+  if config.optim.learning_rate == "auto":
+    notes = notes + (f"optim.learning_rate=auto: {resolved['learning_rate']:.6g}, scikit-learn's "
+                     f"get_auto_step_size for {method.name}",)
+  resolved["notes"] = list(notes)
   memory_mb = check_gradient_memory(config, problem, method)
   return Setup(problem, method, hyper, resolved, constants, memory_mb, fingerprint(problem))
 
@@ -58,14 +70,37 @@ def fingerprint(problem) -> dict[str, Any]:
 
 
 def build_problem(config):
-  """The problem of ``config``: its data set loaded and checked, then its model's builder."""
+  """The problem of ``config`` (see ``build_problem_with_notes``)."""
+  return build_problem_with_notes(config)[0]
+
+
+def build_problem_with_notes(config) -> tuple[Any, tuple[str, ...]]:
+  """The problem of ``config`` and notes on how it was built: its data set loaded and checked,
+  then its model's builder (models other than ``linear`` get sparse data densified)."""
   spec = data_lib.get_dataset(config.data.name)
   _check_generated_size(config, spec)
   dataset = None
   if not spec.stream:
     dataset = spec.load(config.data)
     data_lib.check_dataset(dataset, source_name(config))
-  return get_model(config.model.name).build(config, dataset)
+    if data_lib.is_sparse(dataset.features) and config.model.name != "linear":
+      dataset = _densified(config, dataset)
+  built = get_model(config.model.name).build(config, dataset)
+  return (built.problem, built.notes) if isinstance(built, Built) else (built, ())
+
+
+def _densified(config, dataset):
+  rows, columns = dataset.features.shape
+  needed, budget = 8 * rows * columns, memory_budget(config.optim.max_memory_mb)
+  if needed > budget:
+    raise ConfigError(f"model.name={config.model.name} needs dense data: {rows:,} x {columns:,} "
+                      f"values need about {needed / 2**30:,.1f} GiB, more than the "
+                      f"{budget / 2**30:,.1f} GiB allowed; use model.name=linear, which keeps "
+                      "them sparse")
+  test = dataset.test
+  if test is not None and data_lib.is_sparse(test[0]):
+    test = (test[0].toarray(), test[1])
+  return dataset._replace(features=dataset.features.toarray(), test=test)
 
 
 def _check_generated_size(config, spec) -> None:
@@ -97,19 +132,31 @@ def build_method(config) -> driver.Method:
   optim = config.optim
   options = {o.name: optim[o.name] for o in driver.get_rule(optim.name).options}
   return driver.Method(optim.name, schedule=optim.schedule, batch_size=optim.batch_size,
-                       sampling=optim.sampling, memory=memory_layout(config), **options)
+                       sampling=optim.sampling, memory=memory_layout(config), tol=optim.tol,
+                       **options)
 
 
 def problem_constants(problem) -> dict[str, Any]:
-  """L, L_max and the float64 optimum E* (linear finite sums only: nets are not convex)."""
-  if not isinstance(problem, LinearFiniteSum):
+  """L, L_max, scikit-learn's L of its automatic step, and the float64 optimum E* with the
+  seconds it took (linear finite sums only: nets are not convex)."""
+  if not isinstance(problem, LINEAR_KINDS):
     return dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
+  tic = time.perf_counter()
   optimum = solve_optimum(problem)
+  optimum_seconds = time.perf_counter() - tic
+  max_sample = problem.max_sample_lipschitz()
+  l2 = float(problem.l2)
+  loss = problem.loss
   return dict(
       lipschitz=problem.lipschitz(),
-      max_sample_lipschitz=problem.max_sample_lipschitz(),
+      max_sample_lipschitz=max_sample,
+      # c (max_i w_i ||x_i||^2 + [intercept]) + l2 with scikit-learn's c.
+      auto_lipschitz=_SKLEARN_CURVATURE[loss] / LOSS_CURVATURE[loss] * (max_sample - l2) + l2,
+      num_samples=problem.num_samples,
+      l2=l2,
       optimum=optimum.value if optimum.converged else None,
       optimum_gradient_norm=optimum.gradient_norm,
+      optimum_seconds=optimum_seconds,
   )
 
 
@@ -119,6 +166,11 @@ def resolve_hyperparameters(config, constants) -> dict[str, float]:
   rule = driver.get_rule(config.optim.name)
   if learning_rate is None and rule.default_learning_rate is not None:
     learning_rate = rule.default_learning_rate(constants)
+  if learning_rate == "auto":
+    if rule.auto_learning_rate is None or constants.get("auto_lipschitz") is None:
+      raise ConfigError(f"optim.learning_rate=auto is scikit-learn's step of sag and saga on "
+                        f"linear models; give {rule.name} a number")
+    learning_rate = rule.auto_learning_rate(constants)
   strong_convexity = config.optim.strong_convexity
   if strong_convexity is None:
     strong_convexity = config.problem.l2 if config.problem.l2 > 0 else 1.0

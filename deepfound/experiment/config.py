@@ -48,6 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.num_features = 100
   config.data.seed = 0
   config.data.test_fraction = 0.25  # held-out share, for sets without a test split
+  config.data.sparse = "auto"  # linear models: keep sparse data sparse (auto: below 10 % density)
+  config.data.weights = config_dict.placeholder(str)  # sample weights: a file, or column:<j>
   for option in DATASETS.options().values():
     config.data[option.name] = _placeholder(option)
 
@@ -68,7 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"
-  config.optim.learning_rate = config_dict.placeholder(float)  # None: the rule's default, if any
+  # A number, "auto" (scikit-learn's step for sag and saga), or None (the rule's default, if any).
+  config.optim.learning_rate = config_dict.placeholder(object)
+  config.optim.tol = config_dict.placeholder(float)  # stop at epoch ends (scikit-learn's test)
   config.optim.schedule = "constant"
   config.optim.l0 = 100.0
   config.optim.strong_convexity = config_dict.placeholder(float)  # None: problem.l2
@@ -163,8 +167,23 @@ def _validate_rule(config) -> None:
   elif optim.learning_rate is None:
     if spec.default_learning_rate is None or config.model.name != "linear":
       raise ConfigError(f"optim.learning_rate is required for {optim.name} (a float > 0)")
+  elif isinstance(optim.learning_rate, str):
+    if optim.learning_rate != "auto":
+      raise ConfigError(f"optim.learning_rate must be a number > 0 or auto, got "
+                        f"{optim.learning_rate!r}")
+    if spec.auto_learning_rate is None or config.model.name != "linear":
+      raise ConfigError(f"optim.learning_rate=auto is scikit-learn's step of sag and saga on "
+                        f"model.name=linear; give {optim.name} a number")
+    if optim.schedule != "constant":
+      raise ConfigError("optim.learning_rate=auto is a constant step; use optim.schedule=constant")
   else:
     _positive("optim.learning_rate", optim.learning_rate, config.precision)
+  if optim.tol is not None:
+    _positive("optim.tol", optim.tol)
+  l1 = config.problem.get("l1") or 0.0
+  if l1 and not spec.proximal:
+    raise ConfigError(f"problem.l1 > 0 needs a rule that takes proximal steps (sgd, saga); "
+                      f"{optim.name} does not")
   if optim.schedule in ("inverse_time", "inverse_sqrt"):
     _positive("optim.l0", optim.l0, config.precision)
 
@@ -179,8 +198,15 @@ def _validate_data(config) -> None:
   for key in ("num_samples", "num_features"):
     if key in spec.uses:
       _positive_int(f"data.{key}", data[key])
+  _one_of("data.sparse", data.sparse, ("auto", "true", "false"))
+  if data.weights is not None and not (isinstance(data.weights, str) and data.weights.strip()):
+    raise ConfigError(f"data.weights must be a file or column:<j>, got {data.weights!r}")
+  if data.weights and config.model.name != "linear":
+    raise ConfigError(f"data.weights applies to model.name=linear, not {config.model.name}")
   rule = RULES.get(config.optim.name)
   if spec.stream:
+    if data.weights:
+      raise ConfigError(f"data.weights needs a finite data set; data.name={spec.name} is a stream")
     if rule.needs_finite_sum:
       raise ConfigError(
           f"optim.name={rule.name} needs a finite sum, but data.name={spec.name} draws a fresh "
@@ -202,6 +228,15 @@ def _validate_model(config) -> None:
     option.validate("model", model[option.name])
   for option in spec.problem_options:
     option.validate("problem", config.problem[option.name])
+  own = {o.name for o in spec.problem_options}
+  for option in problem_options().values():
+    if option.name not in own and config.problem[option.name] not in (None, option.default):
+      raise ConfigError(f"problem.{option.name} does not apply to model.name={model.name}")
+  if DATASETS.get(data.name).stream:
+    for option in spec.problem_options:
+      if config.problem[option.name] not in (None, option.default):
+        raise ConfigError(f"problem.{option.name} needs a finite data set; data.name="
+                          f"{data.name} is a stream")
   if config.optim.memory not in ("auto", spec.memory) and rule.keeps_memory:
     raise ConfigError(f"optim.memory={config.optim.memory} does not fit model.name={model.name}; "
                       f"use optim.memory={spec.memory} (or auto)")
@@ -229,7 +264,13 @@ KEY_HELP = {
     "model.seed": "parameter initialization seed",
     "problem.loss": "the per-sample loss", "problem.l2": "weight of (l2/2)||b||^2",
     "optim.name": "a registered update rule (below)",
-    "optim.learning_rate": "constant rate, or tau0 of a schedule (None: the rule's default)",
+    "optim.learning_rate": "constant rate, tau0 of a schedule, or auto (scikit-learn's sag/saga "
+                           "step); None: the rule's default",
+    "optim.tol": "stop when max|change over an epoch| / max|weight| <= tol (checked at epoch "
+                 "ends); None: run num_steps",
+    "data.sparse": "linear models: auto (sparse input below 10% density stays sparse), true, "
+                   "false",
+    "data.weights": "sample weights: a file of one number per line, or column:<j> of the data",
     "optim.schedule": "the step-size schedule", "optim.l0": "warm-up length of the schedules",
     "optim.strong_convexity": "mu of strongly_convex (None: problem.l2)",
     "optim.batch_size": "samples per step", "optim.sampling": "uniform or shuffle",

@@ -4,34 +4,76 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from deepfound import data as data_lib
 from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.models import (
+    Built,
     ModelSpec,
     check_batch_size,
     register_model,
     source_name,
     train_test,
 )
-from deepfound.problems import LOSSES, NetFiniteSum, make_logistic_stream, make_problem
+from deepfound.problems import (
+    LOSSES,
+    NetFiniteSum,
+    binary_targets,
+    make_logistic_stream,
+    make_problem,
+    make_sparse_problem,
+)
+from deepfound.problems.sparse import SPARSE_DENSITY
+from deepfound.registry import Option
 
 STREAM_EVALUATION_SAMPLES = 20_000  # the held-out sample on which a stream's E is estimated
+SPARSE_CHOICES = ("auto", "true", "false")
+
+
+def use_sparse(config, features) -> bool:
+  """data.sparse: true, false, or auto (sparse input below ``SPARSE_DENSITY`` stays sparse)."""
+  if config.data.sparse == "auto":
+    return data_lib.is_sparse(features) and data_lib.density(features) < SPARSE_DENSITY
+  return config.data.sparse == "true"
 
 
 def build_linear(config, dataset: data_lib.Dataset | None):
-  """The linear models of 17.1 on a data set, or logistic regression on a stream (17.2)."""
+  """The linear models of 17.1 on a data set (dense or sparse rows, with sample weights, an
+  intercept and an L1 term), or logistic regression on a stream (17.2)."""
   dtype = precision_dtype(config.precision)
+  problem_config = config.problem
   if dataset is None:
-    return make_logistic_stream(config.data.num_features, config.data.seed, config.problem.l2,
+    return make_logistic_stream(config.data.num_features, config.data.seed, problem_config.l2,
                                 num_eval=STREAM_EVALUATION_SAMPLES, dtype=dtype)
-  features = dataset.features.reshape(len(dataset.features), -1)
-  targets = dataset.targets
-  if config.problem.loss == "logistic":
-    targets = data_lib.binary_labels(targets, source_name(config))
+  source = source_name(config)
+  features, targets, notes = dataset.features, np.asarray(dataset.targets), []
+  if not data_lib.is_sparse(features):
+    features = np.asarray(features).reshape(len(features), -1)
+  weights = None
+  if config.data.weights:
+    weights, features = data_lib.load_sample_weights(config.data.weights, features.shape[0],
+                                                     features)
+  if problem_config.loss == "logistic":
+    try:
+      targets, note = binary_targets(targets)
+    except ValueError as e:
+      raise data_lib.DataError(f"{source}: {e} (problem.loss=logistic; use "
+                               "problem.loss=multinomial for classes)") from e
+    if note:
+      notes.append(note)
   check_batch_size(config, features.shape[0])
-  return make_problem(features, targets, config.problem.l2, config.problem.loss, dtype)
+  sparse = use_sparse(config, features)
+  if data_lib.is_sparse(features):
+    notes.append(f"{source}: {features.shape[0]:,} x {features.shape[1]:,}, density "
+                 f"{data_lib.density(features):.4%}, run {'sparse' if sparse else 'dense'} "
+                 f"(data.sparse={config.data.sparse})")
+  make = make_sparse_problem if sparse else make_problem
+  problem = make(features, targets, problem_config.l2, problem_config.loss, dtype,
+                 l1=problem_config.l1, fit_intercept=problem_config.fit_intercept,
+                 sample_weight=weights)
+  return Built(problem, tuple(notes))
 
 
 def build_network(config, dataset: data_lib.Dataset) -> NetFiniteSum:
@@ -70,9 +112,17 @@ def build_network(config, dataset: data_lib.Dataset) -> NetFiniteSum:
                       jnp.asarray(config.problem.l2, dtype), apply, config.problem.loss)
 
 
+FIT_INTERCEPT = Option(
+    "fit_intercept", bool, False,
+    "linear: an unpenalized intercept (the last parameter row), scikit-learn's convention")
+L1 = Option("l1", float, 0.0, "linear: weight of l1 ||b||_1 (elastic net with problem.l2); "
+            "sgd and saga take its proximal step",
+            check=lambda v: None if v >= 0 and np.isfinite(v) else "must be >= 0")
+
 register_model(ModelSpec(
     name="linear", build=build_linear, losses=LOSSES, memory="scalar", streams=True,
-    summary="linear models of 17.1: logistic, least squares, multinomial (data sets or a stream)"))
+    summary="linear models of 17.1: logistic, least squares, multinomial (data sets or a stream)",
+    problem_options=(FIT_INTERCEPT, L1)))
 register_model(ModelSpec(
     name="perceptron", build=build_network, losses=("logistic",),
     summary="one layer, one score, no bias: logistic regression as a network (17.3.2)"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 
@@ -21,10 +21,19 @@ from deepfound.errors import ConfigError
 from deepfound.registry import Option, Registry
 
 
+class Built(NamedTuple):
+  """What a builder may return instead of a bare problem: the problem and notes for
+  config.json (e.g. how labels were mapped)."""
+
+  problem: Any
+  notes: tuple[str, ...] = ()
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """``build(config, dataset) -> problem`` (a kind of ``deepfound.problems.kinds``), called in
-  the run's precision scope with a loaded, checked data set (``None`` for a stream)."""
+  """``build(config, dataset) -> problem`` (a kind of ``deepfound.problems.kinds``, or a
+  ``Built``), called in the run's precision scope with a loaded, checked data set (``None`` for
+  a stream)."""
 
   name: str
   build: Callable[[ml_collections.ConfigDict, Dataset | None], Any]

@@ -83,7 +83,8 @@ def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
                         f"{stored['data']['sha256'][:12]}); use another --workdir")
   if os.path.exists(files.summary):
     summary = outputs.read_json(files.summary)
-    if summary.get("status") == "complete" and summary.get("step") == config.num_steps:
+    if summary.get("status") == "complete" and (summary.get("step") == config.num_steps
+                                                 or summary.get("converged")):
       return summary
   done = Checkpointer.saved_steps(files.workdir)
   if done and max(done) > config.num_steps:
@@ -164,13 +165,18 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
       run_seconds += seconds
       rows = _rows(setup, points, elapsed_before + run_seconds - seconds, seconds)
       _stop_if_diverged(rows, state, setup, files, chunks.compile_s, limit)
+      stopped_at = int(state.stopped_at)
+      if stopped_at >= 0:  # converged (optim.tol): keep the rows up to the first after it
+        rows = rows[:next(k for k, r in enumerate(rows) if r["step"] >= stopped_at) + 1]
       files.append_metrics(rows)
       step = int(state.step)
       checkpointer.save(step, state)
       bar.update(step, rows[-1]["objective"], rows[-1]["suboptimality"])
+      if stopped_at >= 0:
+        break
   finally:
     checkpointer.close()
-  timing = dict(steps_run=config.num_steps - start_step, run_seconds=run_seconds,
+  timing = dict(steps_run=step - start_step, run_seconds=run_seconds,
                 compile_s=chunks.compile_s, start_step=start_step,
                 chunk_steps=logs_per_chunk * config.log_every)
   return _finish(setup, files, state, timing)
@@ -227,6 +233,14 @@ def _finish(setup: Setup, files: outputs.RunFiles, state: driver.RunState, timin
       chunk_steps=timing["chunk_steps"],
       gradient_memory_mb=setup.gradient_memory_mb,
   )
+  if setup.method.tol is not None:
+    stopped_at = int(state.stopped_at)
+    summary.update(tol=setup.method.tol, converged=stopped_at >= 0,
+                   converged_step=stopped_at if stopped_at >= 0 else None,
+                   converged_epoch=(float(driver.epochs_done(setup.method,
+                                                             setup.problem.num_samples,
+                                                             stopped_at))
+                                    if stopped_at >= 0 else None))
   if isinstance(setup.problem, HasFinalMetrics):
     reported = driver.reported_params(state)
     final = jax.device_get(jax.jit(lambda problem, p: problem.final_metrics(p))(setup.problem,

@@ -21,6 +21,7 @@ touched at those rows only (see ``memory.py``), and indices come from a counter-
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -28,12 +29,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from deepfound.optim import lazy
 from deepfound.optim import memory as memory_lib
 from deepfound.optim import schedules
 from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
 from deepfound.optim.sga import averaged_params
-from deepfound.problems.kinds import FiniteSum, StochasticFiniteSum, check_runnable, num_samples_of
+from deepfound.problems.kinds import (
+    FiniteSum,
+    Proximal,
+    StochasticFiniteSum,
+    check_runnable,
+    num_samples_of,
+)
 
 SAMPLINGS = ("uniform", "shuffle")
 
@@ -47,10 +55,11 @@ class Method:
   rule's options (``RuleSpec.options``), defaults filled in.
   """
 
-  __slots__ = ("name", "schedule", "batch_size", "sampling", "memory", "options")
+  __slots__ = ("name", "schedule", "batch_size", "sampling", "memory", "tol", "options")
 
   def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
-               sampling: str = "uniform", memory: str = "scalar", **options: Any):
+               sampling: str = "uniform", memory: str = "scalar", tol: float | None = None,
+               **options: Any):
     spec = get_rule(name)
     unknown = set(options) - {o.name for o in spec.options}
     if unknown:
@@ -65,8 +74,11 @@ class Method:
         raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
       raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if tol is not None and not (isinstance(tol, int | float) and np.isfinite(tol) and tol > 0):
+      raise ValueError(f"tol must be a number > 0 or None, got {tol!r}")
     values = dict(name=name, schedule=schedule, batch_size=batch_size, sampling=sampling,
-                  memory=memory, options=tuple(sorted(spec.resolve_options(options).items())))
+                  memory=memory, tol=None if tol is None else float(tol),
+                  options=tuple(sorted(spec.resolve_options(options).items())))
     for field, value in values.items():
       object.__setattr__(self, field, value)
 
@@ -94,8 +106,10 @@ class Method:
   def draws_samples(self) -> bool:
     return ORACLES[self.spec.oracle].draws_samples
 
-  def context(self, learning_rate: optax.ScalarOrSchedule, num_samples: int | None) -> RuleContext:
-    return RuleContext(learning_rate, num_samples, self.batch_size, self.memory, dict(self.options))
+  def context(self, learning_rate: optax.ScalarOrSchedule, num_samples: int | None,
+              proximal: bool = False) -> RuleContext:
+    return RuleContext(learning_rate, num_samples, self.batch_size, self.memory, dict(self.options),
+                       proximal)
 
 
 class Hyperparameters(NamedTuple):
@@ -116,6 +130,10 @@ class RunState(NamedTuple):
   step: jax.Array  # int32 scalar, iterations done
   order: jax.Array  # int32 (n,): this epoch's permutation ("shuffle"), else shape (0,)
   key: jax.Array  # the run's PRNG key (constant; step keys are fold_in(key, step))
+  # With a stopping tolerance (Method.tol): the weights at the last epoch end (else shape (0,))
+  # and the step at which the run converged (-1 while it runs; a converged run idles).
+  anchor: Any
+  stopped_at: jax.Array
 
 
 class LogPoint(NamedTuple):
@@ -126,8 +144,15 @@ class LogPoint(NamedTuple):
   extras: Any = None  # the problem's own metrics (nets: loss, train and test accuracy; else {})
 
 
-def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | None):
-  """The optax transformation and the schedule for ``method`` with (traced) ``hyper``."""
+def has_l1(problem) -> bool:
+  """Whether ``problem`` has an L1 term (``kinds.Proximal`` with l1 > 0)."""
+  return isinstance(problem, Proximal) and bool(problem.l1)
+
+
+def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | None,
+                   proximal: bool = False):
+  """The optax transformation and the schedule for ``method`` with (traced) ``hyper``; with
+  ``proximal`` (the problem has an L1 term) the rule must take proximal steps."""
   schedule = schedules.make_schedule(
       method.schedule, hyper.learning_rate, hyper.l0, hyper.strong_convexity
   )
@@ -137,7 +162,14 @@ def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | No
   rate = hyper.learning_rate if method.schedule == "constant" else schedule
   if method.spec.needs_finite_sum and num_samples is None:
     raise ValueError(f"{method.name} needs a finite sum; a stream has n = infinity")
-  return method.spec.build(method.context(rate, num_samples)), schedule
+  if proximal and not method.spec.proximal:
+    raise ValueError(f"{method.name} takes no proximal step, so it cannot handle an L1 term; "
+                     "use sgd or saga, or l1 = 0")
+  return method.spec.build(method.context(rate, num_samples, proximal)), schedule
+
+
+def _optimizer(problem, method: Method, hyper: Hyperparameters):
+  return make_optimizer(method, hyper, num_samples_of(problem), has_l1(problem))
 
 
 def epochs_done(method: Method, num_samples: int, steps):
@@ -163,8 +195,14 @@ def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
   """
   check_runnable(problem)
   params = problem.init_params() if params is None else params
-  optimizer, _ = make_optimizer(method, hyper, num_samples_of(problem))
-  opt_state = optimizer.init(params)
+  optimizer, _ = _optimizer(problem, method, hyper)
+  if lazy.supports(problem, method):
+    if memory_at is not None:
+      raise ValueError("memory_at is not supported by the lazy (sparse) form of "
+                       f"{method.name}")
+    opt_state = lazy.init_memory(problem, method, params)
+  else:
+    opt_state = optimizer.init(params)
   if memory_at is not None:
     table, mean = problem.snapshot(memory_at, method.memory)
     gradient_sum = jax.tree.map(lambda m: m * problem.num_samples, mean)
@@ -173,7 +211,28 @@ def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
     order = _permutation(key, 0, problem.num_samples)
   else:
     order = jnp.zeros((0,), jnp.int32)
-  return RunState(params, opt_state, jnp.zeros((), jnp.int32), order, key)
+  anchor = _stop_weights(problem, params) if method.tol is not None else jnp.zeros((0,))
+  return RunState(params, opt_state, jnp.zeros((), jnp.int32), order, key, anchor,
+                  jnp.full((), -1, jnp.int32))
+
+
+def _stop_weights(problem, params):
+  """The weights scikit-learn's stopping test compares: without the intercept for a linear
+  model (``kinds.Proximal``), else every parameter."""
+  return problem.coefficients(params) if isinstance(problem, Proximal) else params
+
+
+def converged(problem, method: Method, state: RunState, params) -> RunState:
+  """The epoch-end test: max |w - w_prev| / max |w| <= tol (scikit-learn's SAG criterion);
+  records the step of convergence and the new anchor."""
+  weights = _stop_weights(problem, params)
+  leaves = jax.tree.leaves(weights)
+  change = max(jnp.max(jnp.abs(w - a)) for w, a in zip(leaves, jax.tree.leaves(state.anchor),
+                                                          strict=True))
+  largest = max(jnp.max(jnp.abs(w)) for w in leaves)
+  done = jnp.where(largest > 0, change <= method.tol * largest, change == 0)
+  stopped_at = jnp.where(done & (state.stopped_at < 0), state.step, state.stopped_at)
+  return state._replace(anchor=weights, stopped_at=stopped_at)
 
 
 def _permutation(key: jax.Array, epoch: jax.Array, num_samples: int) -> jax.Array:
@@ -271,8 +330,10 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
               ) -> tuple[RunState, LogPoint]:
   """``num_logs * log_every`` iterations; evaluates E every ``log_every`` of them (and keeps the
   reported iterate too with ``record_params``)."""
-  optimizer, schedule = make_optimizer(method, hyper, num_samples_of(problem))
+  optimizer, schedule = _optimizer(problem, method, hyper)
   step = make_step(problem, method, optimizer)
+  is_lazy = lazy.supports(problem, method)
+  rate = hyper.learning_rate if method.schedule == "constant" else schedule
 
   # Steps run in pages of samples drawn ahead (see _draw_page); a page divides the log block
   # and, for shuffled epochs, is no longer than an epoch.
@@ -280,18 +341,69 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
   if _shuffles(problem, method):
     bound = min(bound, steps_per_epoch(problem.num_samples, method.batch_size))
   page = _largest_divisor_at_most(log_every, bound)
+  per_epoch = None
+  if method.tol is not None:
+    if not isinstance(problem, FiniteSum) or not method.draws_samples:
+      raise ValueError("a stopping tolerance (tol) needs a finite sum and a stochastic rule")
+    # Pages end at every epoch end, where the stopping test runs.
+    per_epoch = steps_per_epoch(problem.num_samples, method.batch_size)
+    page = _largest_divisor_at_most(math.gcd(log_every, per_epoch), bound)
 
   def run_page(state):
     drawn, order = _draw_page(problem, method, state, page)
     carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn)[0]
-    return RunState(*carry, state.step + page, order, state.key)
+    return state._replace(params=carry[0], opt_state=carry[1], step=state.step + page,
+                          order=order)
+
+  def lazy_page(carried):
+    state, carry, start = carried
+    drawn, order = _draw_page(problem, method, state, page)
+    steps = state.step + jnp.arange(page, dtype=jnp.int32)
+    carry = lazy.run_steps(problem, method, rate, carry, steps, steps - start, drawn)
+    return state._replace(step=state.step + page, order=order), carry, start
+
+  def stopping(page_fn, check):
+    """``page_fn`` that idles once the run has converged, and tests convergence at epoch ends
+    (pages never straddle one)."""
+    if method.tol is None:
+      return page_fn
+
+    def idle(carried):
+      state = carried[0] if is_lazy else carried
+      state = state._replace(step=state.step + page)
+      return (state,) + tuple(carried[1:]) if is_lazy else state
+
+    def wrapped(carried):
+      state = carried[0] if is_lazy else carried
+      carried = jax.lax.cond(state.stopped_at >= 0, idle, page_fn, carried)
+      state = carried[0] if is_lazy else carried
+      at_end = (state.step % per_epoch == 0) & (state.stopped_at < 0)
+      return jax.lax.cond(at_end, check, lambda c: c, carried)
+
+    return wrapped
+
+  def dense_check(state):
+    return converged(problem, method, state, state.params)
+
+  def lazy_check(carried):
+    state, carry, start = carried
+    params, carry = lazy.current(problem, method, carry, state.step - start)
+    return converged(problem, method, state, params), carry, start
 
   def log_block(state, _):
-    if method.draws_samples:
-      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: run_page(s), state)
+    if is_lazy:
+      carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
+      paged = stopping(lazy_page, lazy_check)
+      state, carry, _ = jax.lax.fori_loop(0, log_every // page, lambda _, c: paged(c),
+                                          (state, carry, state.step))
+      params, opt_state = lazy.end(problem, method, carry, log_every)
+      state = state._replace(params=params, opt_state=opt_state)
+    elif method.draws_samples:
+      paged = stopping(run_page, dense_check)
+      state = jax.lax.fori_loop(0, log_every // page, lambda _, s: paged(s), state)
     else:
       carry = jax.lax.fori_loop(0, log_every, lambda _, c: step(c), (state.params, state.opt_state))
-      state = RunState(*carry, state.step + log_every, state.order, state.key)
+      state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
     return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)
@@ -305,7 +417,7 @@ run_chunk_jit = jax.jit(run_chunk,
 def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState,
                       record_params: bool = False) -> LogPoint:
   """The log point of ``state`` before a run's first step."""
-  _, schedule = make_optimizer(method, hyper, num_samples_of(problem))
+  _, schedule = _optimizer(problem, method, hyper)
   return log_point(problem, schedule, state, record_params)
 
 
@@ -346,14 +458,22 @@ def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax
     raise ValueError(f"indices of shape {indices.shape} do not fit batch_size "
                      f"{method.batch_size} and log_every {log_every}")
   state = init_state(problem, method, hyper, jax.random.PRNGKey(0), params, memory_at=memory_at)
-  optimizer, schedule = make_optimizer(method, hyper, problem.num_samples)
+  optimizer, schedule = _optimizer(problem, method, hyper)
   step = make_step(problem, method, optimizer)
+  is_lazy = lazy.supports(problem, method)
+  rate = hyper.learning_rate if method.schedule == "constant" else schedule
 
   def log_block(state, block_b):
     steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
     drawn = (block_b, _batches(problem, block_b, state.key, steps))
-    carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn)[0]
-    state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
+    if is_lazy:
+      carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
+      carry = lazy.run_steps(problem, method, rate, carry, steps, steps - state.step, drawn)
+      params, opt_state = lazy.end(problem, method, carry, log_every)
+    else:
+      params, opt_state = jax.lax.scan(lambda c, d: (step(c, d), None),
+                                       (state.params, state.opt_state), drawn)[0]
+    state = state._replace(params=params, opt_state=opt_state, step=state.step + log_every)
     return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, indices.reshape(-1, log_every, method.batch_size))

@@ -14,7 +14,7 @@ from typing import Any
 
 import optax
 
-from deepfound.problems.kinds import Objective
+from deepfound.problems.kinds import Objective, Proximal
 
 OracleFn = Callable[[Objective, str, optax.Params, Any], tuple[optax.Updates, dict[str, Any]]]
 
@@ -31,10 +31,17 @@ def full(problem, memory, params, drawn):
   return problem.gradient(params), {}
 
 
+def proximal_args(problem) -> dict[str, Any]:
+  """``proximal_fn`` for a problem with an L1 term (l1 > 0), which proximal rules apply."""
+  if isinstance(problem, Proximal) and problem.l1:
+    return dict(proximal_fn=problem.proximal)
+  return {}
+
+
 def minibatch(problem, memory, params, drawn):
   """The minibatch's mean gradient, without per-sample gradients (SGD, SGA, adam)."""
   del memory
-  return problem.mean_gradient(params, drawn[1]), {}
+  return problem.mean_gradient(params, drawn[1]), proximal_args(problem)
 
 
 def per_sample(problem, memory, params, drawn):
@@ -45,7 +52,7 @@ def per_sample(problem, memory, params, drawn):
   terms = problem.terms(params, batch)
   extra = dict(index=index_b, sample_scale=terms.scale, sample_features=terms.features,
                regularizer_gradient=problem.regularizer_gradient(params),
-               refresh_fn=lambda at: problem.snapshot(at, memory))
+               refresh_fn=lambda at: problem.snapshot(at, memory), **proximal_args(problem))
   return terms.gradients, extra
 
 

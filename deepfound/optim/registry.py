@@ -26,6 +26,7 @@ class RuleContext(NamedTuple):
   batch_size: int  # samples per step
   memory: str  # gradient-memory layout ("pytree" or "scalar"), for rules that keep one
   options: Mapping[str, Any]  # the rule's options (``RuleSpec.options``), defaults filled in
+  proximal: bool = False  # the problem has an L1 term: take its proximal step (``proximal_fn``)
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -68,6 +69,15 @@ class RuleSpec:
   # The step-size bound quoted when a run diverges: "2/L" (gradient descent) or "1/L_max"
   # (methods whose steps follow one sample's gradient at full weight).
   stable_step: str = "2/L"
+  # The rule's O(nnz) form on sparse linear problems at batch size 1, one of ``lazy.FORMS``
+  # ("sgd", "sag", "saga"); None: sparse problems get dense per-sample gradients (O(p) a step).
+  lazy: str | None = None
+  # Whether the rule takes the proximal step of an L1 term (problem.l1, ``kinds.Proximal``)
+  # after each update; others refuse a problem with l1 > 0.
+  proximal: bool = False
+  # The step size of optim.learning_rate=auto (scikit-learn's get_auto_step_size), from the
+  # problem's facts; None: the rule has no automatic step.
+  auto_learning_rate: Callable[[Mapping[str, float]], float] | None = None
 
   def resolve_options(self, values: Mapping[str, Any]) -> dict[str, Any]:
     """This rule's options from ``values`` (a config group or dict), defaults for missing ones."""

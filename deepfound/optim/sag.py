@@ -137,5 +137,6 @@ register_rule(RuleSpec(
     build=lambda c: sag(c.learning_rate, c.num_samples, c.memory, c.batch_size,
                         c.options["average_over_seen"]),
     summary="stochastic average gradient (17.1.5): the mean of stored per-sample gradients",
-    options=(AVERAGE_OVER_SEEN,), stable_step="1/L_max",
+    options=(AVERAGE_OVER_SEEN,), stable_step="1/L_max", lazy="sag",
+    auto_learning_rate=lambda constants: 1.0 / constants["auto_lipschitz"],
 ))

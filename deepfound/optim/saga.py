@@ -9,6 +9,7 @@ import optax
 
 from deepfound.optim import memory as memory_lib
 from deepfound.optim.registry import RuleSpec, register_rule
+from deepfound.optim.sgd import proximal_step
 
 
 class ScaleBySAGAState(NamedTuple):
@@ -83,20 +84,35 @@ def saga(
     num_samples: int,
     memory: str = "pytree",
     batch_size: int = 1,
+    proximal: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """SAGA: beta <- beta - tau (h - G_i + g / n); step size about 1/(3 L_max) in theory.
+
+  With ``proximal``, each step is followed by the proximal step of an L1 term (the extra
+  argument ``proximal_fn``, see ``sgd.proximal_step``): SAGA on a composite objective, as
+  scikit-learn's ``LogisticRegression(penalty="elasticnet", solver="saga")``.
 
   Reference: Defazio, Bach, Lacoste-Julien, "SAGA: a fast incremental gradient method with
   support for non-strongly convex composite objectives", NeurIPS 2014.
   """
-  return optax.chain(
-      scale_by_saga(num_samples, memory, batch_size), optax.scale_by_learning_rate(learning_rate)
-  )
+  parts = [scale_by_saga(num_samples, memory, batch_size),
+           optax.scale_by_learning_rate(learning_rate)]
+  if proximal:
+    parts.append(proximal_step(learning_rate))
+  return optax.chain(*parts)
+
+
+def saga_auto_step(constants) -> float:
+  """scikit-learn's SAGA step, 1 / (2 L + min(2 n l2, L)), L from ``constants["auto_lipschitz"]``
+  (Defazio et al. 2014)."""
+  lipschitz = constants["auto_lipschitz"]
+  return 1.0 / (2.0 * lipschitz + min(2.0 * constants["num_samples"] * constants["l2"], lipschitz))
 
 
 register_rule(RuleSpec(
     name="saga", oracle="per_sample", needs_finite_sum=True, keeps_memory=True,
-    build=lambda c: saga(c.learning_rate, c.num_samples, c.memory, c.batch_size),
+    build=lambda c: saga(c.learning_rate, c.num_samples, c.memory, c.batch_size, c.proximal),
+    lazy="saga", proximal=True, auto_learning_rate=saga_auto_step,
     summary="SAGA, the unbiased variant of SAG (Defazio et al. 2014), on the same memory",
     stable_step="1/L_max",
 ))

@@ -2,9 +2,46 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from deepfound.optim.registry import RuleSpec, register_rule
+
+
+class ProximalStepState(NamedTuple):
+  count: jax.Array  # int32 (): steps taken, for a scheduled rate
+
+
+def proximal_step(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
+  """Follows an update u (already scaled by -tau_t) by the proximal step of an L1 term:
+  the update becomes prox_{tau_t}(params + u) - params.
+
+  The proximal map comes as the extra argument ``proximal_fn(params, step)`` (e.g. a linear
+  problem's ``proximal``, soft thresholding by step * l1); without it the update passes through.
+  Chained after ``optax.scale_by_learning_rate`` it makes SGD and SAGA proximal (composite
+  objectives with an L1 part, scikit-learn's elastic net).
+  """
+
+  def init_fn(params):
+    del params
+    return ProximalStepState(jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params=None, *, proximal_fn=None, **extra_args):
+    del extra_args
+    count = optax.safe_increment(state.count)
+    if proximal_fn is None:
+      return updates, ProximalStepState(count)
+    if params is None:
+      raise ValueError("proximal_step needs the params")
+    rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    moved = optax.apply_updates(params, updates)
+    stepped = proximal_fn(moved, rate)
+    return jax.tree.map(lambda s, p: s - p, stepped, params), ProximalStepState(count)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def bgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
@@ -18,17 +55,22 @@ def bgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
   return optax.chain(optax.scale_by_learning_rate(learning_rate))
 
 
-def sgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
+def sgd(learning_rate: optax.ScalarOrSchedule, proximal: bool = False
+        ) -> optax.GradientTransformationExtraArgs:
   """Stochastic gradient descent: beta <- beta - tau_l grad E_i(l)(beta) (17.1.3).
 
   ``updates`` is the gradient of one sampled term (or the mean over a minibatch), an unbiased
   estimate of grad E (17.7). tau_l must decay, e.g. ``inverse_time_schedule`` (17.8). Works just
-  as well on an infinite stream of samples (17.2). State: as ``bgd``'s.
+  as well on an infinite stream of samples (17.2). State: as ``bgd``'s; with ``proximal``, the
+  step is followed by the proximal step of an L1 term (``proximal_step``; the update then takes
+  the extra argument ``proximal_fn``).
 
   Example::
 
       opt = deepfound.optim.sgd(deepfound.optim.inverse_time_schedule(0.05, 100))
   """
+  if proximal:
+    return optax.chain(optax.scale_by_learning_rate(learning_rate), proximal_step(learning_rate))
   return optax.chain(optax.scale_by_learning_rate(learning_rate))
 
 
@@ -39,6 +81,7 @@ register_rule(RuleSpec(
     default_learning_rate=lambda constants: 1.0 / constants["lipschitz"],
 ))
 register_rule(RuleSpec(
-    name="sgd", build=lambda c: sgd(c.learning_rate), oracle="minibatch",
+    name="sgd", build=lambda c: sgd(c.learning_rate, c.proximal), oracle="minibatch",
+    lazy="sgd", proximal=True,
     summary="stochastic gradient descent (17.1.3), on finite sums and streams",
 ))

@@ -3,6 +3,7 @@
 from deepfound.problems.linear import (
     LOSSES,
     LinearFiniteSum,
+    binary_targets,
     loss_derivative,
     loss_value,
     make_problem,
@@ -10,3 +11,4 @@ from deepfound.problems.linear import (
 from deepfound.problems.net import NET_LOSSES, NetFiniteSum
 from deepfound.problems.optimum import Optimum, solve_optimum
 from deepfound.problems.stream import LogisticStream, make_logistic_stream
+from deepfound.problems.sparse import SparseLinearFiniteSum, make_sparse_problem

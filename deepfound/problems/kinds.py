@@ -78,6 +78,35 @@ class FiniteSum(Objective, Protocol):
 
 
 @runtime_checkable
+class Proximal(Protocol):
+  """A problem with a nonsmooth L1 term that rules apply as a proximal step (SGD, SAGA)."""
+
+  l1: float  # the weight of l1 ||b||_1 (static); 0: the proximal step is the identity
+
+  def proximal(self, params: optax.Params, step: jax.Array) -> optax.Params:
+    """argmin_u step * l1 ||u||_1 + ||u - params||^2 / 2 (soft thresholding)."""
+
+  def coefficients(self, params: optax.Params) -> optax.Params:
+    """The penalized weights (without an intercept): what a stopping rule compares."""
+
+
+@runtime_checkable
+class SparseLinear(FiniteSum, Protocol):
+  """A linear finite sum whose rows are sparse on the device (``problems/sparse.py``): the lazy
+  rules (``optim/lazy.py``) step in O(nnz of the row) through these methods."""
+
+  num_columns: int
+  fit_intercept: bool
+  indices: jax.Array  # (n, m) columns of each row, padding = num_columns
+
+  def sample_scale(self, scores: jax.Array, targets: jax.Array, weights: jax.Array | None
+                   ) -> jax.Array:
+    """w L'(score, y) per sample."""
+
+  def intercept(self, params: optax.Params) -> jax.Array: ...
+
+
+@runtime_checkable
 class Expectation(Objective, Protocol):
   """E(b) = E_{z ~ pi} E_z(b): n is infinite, every step draws fresh samples (17.2)."""
 

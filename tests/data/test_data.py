@@ -36,7 +36,7 @@ def test_libsvm_loader(tmp_path):
   path = tmp_path / "tiny.svm"
   path.write_text("+1 1:0.5 3:-1.0\n-1 2:2.0\n+1 1:1.5 2:0.25 3:3\n")
   x, y = load_libsvm(str(path))
-  np.testing.assert_array_equal(x, [[0.5, 0, -1.0], [0, 2.0, 0], [1.5, 0.25, 3.0]])
+  np.testing.assert_array_equal(x.toarray(), [[0.5, 0, -1.0], [0, 2.0, 0], [1.5, 0.25, 3.0]])
   np.testing.assert_array_equal(y, [1.0, -1.0, 1.0])
   zero_one = tmp_path / "zo.svm"
   zero_one.write_text("0 1:1\n1 1:2\n")

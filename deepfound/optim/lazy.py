@@ -1,0 +1,286 @@
+"""Lazy ("just-in-time") SGD, SAG and SAGA on sparse rows: O(nnz of the row) per step.
+
+On a sparse linear problem a step of SGD, SAG or SAGA at batch size 1 changes every coordinate,
+but all coordinates outside the sampled row change in a predictable way:
+
+* the L2 term shrinks every weight by c_t = 1 - tau_t l2;
+* SAG and SAGA move every coordinate j along g_j / den, where g = sum_i G_i is the sum of the
+  stored gradients and den is n (or, for SAG on its first pass, the samples seen so far); g_j
+  changes only when a row holding feature j is visited;
+* the L1 proximal step (SGD, SAGA) soft-thresholds every weight by tau_t l1.
+
+As scikit-learn's and lightning's SAG do, the weights are stored as w = s v with a scalar scale s
+(the product of the c_t): the shrinkage costs O(1) a step. In v the step of an untouched
+coordinate is then v_j <- soft(v_j - q_t g_j, q_t lam) with q_t = tau_t / (s_{t+1} den) and
+lam = den l1, the same for every coordinate. A coordinate records the step it was last brought
+up to date; when its row is next sampled (and at every log point, epoch check and the end) the
+missed steps are applied at once from the cumulative sums Q_k = sum_{t<k} q_t: v_j - (Q_k -
+Q_last) g_j without L1, and with L1 a closed form of the thresholded walk (it moves toward zero,
+stops there or crosses it once; the crossing step is found by a binary search in Q). The result
+is the dense iteration's iterate, to rounding (the tests compare them in float64 step by step).
+
+The state between two log points is the rule's gradient memory (``LazyMemory``); within a log
+block the driver carries a ``LazyCarry``. Writes into the large arrays are deferred by one step
+(read, then write at the next step), which keeps XLA updating them in place, as in ``memory.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepfound.problems.linear import soft_threshold
+
+FORMS = ("sgd", "sag", "saga")
+_SMALLEST_SCALE = 1e-9  # scikit-learn rescales its weights below the same value
+
+
+class LazyMemory(NamedTuple):
+  """What a lazy rule keeps between log blocks (its ``opt_state``)."""
+
+  table: jax.Array  # (n, *slot) stored scales s_i (SAG, SAGA; NaN = unvisited with
+  #                   average_over_seen); (0,) for SGD
+  gradient_sum: jax.Array  # (p + 1, *slot): g = sum_i x_i s_i, the last row a padding slot;
+  #                          (0,) for SGD
+  intercept_sum: jax.Array  # (*slot,): sum_i s_i, the intercept's g
+  num_seen: jax.Array  # int32 (): distinct samples visited (SAG's average_over_seen)
+
+
+class LazyCarry(NamedTuple):
+  """The state within a log block."""
+
+  v: jax.Array  # (p + 1, *slot) weights over the scale; the last row is the padding slot
+  intercept: jax.Array  # (*slot,) the intercept (zero without one)
+  scale: jax.Array  # () s, w = s v
+  last: jax.Array  # int32 (p + 1,) the local step each coordinate is up to date at
+  cumulative: jax.Array  # (B + 1,) Q_k; +inf beyond the current step
+  q_now: jax.Array  # () Q at the current step
+  memory: LazyMemory
+  pending: tuple  # the deferred writes: (columns (m,), v rows, g rows, table index, table row)
+
+
+def form_of(method) -> str:
+  return method.spec.lazy
+
+
+def _slot(problem) -> tuple[int, ...]:
+  return (problem.num_classes,) if problem.loss == "multinomial" else ()
+
+
+def init_memory(problem, method, params) -> LazyMemory:
+  """The empty gradient memory of the lazy form of ``method``."""
+  del params
+  form, slot, dtype = form_of(method), _slot(problem), problem.dtype
+  keeps = form in ("sag", "saga")
+  table = jnp.zeros((problem.num_samples if keeps else 0, *slot), dtype)
+  if keeps and dict(method.options).get("average_over_seen"):
+    table = jnp.full_like(table, jnp.nan)
+  gradient_sum = jnp.zeros(((problem.num_columns + 1) if keeps else 0, *slot), dtype)
+  return LazyMemory(table, gradient_sum, jnp.zeros(slot, dtype), jnp.zeros((), jnp.int32))
+
+
+def begin(problem, method, params, memory: LazyMemory, block_steps: int) -> LazyCarry:
+  """The carry at the start of a log block of ``block_steps`` steps from ``params``."""
+  del method
+  p, dtype = problem.num_columns, problem.dtype
+  coefficients = problem.coefficients(params)
+  v = jnp.concatenate([coefficients, jnp.zeros((1,) + coefficients.shape[1:], dtype)], axis=0)
+  width = problem.indices.shape[1]
+  slot = coefficients.shape[1:]
+  pending = (jnp.full((width,), p, jnp.int32), jnp.zeros((width, *slot), dtype),
+             jnp.zeros((width, *slot), dtype) if memory.gradient_sum.shape[0] else None,
+             jnp.asarray(memory.table.shape[0], jnp.int32), jnp.zeros(slot, dtype))
+  cumulative = jnp.full((block_steps + 1,), jnp.inf, dtype).at[0].set(0.0)
+  return LazyCarry(v, problem.intercept(params), jnp.ones((), dtype),
+                   jnp.zeros((p + 1,), jnp.int32), cumulative, jnp.zeros((), dtype), memory,
+                   pending)
+
+
+def _threshold_walk(v, h, q_from, q_to, lam, cumulative, to_index):
+  """v after the missed steps v <- soft(v - q_t h, q_t lam) for the steps between q_from and
+  q_to (the cumulative sums Q at the last update and now; ``to_index`` is now's index in Q).
+
+  With |h| <= lam the walk reaches zero and stays: soft(v - D h, D lam), D = Q_to - Q_from.
+  Otherwise (say h > lam) it moves down by q (h + lam) while positive, takes one step that ends
+  at min(0, .), and then moves down by q (h - lam); the crossing step is the first k with
+  Q_{k+1} >= Q_from + v / (h + lam).
+  """
+  sign = jnp.where(h < 0, -1.0, 1.0).astype(v.dtype)
+  vv, hh = v * sign, h * sign
+  span = q_to - q_from
+  small = soft_threshold(vv - span * hh, span * lam)
+  target = q_from + jnp.where(vv > 0, vv, 0.0) / jnp.maximum(hh + lam, jnp.finfo(v.dtype).tiny)
+  after = jnp.searchsorted(cumulative, target.reshape(-1), side="left").reshape(target.shape)
+  crossed = after <= to_index
+  after = jnp.clip(after, 1, cumulative.shape[0] - 1)
+  q_before, q_after = cumulative[after - 1], cumulative[after]
+  q_after = jnp.where(crossed, q_after, q_to)
+  q_before = jnp.where(crossed, q_before, q_from)
+  at_cross = vv - (q_before - q_from) * (hh + lam)
+  step_q = q_after - q_before
+  landed = jnp.minimum(0.0, at_cross - step_q * hh + step_q * lam)
+  through = landed - (q_to - q_after) * (hh - lam)
+  large = jnp.where(vv <= 0, vv - span * (hh - lam),
+                    jnp.where(crossed, through, vv - span * (hh + lam)))
+  return sign * jnp.where(hh <= lam, small, large)
+
+
+def _catch_up(problem, v, h, q_from, q_to, lam, cumulative, to_index):
+  """Applies the steps a coordinate missed; ``h`` is None for SGD (no gradient memory)."""
+  expand = lambda a: a.reshape(a.shape + (1,) * (v.ndim - a.ndim))  # noqa: E731
+  q_from = expand(q_from)
+  if not problem.l1:
+    return v if h is None else v - (q_to - q_from) * h
+  if h is None:
+    return soft_threshold(v, (q_to - q_from) * lam)
+  return _threshold_walk(v, h, q_from, q_to, lam, cumulative, expand(to_index))
+
+
+def _flush(carry: LazyCarry, local_step) -> LazyCarry:
+  columns, v_rows, g_rows, table_index, table_row = carry.pending
+  memory = carry.memory
+  v = carry.v.at[columns].set(v_rows)
+  last = carry.last.at[columns].set(local_step)
+  if g_rows is not None:
+    memory = memory._replace(
+        gradient_sum=memory.gradient_sum.at[columns].set(g_rows),
+        table=memory.table.at[table_index].set(table_row, mode="drop"))
+  cumulative = jax.lax.dynamic_update_index_in_dim(carry.cumulative, carry.q_now, local_step, 0)
+  return carry._replace(v=v, last=last, memory=memory, cumulative=cumulative)
+
+
+def _denominator(method, memory: LazyMemory, num_samples: int):
+  if form_of(method) == "sag" and dict(method.options).get("average_over_seen"):
+    return jnp.maximum(memory.num_seen, 1).astype(memory.intercept_sum.dtype)
+  return jnp.asarray(num_samples, memory.intercept_sum.dtype)
+
+
+def _prox_weight(method, problem, denominator):
+  """lam: the L1 threshold per unit of q (den l1 for SAGA, l1 for SGD)."""
+  return problem.l1 * (denominator if form_of(method) == "saga" else 1.0)
+
+
+def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarry, global_step,
+         local_step, drawn) -> LazyCarry:
+  """One step on the sample ``drawn`` = (index (1,), batch of one row)."""
+  form = form_of(method)
+  index, batch = drawn
+  columns, values, target = batch[0][0], batch[1][0], batch[2][0]
+  sample_weight = batch[3][0] if len(batch) > 3 else None
+  i = index[0]
+  # Rescale when s (the product of the L2 shrinkage factors) gets small: v = w / s would grow.
+  carry = jax.lax.cond(carry.scale < _SMALLEST_SCALE,
+                       lambda c: rebase(problem, method, c, local_step), lambda c: c, carry)
+  carry = _flush(carry, local_step)
+  memory = carry.memory
+  n = problem.num_samples
+  den = _denominator(method, memory, n)
+  lam = _prox_weight(method, problem, den)
+
+  v_rows = carry.v[columns]
+  g_rows = memory.gradient_sum[columns] if form != "sgd" else None
+  q_from = carry.cumulative[carry.last[columns]]
+  v_rows = _catch_up(problem, v_rows, g_rows, q_from, carry.q_now, lam, carry.cumulative,
+                     local_step)
+
+  outer = lambda a: values.reshape(values.shape + (1,) * a.ndim) * a  # noqa: E731
+  w_rows = carry.scale * v_rows
+  score = jnp.sum(outer(jnp.ones_like(carry.intercept)) * w_rows, axis=0) + carry.intercept
+  new = problem.sample_scale(score[None], target[None],
+                             None if sample_weight is None else sample_weight[None])[0]
+
+  if form == "sgd":
+    direction, intercept_direction = outer(new), new
+    g_new, table_row, num_seen = None, new, memory.num_seen
+  else:
+    old = memory.table[i]
+    num_seen = memory.num_seen
+    if form == "sag" and dict(method.options).get("average_over_seen"):
+      unvisited = jnp.isnan(old.reshape(-1)[0])
+      old = jnp.where(jnp.isnan(old), 0.0, old)
+      num_seen = num_seen + unvisited.astype(jnp.int32)
+      den = jnp.maximum(num_seen, 1).astype(den.dtype)
+    change = new - old
+    g_new = g_rows + outer(change)
+    intercept_sum = memory.intercept_sum + change
+    if form == "sag":
+      direction, intercept_direction = g_new / den, intercept_sum / den
+    else:
+      direction = outer(change) + g_rows / den
+      intercept_direction = change + memory.intercept_sum / den
+    memory = memory._replace(intercept_sum=intercept_sum, num_seen=num_seen)
+    table_row = new
+
+  rate = learning_rate(global_step) if callable(learning_rate) else learning_rate
+  rate = jnp.asarray(rate, carry.v.dtype)
+  next_scale = carry.scale * (1.0 - rate * problem.l2)
+  ratio = rate / next_scale
+  v_rows = v_rows - ratio * direction
+  if problem.l1:
+    v_rows = soft_threshold(v_rows, ratio * problem.l1)
+  intercept = carry.intercept
+  if problem.fit_intercept:
+    intercept = intercept - rate * intercept_direction
+  q = ratio if form == "sgd" else ratio / den
+  pending = (columns, v_rows, g_new, i, table_row)
+  return carry._replace(intercept=intercept, scale=next_scale, q_now=carry.q_now + q,
+                        memory=memory, pending=pending)
+
+
+def current(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyCarry]:
+  """All coordinates brought up to date at ``local_step``: (params, carry with the writes
+  flushed)."""
+  carry = _flush(carry, local_step)
+  memory = carry.memory
+  lam = _prox_weight(method, problem, _denominator(method, memory, problem.num_samples))
+  h = memory.gradient_sum if form_of(method) != "sgd" else None
+  v = _catch_up(problem, carry.v, h, carry.cumulative[carry.last], carry.q_now, lam,
+                carry.cumulative, jnp.asarray(local_step, jnp.int32))
+  w = (carry.scale * v)[:-1]
+  if problem.fit_intercept:
+    w = jnp.concatenate([w, carry.intercept[None]], axis=0)
+  return w, carry
+
+
+def end(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyMemory]:
+  """(params, memory) at the end of a log block."""
+  params, carry = current(problem, method, carry, local_step)
+  return params, carry.memory
+
+
+def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
+  """Brings every coordinate up to date and resets the scale to 1 (when it grows small)."""
+  params, carry = current(problem, method, carry, local_step)
+  coefficients = problem.coefficients(params)
+  v = jnp.concatenate([coefficients, jnp.zeros((1,) + coefficients.shape[1:], coefficients.dtype)])
+  width = carry.pending[0].shape[0]
+  pending = (jnp.full((width,), problem.num_columns, jnp.int32),
+             jnp.zeros_like(carry.pending[1]), carry.pending[2] if carry.pending[2] is None
+             else jnp.zeros_like(carry.pending[2]),
+             jnp.asarray(carry.memory.table.shape[0], jnp.int32), jnp.zeros_like(carry.pending[4]))
+  return carry._replace(v=v, scale=jnp.ones_like(carry.scale),
+                        last=jnp.full_like(carry.last, local_step), pending=pending)
+
+
+def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, local_steps,
+              drawn) -> LazyCarry:
+  """``lax.scan`` of ``step`` over a page of samples."""
+
+  def body(c, x):
+    t, k, d = x
+    return step(problem, method, learning_rate, c, t, k, d), None
+
+  return jax.lax.scan(body, carry, (global_steps, local_steps, drawn))[0]
+
+
+def supports(problem, method) -> bool:
+  """Whether ``method`` runs lazily on ``problem``: a sparse linear problem, a rule with a lazy
+  form, one sample a step."""
+  from deepfound.problems.kinds import SparseLinear
+
+  return (isinstance(problem, SparseLinear) and method.spec.lazy is not None
+          and method.batch_size == 1)
+
