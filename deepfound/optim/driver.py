@@ -29,18 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deepfound.optim import lazy
+from deepfound.optim import lazy, schedules
 from deepfound.optim import memory as memory_lib
-from deepfound.optim import schedules
 from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
 from deepfound.optim.sga import averaged_params
 from deepfound.problems.kinds import (
-    FiniteSum,
-    Proximal,
-    StochasticFiniteSum,
-    check_runnable,
-    num_samples_of,
+  FiniteSum,
+  Proximal,
+  StochasticFiniteSum,
+  check_runnable,
+  num_samples_of,
 )
 
 SAMPLINGS = ("uniform", "shuffle")

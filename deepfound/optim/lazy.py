@@ -26,7 +26,7 @@ block the driver carries a ``LazyCarry``. Writes into the large arrays are defer
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,13 @@ import optax
 from deepfound.problems.linear import soft_threshold
 
 FORMS = ("sgd", "sag", "saga")
-_SMALLEST_SCALE = 1e-9  # scikit-learn rescales its weights below the same value
+# The scale s is reset to 1 (every weight brought up to date) at the start of a page of steps
+# where it is below this value. Within a page of P steps it shrinks by at most (1 - tau l2)^P,
+# so runs keep tau l2 < MAX_SHRINK (checked by ``check_shrinkage``), and s stays far from
+# float32's underflow. (Rounding does not grow as s shrinks: w = s v is computed from v and the
+# cumulative sums, all scaled by 1/s alike.)
+_SMALLEST_SCALE = 1e-12
+MAX_SHRINK = 0.1
 
 
 class LazyMemory(NamedTuple):
@@ -171,9 +177,6 @@ def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarr
   columns, values, target = batch[0][0], batch[1][0], batch[2][0]
   sample_weight = batch[3][0] if len(batch) > 3 else None
   i = index[0]
-  # Rescale when s (the product of the L2 shrinkage factors) gets small: v = w / s would grow.
-  carry = jax.lax.cond(carry.scale < _SMALLEST_SCALE,
-                       lambda c: rebase(problem, method, c, local_step), lambda c: c, carry)
   carry = _flush(carry, local_step)
   memory = carry.memory
   n = problem.num_samples
@@ -267,13 +270,24 @@ def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
 
 def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, local_steps,
               drawn) -> LazyCarry:
-  """``lax.scan`` of ``step`` over a page of samples."""
+  """``lax.scan`` of ``step`` over a page of samples (after a rescale, if s has grown small;
+  a test per page, not per step: a conditional in the step body costs more than the step)."""
+  carry = jax.lax.cond(carry.scale < _SMALLEST_SCALE,
+                       lambda c: rebase(problem, method, c, local_steps[0]), lambda c: c, carry)
 
   def body(c, x):
     t, k, d = x
     return step(problem, method, learning_rate, c, t, k, d), None
 
   return jax.lax.scan(body, carry, (global_steps, local_steps, drawn))[0]
+
+
+def check_shrinkage(learning_rate: float, l2: float) -> None:
+  """Raises ``ValueError`` when tau l2 >= MAX_SHRINK (see ``_SMALLEST_SCALE``)."""
+  if learning_rate * l2 >= MAX_SHRINK:
+    raise ValueError(f"the lazy sparse updates need learning_rate * l2 < {MAX_SHRINK}, got "
+                     f"{learning_rate:.4g} * {l2:.4g}; lower the rate or run dense "
+                     "(data.sparse=false)")
 
 
 def supports(problem, method) -> bool:

@@ -10,5 +10,5 @@ from deepfound.problems.linear import (
 )
 from deepfound.problems.net import NET_LOSSES, NetFiniteSum
 from deepfound.problems.optimum import Optimum, solve_optimum
-from deepfound.problems.stream import LogisticStream, make_logistic_stream
 from deepfound.problems.sparse import SparseLinearFiniteSum, make_sparse_problem
+from deepfound.problems.stream import LogisticStream, make_logistic_stream
