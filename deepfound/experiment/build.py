@@ -18,7 +18,7 @@ from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
 from deepfound.experiment.models import Built, get_model, source_name
-from deepfound.optim import driver
+from deepfound.optim import driver, lazy
 from deepfound.optim.memory import memory_bytes
 from deepfound.problems import LinearFiniteSum, SparseLinearFiniteSum, solve_optimum
 from deepfound.problems.linear import LOSS_CURVATURE
@@ -50,6 +50,11 @@ def build(config: ml_collections.ConfigDict) -> Setup:
   resolved = resolve_hyperparameters(config, constants)
   hyper = driver.hyperparameters(**{k: resolved[k] for k in driver.Hyperparameters._fields},
                                  dtype=precision_dtype(config.precision))
+  if lazy.supports(problem, method):
+    try:
+      lazy.check_shrinkage(resolved["learning_rate"], float(problem.l2))
+    except ValueError as e:
+      raise ConfigError(f"optim.learning_rate: {e}") from e
   if config.optim.learning_rate == "auto":
     notes = notes + (f"optim.learning_rate=auto: {resolved['learning_rate']:.6g}, scikit-learn's "
                      f"get_auto_step_size for {method.name}",)

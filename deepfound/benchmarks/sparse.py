@@ -1,0 +1,580 @@
+"""Lazy SAG/SAGA on sparse data against scikit-learn, on an rcv1-shaped synthetic set.
+
+The data: synthetic sparse logistic data with rcv1's shape (n = 20,242, p = 47,236, about 74
+non-zeros per row, skewed feature frequencies, rows L2-normalized as rcv1's are), written to a
+LIBSVM file and read back through ``deepfound.data.load_libsvm``; both sides get the same
+float64 CSR matrix (ours stores it in float32 on the device). Parts (``GROUPS``):
+
+* ``versus``: SAG and SAGA seconds per epoch against ``LogisticRegression(solver='sag'|'saga')``
+  at n and at 10 n, same epochs, same step (scikit-learn's automatic step, computed with its own
+  function), same L2 weight 1/n (C = 1), no intercept; both final iterates' objectives in float64
+  on the host against a float64 E* (matrix-free Newton-CG on the same CSR matrix).
+* ``p_scaling``: marginal seconds per step at p and at 10 p, same n and non-zeros per row.
+* ``memory``: device bytes of the data and of the SAG state against the dense equivalent.
+* ``sweep``: a 64-run learning-rate sweep (one vmapped program) against 64 scikit-learn fits.
+
+Timings are medians of repeated runs of compiled programs, compilation excluded (and reported).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse
+
+from deepfound.data import load_libsvm
+from deepfound.optim import driver
+from deepfound.problems import make_sparse_problem
+from deepfound.problems.optimum import solve_linear_optimum
+from deepfound.strict_json import dumps
+
+RCV1_SAMPLES = 20_242
+RCV1_FEATURES = 47_236
+RCV1_NNZ_PER_ROW = 74
+GROUPS = ("versus", "versus_large", "p_scaling", "memory", "sweep")
+LARGE_FACTOR = 10  # the larger n of versus_large, and the larger p of p_scaling
+SWEEP_RUNS = 64
+SWEEP_SPAN = 10.0  # the sweep's rates run from auto / SPAN to auto * SPAN, log-spaced
+ZIPF_EXPONENT = 1.1  # feature j (in a random order) is drawn with probability ~ (j + 10)^-1.1
+MAX_ROW_FACTOR = 2.0  # row lengths are clipped to [mean / 4, 2 mean]
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def synthetic_rows(num_samples: int, num_features: int, nnz_per_row: int, seed: int
+                   ) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+  """(X CSR float64 (n, p), y +-1): rcv1-like sparse logistic data.
+
+  Row lengths are log-normal around ``nnz_per_row`` (clipped to [mean / 4, 2 mean]); the columns
+  of a row are distinct draws from a Zipf-like law over the features (a few frequent, most rare),
+  values are positive (tf-idf like) and each row has unit L2 norm. Labels follow a logistic
+  model with a sparse-ish true weight vector.
+  """
+  rng = np.random.default_rng(seed)
+  lengths = np.exp(rng.normal(np.log(nnz_per_row) - 0.5 * 0.45**2, 0.45, num_samples))
+  lengths = np.clip(np.round(lengths), max(1, nnz_per_row // 4),
+                    int(MAX_ROW_FACTOR * nnz_per_row)).astype(np.int64)
+  lengths = np.minimum(lengths, num_features)
+  weights = (np.arange(num_features) + 10.0) ** -ZIPF_EXPONENT
+  cdf = np.cumsum(weights / weights.sum())
+  relabel = rng.permutation(num_features)  # frequent features spread over the columns
+  width = int(2 * lengths.max()) + 8
+  rows, cols = [], []
+  chunk = max(1, 2_000_000 // width)
+  for start in range(0, num_samples, chunk):
+    stop = min(num_samples, start + chunk)
+    draws = np.searchsorted(cdf, rng.random((stop - start, width)) * cdf[-1])
+    draws = np.minimum(draws, num_features - 1)
+    order = np.argsort(draws, axis=1, kind="stable")
+    ranked = np.take_along_axis(draws, order, axis=1)
+    first = np.ones_like(ranked, dtype=bool)
+    first[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+    is_first = np.zeros_like(first)
+    np.put_along_axis(is_first, order, first, axis=1)  # first occurrence, in draw order
+    keep = is_first & (np.cumsum(is_first, axis=1) <= lengths[start:stop, None])
+    r, c = np.nonzero(keep)
+    rows.append(r + start)
+    cols.append(relabel[draws[r, c]])
+  rows, cols = np.concatenate(rows), np.concatenate(cols)
+  values = rng.lognormal(0.0, 0.7, rows.size)
+  matrix = scipy.sparse.csr_matrix((values, (rows, cols)), shape=(num_samples, num_features))
+  matrix.sum_duplicates()
+  norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+  matrix = scipy.sparse.csr_matrix(scipy.sparse.diags(1.0 / np.maximum(norms, 1e-300)) @ matrix)
+  truth = rng.normal(size=num_features) * (rng.random(num_features) < 0.3)
+  margins = matrix @ truth
+  margins = 4.0 * margins / max(float(np.std(margins)), 1e-12)
+  labels = np.where(rng.random(num_samples) < 1.0 / (1.0 + np.exp(-margins)), 1.0, -1.0)
+  return matrix, labels
+
+
+def libsvm_set(num_samples: int, num_features: int, nnz_per_row: int, seed: int, directory: str
+               ) -> tuple[scipy.sparse.csr_matrix, np.ndarray, dict]:
+  """``synthetic_rows`` written to a LIBSVM file and read back through our loader."""
+  from sklearn.datasets import dump_svmlight_file
+
+  start = time.perf_counter()
+  matrix, labels = synthetic_rows(num_samples, num_features, nnz_per_row, seed)
+  generated = time.perf_counter()
+  path = os.path.join(directory, f"sparse_{num_samples}x{num_features}_{seed}.svm")
+  dump_svmlight_file(matrix, labels, path, zero_based=False)
+  written = time.perf_counter()
+  loaded, loaded_labels = load_libsvm(path, binary=True)
+  read = time.perf_counter()
+  if loaded.shape[1] < num_features:  # a column never drawn at the end: keep p as asked
+    loaded = scipy.sparse.csr_matrix((loaded.data, loaded.indices, loaded.indptr),
+                                     shape=(num_samples, num_features))
+  assert np.array_equal(loaded_labels, labels) and loaded.nnz == matrix.nnz
+  counts = np.diff(loaded.indptr)
+  frequencies = np.sort(np.diff(loaded.tocsc().indptr))[::-1]
+  facts = dict(
+      num_samples=num_samples, num_features=num_features, nnz=int(loaded.nnz),
+      nnz_per_row=float(counts.mean()), max_row_nnz=int(counts.max()),
+      min_row_nnz=int(counts.min()), padding_overhead=float(counts.max() / counts.mean()),
+      density=float(loaded.nnz / (num_samples * num_features)),
+      top_feature_row_fraction=float(frequencies[0] / num_samples),
+      features_in_top_1pct_rows_share=float(
+          frequencies[: max(1, num_features // 100)].sum() / loaded.nnz),
+      unused_features=int(np.sum(frequencies == 0)),
+      positive_fraction=float(np.mean(loaded_labels > 0)), file_mb=os.path.getsize(path) / 1e6,
+      generate_s=generated - start, write_s=written - generated, read_s=read - written)
+  os.remove(path)
+  return loaded, loaded_labels, facts
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def objective64(matrix, labels: np.ndarray, params, l2: float) -> float:
+  """(1/n) sum log(1 + exp(-y x.w)) + (l2/2) ||w||^2 in float64 on the host."""
+  w = np.asarray(params, np.float64).ravel()
+  margins = labels * (matrix @ w)
+  return float(np.mean(np.logaddexp(0.0, -margins)) + 0.5 * l2 * w @ w)
+
+
+def auto_step(matrix, l2: float, saga: bool) -> float:
+  """scikit-learn's automatic SAG/SAGA step for this L2 weight (alpha_scaled = 1 / (C n) = l2),
+  with its own functions, as ``LogisticRegression.fit`` computes it."""
+  from sklearn.linear_model._sag import get_auto_step_size
+  from sklearn.utils.extmath import row_norms
+
+  max_squared_sum = float(row_norms(matrix, squared=True).max())
+  return float(get_auto_step_size(max_squared_sum, l2, "log", False,
+                                  n_samples=matrix.shape[0], is_saga=saga))
+
+
+def _spread(times: list[float]) -> dict:
+  return dict(median=float(statistics.median(times)), min=float(min(times)),
+              max=float(max(times)), repeats=[float(t) for t in times])
+
+
+def _timed(fn, repeats: int) -> tuple[list[float], object]:
+  times, out = [], None
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times, out
+
+
+def compiled_run(problem, method, hyper, num_steps: int, key=None):
+  """(compile seconds, run(): the final state) for ``num_steps`` steps from zero, as one log
+  block (one objective evaluation, at the end)."""
+  key = jax.random.PRNGKey(0) if key is None else key
+  state = driver.init_state(problem, method, hyper, key)
+  start = time.perf_counter()
+  compiled = driver.run_chunk_jit.lower(problem, method, hyper, state, num_logs=1,
+                                        log_every=num_steps).compile()
+  compile_s = time.perf_counter() - start
+  return compile_s, (lambda: compiled(problem, hyper, state)), compiled
+
+
+def sklearn_fit(matrix, labels, solver: str, epochs: int, repeats: int):
+  """(times, coef) of ``LogisticRegression(solver)`` fits with C = 1, no intercept, exactly
+  ``epochs`` epochs (tol = 1e-30), time.perf_counter around ``fit``."""
+  from sklearn.exceptions import ConvergenceWarning
+  from sklearn.linear_model import LogisticRegression
+
+  times, model = [], None
+  for _ in range(repeats):
+    model = LogisticRegression(solver=solver, C=1.0, fit_intercept=False, max_iter=epochs,
+                               tol=1e-30, random_state=0)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      warnings.simplefilter("ignore", ConvergenceWarning)
+      start = time.perf_counter()
+      model.fit(matrix, labels)
+      times.append(time.perf_counter() - start)
+  assert int(np.max(model.n_iter_)) == epochs, model.n_iter_
+  return times, model.coef_.ravel()
+
+
+# ----------------------------------------------------------------------------------------------
+# Parts
+
+
+def versus_sklearn(matrix, labels, facts: dict, epochs: int, repeats: int, log) -> dict:
+  """SAG and SAGA against scikit-learn on one set: seconds per epoch, objectives."""
+  n = matrix.shape[0]
+  l2 = 1.0 / n
+  problem = make_sparse_problem(matrix, labels, l2=l2)
+  start = time.perf_counter()
+  optimum = solve_linear_optimum(matrix, labels, "logistic", l2=l2)
+  optimum_s = time.perf_counter() - start
+  log(f"n = {n:,}: E* = {optimum.value:.10f} (|grad| {optimum.gradient_norm:.1e}, "
+      f"{optimum_s:.1f} s)")
+  rows = []
+  for solver in ("sag", "saga"):
+    step = auto_step(matrix, l2, saga=solver == "saga")
+    options = dict(average_over_seen=True) if solver == "sag" else {}
+    method = driver.Method(solver, **options)
+    hyper = driver.hyperparameters(step)
+    compile_s, run, _ = compiled_run(problem, method, hyper, epochs * n)
+    jax.block_until_ready(run())  # warm-up
+    ours_times, (state, points) = _timed(run, repeats)
+    ours_params = np.asarray(driver.reported_params(state))
+    theirs_times, theirs_params = sklearn_fit(matrix, labels, solver, epochs, repeats)
+    ours_objective = objective64(matrix, labels, ours_params, l2)
+    theirs_objective = objective64(matrix, labels, theirs_params, l2)
+    ours = _spread([t / epochs for t in ours_times])
+    theirs = _spread([t / epochs for t in theirs_times])
+    row = dict(
+        solver=solver, num_samples=n, epochs=epochs, step=step,
+        ours_method=repr(method), ours_s_per_epoch=ours, sklearn_s_per_epoch=theirs,
+        ratio=ours["median"] / theirs["median"], ours_compile_s=compile_s,
+        ours_objective=ours_objective, ours_objective_device=float(points.objective[-1]),
+        sklearn_objective=theirs_objective, optimum=optimum.value,
+        ours_suboptimality=ours_objective - optimum.value,
+        sklearn_suboptimality=theirs_objective - optimum.value,
+        relative_distance=float(np.linalg.norm(ours_params - theirs_params)
+                                / max(np.linalg.norm(theirs_params), 1e-300)))
+    log(f"  {solver}: {ours['median']:.4f} s/epoch vs {theirs['median']:.4f} "
+        f"(ratio {row['ratio']:.2f}, compile {compile_s:.1f} s); E - E* "
+        f"{row['ours_suboptimality']:.3e} vs {row['sklearn_suboptimality']:.3e}")
+    rows.append(row)
+  return dict(data=facts, l2=l2, optimum=optimum.value, optimum_gradient_norm=optimum.gradient_norm,
+              optimum_s=optimum_s, rows=rows)
+
+
+def p_scaling(small, large, repeats: int, steps: int, log) -> list[dict]:
+  """Marginal seconds per step at p and at 10 p: (time of 3 S steps - time of S steps) / 2 S,
+  which cancels what a run pays once (the O(nnz + p) objective, begin/end of the log block);
+  the two sizes are timed in alternation, the ratio is the median of the per-pair ratios."""
+  rows = []
+  problems = {}
+  for matrix, labels in (small, large):
+    problems[matrix.shape[1]] = make_sparse_problem(matrix, labels, l2=1.0 / matrix.shape[0])
+  for solver in ("sag", "saga", "sgd"):
+    method = driver.Method(solver)
+    programs = {}
+    for p, problem in problems.items():
+      hyper = driver.hyperparameters(auto_step(problem.host_matrix(), float(problem.l2),
+                                               solver == "saga") if solver != "sgd" else 0.1)
+      for count in (steps, 3 * steps):
+        _, run, _ = compiled_run(problem, method, hyper, count)
+        jax.block_until_ready(run())
+        programs[p, count] = run
+    per_step = {p: [] for p in problems}
+    for _ in range(repeats):
+      for p in problems:
+        short = _timed(programs[p, steps], 1)[0][0]
+        long = _timed(programs[p, 3 * steps], 1)[0][0]
+        per_step[p].append((long - short) / (2 * steps))
+    (p_small, small_times), (p_large, large_times) = per_step.items()
+    ratios = np.asarray(large_times) / np.asarray(small_times)
+    row = dict(method=solver, steps=steps, p_small=p_small, p_large=p_large,
+               us_per_step_small=_spread([1e6 * t for t in small_times]),
+               us_per_step_large=_spread([1e6 * t for t in large_times]),
+               ratio=float(np.median(ratios)), ratio_min=float(ratios.min()),
+               ratio_max=float(ratios.max()))
+    log(f"  {solver}: {row['us_per_step_small']['median']:.3f} us/step at p = {p_small:,}, "
+        f"{row['us_per_step_large']['median']:.3f} at p = {p_large:,}, ratio {row['ratio']:.2f}")
+    rows.append(row)
+  return rows
+
+
+def _tree_bytes(tree) -> int:
+  return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)))
+
+
+def memory(matrix, labels, epochs: int) -> dict:
+  """Device bytes of the sparse data and of the SAG state, against dense float32 equivalents."""
+  n, p = matrix.shape
+  problem = make_sparse_problem(matrix, labels, l2=1.0 / n)
+  method = driver.Method("sag", average_over_seen=True)
+  hyper = driver.hyperparameters(1.0)
+  state = driver.init_state(problem, method, hyper, jax.random.PRNGKey(0))
+  itemsize = jnp.zeros(()).dtype.itemsize
+  num_steps = epochs * n
+  compiled = driver.run_chunk_jit.lower(problem, method, hyper, state, num_logs=1,
+                                        log_every=num_steps).compile()
+  analysis = compiled.memory_analysis()
+  temp = None if analysis is None else int(getattr(analysis, "temp_size_in_bytes", 0))
+  return dict(
+      num_samples=n, num_features=p, nnz=int(matrix.nnz),
+      data_bytes=int(problem.device_bytes()),
+      data_padding_overhead=float(problem.indices.size / matrix.nnz),
+      dense_data_bytes=int(n * p * itemsize + n * itemsize),
+      csr_float32_bytes=int(matrix.nnz * (itemsize + 4) + (n + 1) * 4 + n * itemsize),
+      state_bytes=_tree_bytes(state.opt_state) + _tree_bytes(state.params),
+      state_parts={name: _tree_bytes(leaf) for name, leaf in state.opt_state._asdict().items()},
+      # The lazy carry of a log block: v (p + 1), last (p + 1, int32), Q (log_every + 1).
+      carry_bytes=int((p + 1) * itemsize + (p + 1) * 4 + (num_steps + 1) * itemsize),
+      carry_log_every=num_steps,
+      program_temp_bytes=temp,
+      dense_scalar_state_bytes=int((n + 2 * p) * itemsize),
+      dense_full_table_bytes=int((n * p + 2 * p) * itemsize))
+
+
+def sweep(matrix, labels, epochs: int, repeats: int, sklearn_fits: int, log) -> dict:
+  """64 SAG runs at log-spaced rates around the automatic step, as one vmapped program, against
+  64 sequential scikit-learn SAG fits (``sklearn_fits`` of them timed, the rest extrapolated)."""
+  from sklearn.exceptions import ConvergenceWarning
+  from sklearn.linear_model import LogisticRegression
+
+  n = matrix.shape[0]
+  l2 = 1.0 / n
+  problem = make_sparse_problem(matrix, labels, l2=l2)
+  step = auto_step(matrix, l2, saga=False)
+  rates = step * np.geomspace(1.0 / SWEEP_SPAN, SWEEP_SPAN, SWEEP_RUNS)
+  method = driver.Method("sag", average_over_seen=True)
+  hyper = driver.hyperparameters(rates)
+  key = jax.random.PRNGKey(0)
+  num_steps = epochs * n
+  program = jax.jit(jax.vmap(lambda h: driver.run(problem, method, h, key, num_steps=num_steps,
+                                                  log_every=n)))
+  start = time.perf_counter()
+  compiled = program.lower(hyper).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(compiled(hyper))
+  times, (state, points) = _timed(lambda: compiled(hyper), repeats)
+  params = np.asarray(state.params, np.float64)
+  optimum = solve_linear_optimum(matrix, labels, "logistic", l2=l2).value
+  finals = np.array([objective64(matrix, labels, w, l2) if np.all(np.isfinite(w)) else np.nan
+                     for w in params])
+  diverged = ~np.isfinite(finals) | (finals > 10 * np.log(2.0))  # E(0) = log 2
+  ours = _spread(times)
+  # scikit-learn chooses SAG's step itself: its sweep is over C (what a user sweeps there), each
+  # fit the same epochs. ``sklearn_fits`` evenly spaced fits of the 64 are timed.
+  grid = np.geomspace(0.1, 10.0, SWEEP_RUNS)
+  picked = np.unique(np.linspace(0, SWEEP_RUNS - 1, min(sklearn_fits, SWEEP_RUNS)).astype(int))
+  fit_times = []
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    for c in grid[picked]:
+      model = LogisticRegression(solver="sag", C=float(c), fit_intercept=False, max_iter=epochs,
+                                 tol=1e-30, random_state=0)
+      begin = time.perf_counter()
+      model.fit(matrix, labels)
+      fit_times.append(time.perf_counter() - begin)
+  theirs_s = float(np.mean(fit_times)) * SWEEP_RUNS
+  result = dict(
+      runs=SWEEP_RUNS, epochs=epochs, auto_step=step, rate_min=float(rates[0]),
+      rate_max=float(rates[-1]), ours_s=ours, ours_compile_s=compile_s,
+      ours_runs_per_second=SWEEP_RUNS / ours["median"],
+      sklearn_fits_timed=int(len(picked)), sklearn_fit_s=_spread(fit_times),
+      sklearn_s_extrapolated=theirs_s, sklearn_runs_per_second=SWEEP_RUNS / theirs_s,
+      speedup=theirs_s / ours["median"], optimum=optimum,
+      best_suboptimality=float(np.nanmin(finals) - optimum),
+      best_rate=float(rates[int(np.nanargmin(finals))]),
+      diverged=int(np.sum(diverged)),
+      suboptimality_at_auto_step=float(finals[int(np.argmin(np.abs(np.log(rates / step))))]
+                                       - optimum))
+  log(f"  sweep: {result['ours_runs_per_second']:.2f} runs/s ({ours['median']:.2f} s, compile "
+      f"{compile_s:.1f} s) vs {result['sklearn_runs_per_second']:.2f} "
+      f"(x{result['speedup']:.1f}); best E - E* {result['best_suboptimality']:.2e} at rate "
+      f"{result['best_rate']:.3g}, {result['diverged']} diverged")
+  return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver and table
+
+
+def run_benchmark(out: str, *, scale: float = 1.0, num_features: int = RCV1_FEATURES,
+                  nnz_per_row: int = RCV1_NNZ_PER_ROW, epochs: int = 10, sweep_epochs: int = 3,
+                  repeats: int = 3, scaling_repeats: int = 5, scaling_steps: int = 100_000,
+                  sweep_fits: int = 16, groups=GROUPS, command: str = "", seed: int = 0,
+                  log=print) -> dict:
+  import sklearn
+
+  unknown = set(groups) - set(GROUPS)
+  if unknown:
+    raise ValueError(f"unknown groups {sorted(unknown)}; expected some of {', '.join(GROUPS)}")
+  log = log or (lambda _: None)
+  began = time.perf_counter()
+  n = max(10, int(round(scale * RCV1_SAMPLES)))
+  results = dict(
+      command=command,
+      machine=dict(platform=platform.platform(), processor=platform.processor(),
+                   cpu_count=os.cpu_count(), backend=jax.default_backend(),
+                   devices=[str(d) for d in jax.devices()]),
+      versions=dict(jax=jax.__version__, sklearn=sklearn.__version__, numpy=np.__version__,
+                    scipy=scipy.__version__),
+      dtype=str(jnp.zeros(()).dtype), scale=scale, num_samples=n, num_features=num_features,
+      nnz_per_row=nnz_per_row, epochs=epochs, sweep_epochs=sweep_epochs, repeats=repeats,
+      groups=list(groups), loadavg_start=list(os.getloadavg()))
+  with tempfile.TemporaryDirectory() as directory:
+    base = libsvm_set(n, num_features, nnz_per_row, seed, directory)
+    results["data"] = base[2]
+    log(f"data: {n:,} x {num_features:,}, {base[2]['nnz']:,} non-zeros "
+        f"({base[2]['nnz_per_row']:.1f} a row, max {base[2]['max_row_nnz']}), generated, written "
+        f"and read in {base[2]['generate_s'] + base[2]['write_s'] + base[2]['read_s']:.1f} s")
+    if "versus" in groups:
+      results["versus"] = versus_sklearn(base[0], base[1], base[2], epochs, repeats, log)
+    if "versus_large" in groups:
+      large = libsvm_set(LARGE_FACTOR * n, num_features, nnz_per_row, seed + 1, directory)
+      results["versus_large"] = versus_sklearn(large[0], large[1], large[2], epochs, repeats, log)
+      del large
+    if "p_scaling" in groups:
+      wide = libsvm_set(n, LARGE_FACTOR * num_features, nnz_per_row, seed + 2, directory)
+      results["p_scaling_data"] = wide[2]
+      results["p_scaling"] = p_scaling(base[:2], wide[:2], scaling_repeats, scaling_steps, log)
+      del wide
+  if "memory" in groups:
+    results["memory"] = memory(base[0], base[1], epochs)
+  if "sweep" in groups:
+    results["sweep"] = sweep(base[0], base[1], sweep_epochs, repeats, sweep_fits, log)
+  results["loadavg_end"] = list(os.getloadavg())
+  results["total_s"] = time.perf_counter() - began
+  log(f"total {results['total_s']:.0f} s")
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "sparse.json"), "w") as f:
+    f.write(dumps(results, indent=2) + "\n")
+  with open(os.path.join(out, "sparse.md"), "w") as f:
+    f.write(markdown(results))
+  return results
+
+
+def _mb(value: float) -> str:
+  return f"{value / 1e6:,.1f} MB" if value < 1e9 else f"{value / 1e9:,.2f} GB"
+
+
+def _med(spread: dict, digits: int = 4) -> str:
+  return f"{spread['median']:.{digits}f} [{spread['min']:.{digits}f}, {spread['max']:.{digits}f}]"
+
+
+def markdown(results: dict) -> str:
+  data = results["data"]
+  lines = [
+      "# Sparse logistic regression (lazy SAG/SAGA): benchmark against scikit-learn",
+      "",
+      f"Command: `{results['command']}`  ",
+      f"Machine: {results['machine']['cpu_count']} CPU cores, backend "
+      f"{results['machine']['backend']}; jax {results['versions']['jax']}, scikit-learn "
+      f"{results['versions']['sklearn']}. Load average (1, 5, 15 min) "
+      f"{', '.join(f'{v:.2f}' for v in results['loadavg_start'])} at start, "
+      f"{', '.join(f'{v:.2f}' for v in results['loadavg_end'])} at end. Whole run "
+      f"{results['total_s']:.0f} s.",
+      "",
+      f"Data: synthetic, rcv1's shape: n = {data['num_samples']:,}, p = "
+      f"{data['num_features']:,}, {data['nnz']:,} non-zeros ({data['nnz_per_row']:.1f} a row, "
+      f"{data['min_row_nnz']} to {data['max_row_nnz']}; density {100 * data['density']:.3f} %), "
+      f"feature frequencies Zipf-like (the most frequent feature in "
+      f"{100 * data['top_feature_row_fraction']:.0f} % of the rows, the top 1 % of features "
+      f"hold {100 * data['features_in_top_1pct_rows_share']:.0f} % of the non-zeros), rows "
+      f"L2-normalized, labels from a logistic model ({100 * data['positive_fraction']:.0f} % "
+      "positive). Written to a LIBSVM file "
+      f"({data['file_mb']:.0f} MB) and read back with `deepfound.data.load_libsvm`; both sides "
+      "get that float64 CSR matrix. Ours stores it padded to the longest row (padding overhead "
+      f"{data['padding_overhead']:.2f}x) in {results['dtype']}; scikit-learn runs in float64.",
+      "",
+      "Objective (both sides): (1/n) sum_i log(1 + exp(-y_i x_i.w)) + (l2/2) ||w||^2, l2 = 1/n "
+      "(scikit-learn's C = 1), no intercept. E - E* are float64 evaluations on the host of each "
+      "side's final iterate against E* from float64 Newton-CG on the same CSR matrix. Timings: "
+      f"median [min, max] of {results['repeats']} runs; ours times the compiled program "
+      "(compilation excluded, reported apart), scikit-learn `time.perf_counter()` around `fit`.",
+  ]
+  for key, title in (("versus", "n"), ("versus_large", f"{LARGE_FACTOR} n")):
+    if key not in results:
+      continue
+    part = results[key]
+    d = part["data"]
+    lines += [
+        "",
+        f"## Seconds per epoch against scikit-learn ({title}: n = {d['num_samples']:,}, "
+        f"p = {d['num_features']:,}, {d['nnz']:,} non-zeros)",
+        "",
+        f"Same step (scikit-learn's automatic step, from its `get_auto_step_size`, passed to ours "
+        f"as the learning rate), same epochs, uniform sampling with replacement on both sides; "
+        f"our SAG divides by the samples seen during the first epoch, as scikit-learn's. "
+        f"E* = {part['optimum']:.10f} (gradient norm {part['optimum_gradient_norm']:.1e}).",
+        "",
+        "| ours | baseline | epochs | step | ours s/epoch | scikit-learn s/epoch | ratio "
+        "(target <= 1.0, aim <= 0.5) | ours compile s | ours E - E* | scikit-learn E - E* |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in part["rows"]:
+      ours_name = ("sag (average over seen)" if r["solver"] == "sag" else "saga") + f", {results['dtype']}"
+      lines.append(
+          f"| {ours_name} | `LogisticRegression(solver='{r['solver']}')`, float64 | "
+          f"{r['epochs']} | {r['step']:.4g} | {_med(r['ours_s_per_epoch'])} | "
+          f"{_med(r['sklearn_s_per_epoch'])} | {r['ratio']:.2f} | {r['ours_compile_s']:.1f} | "
+          f"{r['ours_suboptimality']:.3e} | {r['sklearn_suboptimality']:.3e} |")
+  if "p_scaling" in results:
+    wide = results["p_scaling_data"]
+    rows = results["p_scaling"]
+    lines += [
+        "",
+        f"## Per-step cost against p (n = {wide['num_samples']:,}, same non-zeros per row)",
+        "",
+        f"p = {rows[0]['p_small']:,} ({data['nnz_per_row']:.1f} non-zeros a row, longest "
+        f"{data['max_row_nnz']}) against p = {rows[0]['p_large']:,} "
+        f"({wide['nnz_per_row']:.1f} a row, longest {wide['max_row_nnz']}). Marginal cost: (time "
+        f"of {3 * rows[0]['steps']:,} steps - time of {rows[0]['steps']:,} steps) / "
+        f"{2 * rows[0]['steps']:,}, which leaves out what a run pays once (the O(nnz + p) "
+        "objective, the O(p) start and end of a log block). The sizes are timed in alternation, "
+        "each pair giving a ratio; median [min, max] of "
+        f"{len(rows[0]['us_per_step_small']['repeats'])} pairs. Constant rate: scikit-learn's "
+        "automatic step for SAG/SAGA, 0.1 for SGD.",
+        "",
+        f"| method | us/step, p = {rows[0]['p_small']:,} | us/step, p = {rows[0]['p_large']:,} | "
+        "ratio (target <= 1.5) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+      lines.append(f"| {r['method']} | {_med(r['us_per_step_small'], 3)} | "
+                   f"{_med(r['us_per_step_large'], 3)} | {r['ratio']:.2f} "
+                   f"[{r['ratio_min']:.2f}, {r['ratio_max']:.2f}] |")
+  if "memory" in results:
+    m = results["memory"]
+    parts = ", ".join(f"{k} {_mb(v)}" for k, v in m["state_parts"].items())
+    lines += [
+        "",
+        f"## Device memory (n = {m['num_samples']:,}, p = {m['num_features']:,}, "
+        f"{results['dtype']})",
+        "",
+        "| what | ours (sparse) | dense equivalent | ratio |",
+        "|---|---|---|---|",
+        f"| data (features and targets) | {_mb(m['data_bytes'])} (padded rows; CSR would take "
+        f"{_mb(m['csr_float32_bytes'])}) | {_mb(m['dense_data_bytes'])} (n x p) | "
+        f"{m['dense_data_bytes'] / m['data_bytes']:,.0f}x smaller |",
+        f"| SAG state (params and gradient memory) | {_mb(m['state_bytes'])} | "
+        f"{_mb(m['dense_full_table_bytes'])} (a table of n dense gradients) / "
+        f"{_mb(m['dense_scalar_state_bytes'])} (dense SAG with scalar memory) | "
+        f"{m['dense_full_table_bytes'] / m['state_bytes']:,.0f}x / "
+        f"{m['dense_scalar_state_bytes'] / m['state_bytes']:.2f}x |",
+        "",
+        f"SAG state: params and {parts}. Within a log block the lazy carry adds "
+        f"{_mb(m['carry_bytes'])} (v and last-update step per feature, and the cumulative step "
+        f"sums, one per step of the block: {m['carry_log_every']:,} here, a whole {results['epochs']}-epoch run "
+        "as one block)"
+        + (f"; XLA's temporary buffers for that program: {_mb(m['program_temp_bytes'])}."
+           if m.get("program_temp_bytes") is not None else "."),
+    ]
+  if "sweep" in results:
+    s = results["sweep"]
+    lines += [
+        "",
+        f"## {s['runs']}-run learning-rate sweep against {s['runs']} scikit-learn fits "
+        f"(n = {data['num_samples']:,}, {s['epochs']} epochs)",
+        "",
+        f"Ours: SAG (average over seen) at {s['runs']} rates log-spaced in [{s['rate_min']:.3g}, "
+        f"{s['rate_max']:.3g}] (the automatic step {s['auto_step']:.3g} / {SWEEP_SPAN:g} to x "
+        f"{SWEEP_SPAN:g}), one `jax.jit(jax.vmap(driver.run))` program, one objective per epoch. "
+        f"scikit-learn chooses SAG's step itself: its {s['runs']} fits sweep C over [0.1, 10], "
+        f"each the same {s['epochs']} epochs; {s['sklearn_fits_timed']} evenly spaced fits of the "
+        f"{s['runs']} were timed (a fit takes {_med(s['sklearn_fit_s'], 3)} s) and the total "
+        "extrapolated.",
+        "",
+        "| ours s (64 runs) | ours runs/s | scikit-learn s (64 fits, extrapolated) | "
+        "scikit-learn runs/s | speed-up | ours compile s | best E - E* (rate) | diverged |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {_med(s['ours_s'], 2)} | {s['ours_runs_per_second']:.2f} | "
+        f"{s['sklearn_s_extrapolated']:.2f} | {s['sklearn_runs_per_second']:.2f} | "
+        f"{s['speedup']:.2f} | {s['ours_compile_s']:.1f} | {s['best_suboptimality']:.2e} "
+        f"({s['best_rate']:.3g}) | {s['diverged']} of {s['runs']} |",
+    ]
+  lines.append("")
+  return "\n".join(lines)
