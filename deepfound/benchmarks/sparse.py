@@ -61,9 +61,12 @@ def synthetic_rows(num_samples: int, num_features: int, nnz_per_row: int, seed: 
   model with a sparse-ish true weight vector.
   """
   rng = np.random.default_rng(seed)
-  lengths = np.exp(rng.normal(np.log(nnz_per_row) - 0.5 * 0.45**2, 0.45, num_samples))
-  lengths = np.clip(np.round(lengths), max(1, nnz_per_row // 4),
-                    int(MAX_ROW_FACTOR * nnz_per_row)).astype(np.int64)
+  low, high = max(1, nnz_per_row // 4), int(MAX_ROW_FACTOR * nnz_per_row)
+  lengths = np.exp(rng.normal(0.0, 0.45, num_samples))
+  for _ in range(20):  # the clipped mean at nnz_per_row
+    clipped = np.clip(lengths, low, high)
+    lengths = lengths * nnz_per_row / clipped.mean()
+  lengths = np.clip(np.round(lengths), low, high).astype(np.int64)
   lengths = np.minimum(lengths, num_features)
   weights = (np.arange(num_features) + 10.0) ** -ZIPF_EXPONENT
   cdf = np.cumsum(weights / weights.sum())
@@ -115,6 +118,12 @@ def libsvm_set(num_samples: int, num_features: int, nnz_per_row: int, seed: int,
     loaded = scipy.sparse.csr_matrix((loaded.data, loaded.indices, loaded.indptr),
                                      shape=(num_samples, num_features))
   assert np.array_equal(loaded_labels, labels) and loaded.nnz == matrix.nnz
+  # load_svmlight_file (under load_libsvm) gives int64 index arrays, which scikit-learn's SAG
+  # refuses ("Only sparse matrices with 32-bit integer indices are accepted"): same matrix,
+  # 32-bit indices, for both sides.
+  loaded = scipy.sparse.csr_matrix(
+      (loaded.data, loaded.indices.astype(np.int32), loaded.indptr.astype(np.int32)),
+      shape=loaded.shape)
   counts = np.diff(loaded.indptr)
   frequencies = np.sort(np.diff(loaded.tocsc().indptr))[::-1]
   facts = dict(
