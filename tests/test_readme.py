@@ -13,13 +13,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _blocks():
   with open(os.path.join(ROOT, "README.md")) as f:
     blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
-  assert len(blocks) == 4
+  assert len(blocks) == 5
   return blocks
 
 
 def test_readme_update_rule_example_runs():
   namespace = {}
-  exec(compile(_blocks()[2], "README.md", "exec"), namespace)  # noqa: S102
+  exec(compile(_blocks()[3], "README.md", "exec"), namespace)  # noqa: S102
   loss = float(namespace["full_loss"](namespace["params"]))
   assert loss < 0.60  # from log 2 = 0.693: SAG made real progress
   # The memory holds one gradient per sample for each leaf of the parameter pytree.
@@ -29,7 +29,7 @@ def test_readme_update_rule_example_runs():
 
 def test_readme_vmap_sweep_example_runs():
   namespace = {}
-  exec(compile(_blocks()[3], "README.md", "exec"), namespace)  # noqa: S102
+  exec(compile(_blocks()[4], "README.md", "exec"), namespace)  # noqa: S102
   objective = namespace["curves"].objective
   assert objective.shape == (16, 20)
   final = objective[:, -1]
@@ -58,3 +58,14 @@ def test_readme_generative_example_runs():
   fitted = namespace["fitted"]
   modes = namespace["mode_metrics"](fitted.sample(jax.random.PRNGKey(1), 2500), ring.means, ring.sd)
   assert float(modes["modes_captured"]) == 8 and float(modes["high_quality_fraction"]) > 0.9
+
+
+def test_readme_sparse_example_runs():
+  namespace = {}
+  exec(compile(_blocks()[2], "README.md", "exec"), namespace)  # noqa: S102
+  state, points, optimum = namespace["state"], namespace["points"], namespace["optimum"]
+  assert optimum.converged
+  assert 0 <= float(points.objective[-1]) - optimum.value < 1e-4
+  assert 0 < int(state.stopped_at) < 100_000  # tol stopped it
+  zeros = int((state.params == 0).sum())
+  assert 0 < zeros < state.params.size  # L1 made a sparse, not an empty, model
