@@ -58,9 +58,56 @@ def loss_derivative(loss: str, scores: jax.Array, targets: jax.Array) -> jax.Arr
   raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
 
 
+class PenalizedLinear:
+  """What dense and sparse linear finite sums share: the parameter layout (an intercept as the
+  last row), the penalties, per-sample scales, and the problem's variants. Needs the fields
+  ``l2``, ``l1``, ``loss`` and ``fit_intercept``."""
+
+  def with_l2(self, l2: jax.Array):
+    return dataclasses.replace(self, l2=l2)
+
+  def metrics(self, params: jax.Array) -> dict[str, jax.Array]:
+    del params
+    return {}
+
+  def penalized(self, params: jax.Array) -> jax.Array:
+    """``params`` with the intercept row (if any) zeroed: the part the penalties apply to."""
+    return params.at[-1].set(0.0) if self.fit_intercept else params
+
+  def coefficients(self, params: jax.Array) -> jax.Array:
+    """The weights without the intercept (what scikit-learn's stopping criterion looks at)."""
+    return params[:-1] if self.fit_intercept else params
+
+  def intercept(self, params: jax.Array) -> jax.Array:
+    """The intercept row (zeros without one), shaped like one score."""
+    return params[-1] if self.fit_intercept else jnp.zeros(params.shape[1:], params.dtype)
+
+  def proximal(self, params: jax.Array, step: jax.Array) -> jax.Array:
+    """The proximal step of step * l1 ||.||_1 on the penalized rows (soft thresholding)."""
+    thresholded = soft_threshold(params, step * self.l1)
+    return thresholded.at[-1].set(params[-1]) if self.fit_intercept else thresholded
+
+  def sample_scale(self, scores: jax.Array, targets: jax.Array, weights: jax.Array | None):
+    """s = w L'(score, y) per sample (scores (b,) or (b, K))."""
+    scale = loss_derivative(self.loss, scores, targets)
+    if weights is None:
+      return scale
+    return scale * weights.reshape(weights.shape + (1,) * (scale.ndim - weights.ndim))
+
+  def penalty(self, params: jax.Array) -> jax.Array:
+    """(l2/2) ||b||^2 + l1 ||b||_1 over the penalized rows."""
+    penalized = self.penalized(params)
+    value = 0.5 * self.l2 * jnp.sum(jnp.square(penalized))
+    return value + self.l1 * jnp.sum(jnp.abs(penalized)) if self.l1 else value
+
+  def regularizer_gradient(self, params: jax.Array) -> jax.Array:
+    """The part of every grad E_i that is not x_i s_i: the L2 term (not on the intercept)."""
+    return self.l2 * self.penalized(params)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LinearFiniteSum:
+class LinearFiniteSum(PenalizedLinear):
   """E(b) = (1/n) sum_i w_i L(<x_i, b>, y_i) + (l2/2) ||b||^2 + l1 ||b||_1 on device arrays.
 
   ``l2`` is a pytree leaf so a sweep can ``vmap`` over it; ``loss``, ``num_classes``, ``l1`` and
@@ -102,32 +149,6 @@ class LinearFiniteSum:
     rows = (self.features[indices], self.targets[indices])
     return rows if self.weights is None else rows + (self.weights[indices],)
 
-  def with_l2(self, l2: jax.Array) -> LinearFiniteSum:
-    return dataclasses.replace(self, l2=l2)
-
-  def metrics(self, params: jax.Array) -> dict[str, jax.Array]:
-    del params
-    return {}
-
-  def penalized(self, params: jax.Array) -> jax.Array:
-    """``params`` with the intercept row (if any) zeroed: the part the penalties apply to."""
-    return params.at[-1].set(0.0) if self.fit_intercept else params
-
-  def coefficients(self, params: jax.Array) -> jax.Array:
-    """The weights without the intercept (what scikit-learn's stopping criterion looks at)."""
-    return params[:-1] if self.fit_intercept else params
-
-  def proximal(self, params: jax.Array, step: jax.Array) -> jax.Array:
-    """The proximal step of step * l1 ||.||_1 on the penalized rows (soft thresholding)."""
-    thresholded = soft_threshold(params, step * self.l1)
-    return thresholded.at[-1].set(params[-1]) if self.fit_intercept else thresholded
-
-  def _scales(self, scores: jax.Array, targets: jax.Array, weights: jax.Array | None):
-    scale = loss_derivative(self.loss, scores, targets)
-    if weights is None:
-      return scale
-    return scale * weights.reshape(weights.shape + (1,) * (scale.ndim - weights.ndim))
-
   def terms(self, params: jax.Array, batch: tuple[jax.Array, ...]) -> SampleTerms:
     """Per-sample gradients x_k (x) s_k + l2 b, (b, *param_shape), their scales s_k (b, *slot)
     and the rows x_k."""
@@ -137,7 +158,7 @@ class LinearFiniteSum:
       scores_b = jnp.sum(x_b * params, axis=-1)
     else:
       scores_b = jnp.sum(x_b[..., None] * params, axis=-2)
-    scale_b = self._scales(scores_b, y_b, batch[2] if len(batch) > 2 else None)
+    scale_b = self.sample_scale(scores_b, y_b, batch[2] if len(batch) > 2 else None)
     scale_bp = scale_b.reshape(scale_b.shape[:1] + (1,) + scale_b.shape[1:])
     gradients_b = (x_b.reshape(x_b.shape + (1,) * (params.ndim - 1)) * scale_bp
                    + self.regularizer_gradient(params))
@@ -147,26 +168,15 @@ class LinearFiniteSum:
     """The minibatch's mean gradient, (1/b) sum_k grad E_k(b)."""
     return batch_mean(self.terms(params, batch).gradients)
 
-  def _weighted_mean(self, values: jax.Array) -> jax.Array:
-    return jnp.mean(values if self.weights is None else values * self.weights)
-
   def objective(self, params: jax.Array) -> jax.Array:
-    data_term = self._weighted_mean(loss_value(self.loss, self.features @ params, self.targets))
-    penalized = self.penalized(params)
-    value = data_term + 0.5 * self.l2 * jnp.sum(jnp.square(penalized))
-    if self.l1:
-      value = value + self.l1 * jnp.sum(jnp.abs(penalized))
-    return value
+    losses = loss_value(self.loss, self.features @ params, self.targets)
+    return jnp.mean(losses if self.weights is None else losses * self.weights) + self.penalty(params)
 
   def gradient(self, params: jax.Array) -> jax.Array:
     """grad E (17.5) of the smooth part, computed as X^T s / n + l2 b."""
     scale = self.scale_table(params)
     return (jnp.tensordot(self.features, scale, axes=(0, 0)) / self.num_samples
             + self.regularizer_gradient(params))
-
-  def regularizer_gradient(self, params: jax.Array) -> jax.Array:
-    """The part of every grad E_i that is not x_i s_i: the L2 term (not on the intercept)."""
-    return self.l2 * self.penalized(params)
 
   def snapshot(self, params: jax.Array, memory: str):
     """Every sample's stored gradient at ``params`` (the memory layout's rows) and their mean:
@@ -179,7 +189,7 @@ class LinearFiniteSum:
 
   def scale_table(self, params: jax.Array) -> jax.Array:
     """s_i for every sample, (n, *slot): the scalar-layout gradient memory at ``params``."""
-    return self._scales(self.features @ params, self.targets, self.weights)
+    return self.sample_scale(self.features @ params, self.targets, self.weights)
 
   def _host_weights(self) -> np.ndarray | None:
     return None if self.weights is None else np.asarray(self.weights, np.float64)

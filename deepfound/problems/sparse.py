@@ -29,11 +29,10 @@ from deepfound.problems.kinds import SampleTerms
 from deepfound.problems.linear import (
     LOSS_CURVATURE,
     LOSSES,
-    loss_derivative,
+    PenalizedLinear,
     loss_value,
     normalized_weights,
     prepare_targets,
-    soft_threshold,
 )
 
 # data.sparse=auto keeps a set sparse below this density (non-zeros / (n p)): beyond about 10 %,
@@ -61,7 +60,7 @@ def padded_rows(matrix) -> tuple[np.ndarray, np.ndarray]:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class SparseLinearFiniteSum:
+class SparseLinearFiniteSum(PenalizedLinear):
   """E(b) = (1/n) sum_i w_i L(<x_i, b>, y_i) + (l2/2) ||b||^2 + l1 ||b||_1, with sparse x_i.
 
   Same parameters as ``LinearFiniteSum``: (p',) or (p', K), p' = p + 1 with an intercept (the
@@ -105,35 +104,6 @@ class SparseLinearFiniteSum:
     """(columns (b, m), values (b, m), y (b,)) and, with sample weights, w (b,)."""
     rows = (self.indices[indices], self.values[indices], self.targets[indices])
     return rows if self.weights is None else rows + (self.weights[indices],)
-
-  def with_l2(self, l2: jax.Array) -> SparseLinearFiniteSum:
-    return dataclasses.replace(self, l2=l2)
-
-  def metrics(self, params: jax.Array) -> dict[str, jax.Array]:
-    del params
-    return {}
-
-  # The parameter layout, as in LinearFiniteSum.
-  def penalized(self, params: jax.Array) -> jax.Array:
-    return params.at[-1].set(0.0) if self.fit_intercept else params
-
-  def coefficients(self, params: jax.Array) -> jax.Array:
-    return params[:-1] if self.fit_intercept else params
-
-  def intercept(self, params: jax.Array) -> jax.Array:
-    """The intercept row (zeros without one), shaped like one score."""
-    return params[-1] if self.fit_intercept else jnp.zeros(params.shape[1:], params.dtype)
-
-  def proximal(self, params: jax.Array, step: jax.Array) -> jax.Array:
-    thresholded = soft_threshold(params, step * self.l1)
-    return thresholded.at[-1].set(params[-1]) if self.fit_intercept else thresholded
-
-  def sample_scale(self, scores: jax.Array, targets: jax.Array, weights: jax.Array | None):
-    """s = w L'(score, y), per sample (scores (b,) or (b, K))."""
-    scale = loss_derivative(self.loss, scores, targets)
-    if weights is None:
-      return scale
-    return scale * weights.reshape(weights.shape + (1,) * (scale.ndim - weights.ndim))
 
   def scores(self, params: jax.Array, columns: jax.Array, values: jax.Array) -> jax.Array:
     """<x, b> for rows given as (columns (..., m), values (..., m)): (...,) or (..., K)."""
@@ -193,19 +163,11 @@ class SparseLinearFiniteSum:
 
   def objective(self, params: jax.Array) -> jax.Array:
     losses = loss_value(self.loss, self.scores(params, self.indices, self.values), self.targets)
-    data_term = jnp.mean(losses if self.weights is None else losses * self.weights)
-    penalized = self.penalized(params)
-    value = data_term + 0.5 * self.l2 * jnp.sum(jnp.square(penalized))
-    if self.l1:
-      value = value + self.l1 * jnp.sum(jnp.abs(penalized))
-    return value
+    return jnp.mean(losses if self.weights is None else losses * self.weights) + self.penalty(params)
 
   def gradient(self, params: jax.Array) -> jax.Array:
     return (self.transpose_times(self.scale_table(params)) / self.num_samples
             + self.regularizer_gradient(params))
-
-  def regularizer_gradient(self, params: jax.Array) -> jax.Array:
-    return self.l2 * self.penalized(params)
 
   def snapshot(self, params: jax.Array, memory: str):
     scales = self.scale_table(params)
