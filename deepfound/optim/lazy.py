@@ -26,6 +26,7 @@ block the driver carries a ``LazyCarry``. Writes into the large arrays are defer
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -58,18 +59,26 @@ class LazyMemory(NamedTuple):
 class LazyCarry(NamedTuple):
   """The state within a log block."""
 
-  v: jax.Array  # (p + 1, *slot) weights over the scale; the last row is the padding slot
+  # (p + 1, width): per coordinate, v (the weights over the scale), g (SAG, SAGA) and Q at its
+  # last update, packed side by side so that a step gathers and scatters one array (the last
+  # row is the padding slot). ``_unpack`` names the parts.
+  coordinates: jax.Array
   intercept: jax.Array  # (*slot,) the intercept (zero without one)
   scale: jax.Array  # () s, w = s v
-  last: jax.Array  # int32 (p + 1,) the local step each coordinate is up to date at
-  cumulative: jax.Array  # (B + 1,) Q_k; +inf beyond the current step
+  cumulative: jax.Array  # (B + 1,) Q_k, +inf beyond the current step (with L1; else (0,))
   q_now: jax.Array  # () Q at the current step
-  memory: LazyMemory
-  pending: tuple  # the deferred writes: (columns (m,), v rows, g rows, table index, table row)
+  table: jax.Array  # (n, *slot) stored scales (SAG, SAGA), as in LazyMemory
+  intercept_sum: jax.Array
+  num_seen: jax.Array
+  pending: tuple  # the deferred writes: (columns (m,), packed rows (m, width), table index, row)
 
 
 def form_of(method) -> str:
   return method.spec.lazy
+
+
+def _keeps_memory(method) -> bool:
+  return form_of(method) in ("sag", "saga")
 
 
 def _slot(problem) -> tuple[int, ...]:
@@ -79,8 +88,8 @@ def _slot(problem) -> tuple[int, ...]:
 def init_memory(problem, method, params) -> LazyMemory:
   """The empty gradient memory of the lazy form of ``method``."""
   del params
-  form, slot, dtype = form_of(method), _slot(problem), problem.dtype
-  keeps = form in ("sag", "saga")
+  slot, dtype = _slot(problem), problem.dtype
+  keeps = _keeps_memory(method)
   table = jnp.zeros((problem.num_samples if keeps else 0, *slot), dtype)
   if keeps and dict(method.options).get("average_over_seen"):
     table = jnp.full_like(table, jnp.nan)
@@ -88,20 +97,36 @@ def init_memory(problem, method, params) -> LazyMemory:
   return LazyMemory(table, gradient_sum, jnp.zeros(slot, dtype), jnp.zeros((), jnp.int32))
 
 
+def _pack(v, g, stamp):
+  """(rows, *slot) v and g and (rows,) stamps as one (rows, width) array."""
+  rows = v.shape[0]
+  parts = [v.reshape(rows, -1)] + ([] if g is None else [g.reshape(rows, -1)])
+  return jnp.concatenate(parts + [stamp.reshape(rows, 1)], axis=1)
+
+
+def _unpack(packed, slot, keeps):
+  """(v, g or None, stamp) of packed rows."""
+  rows, size = packed.shape[0], math.prod(slot)
+  v = packed[:, :size].reshape(rows, *slot)
+  g = packed[:, size:2 * size].reshape(rows, *slot) if keeps else None
+  return v, g, packed[:, -1]
+
+
 def begin(problem, method, params, memory: LazyMemory, block_steps: int) -> LazyCarry:
   """The carry at the start of a log block of ``block_steps`` steps from ``params``."""
-  del method
   p, dtype = problem.num_columns, problem.dtype
   coefficients = problem.coefficients(params)
   v = jnp.concatenate([coefficients, jnp.zeros((1,) + coefficients.shape[1:], dtype)], axis=0)
+  keeps = _keeps_memory(method)
+  coordinates = _pack(v, memory.gradient_sum if keeps else None, jnp.zeros((p + 1,), dtype))
   width = problem.indices.shape[1]
-  slot = coefficients.shape[1:]
-  pending = (jnp.full((width,), p, jnp.int32), jnp.zeros((width, *slot), dtype),
-             jnp.zeros((width, *slot), dtype) if memory.gradient_sum.shape[0] else None,
-             jnp.asarray(memory.table.shape[0], jnp.int32), jnp.zeros(slot, dtype))
-  cumulative = jnp.full((block_steps + 1,), jnp.inf, dtype).at[0].set(0.0)
-  return LazyCarry(v, problem.intercept(params), jnp.ones((), dtype),
-                   jnp.zeros((p + 1,), jnp.int32), cumulative, jnp.zeros((), dtype), memory,
+  pending = (jnp.full((width,), p, jnp.int32), jnp.zeros((width, coordinates.shape[1]), dtype),
+             jnp.asarray(memory.table.shape[0], jnp.int32), jnp.zeros(_slot(problem), dtype))
+  cumulative = jnp.zeros((0,), dtype)
+  if problem.l1:
+    cumulative = jnp.full((block_steps + 1,), jnp.inf, dtype).at[0].set(0.0)
+  return LazyCarry(coordinates, problem.intercept(params), jnp.ones((), dtype), cumulative,
+                   jnp.zeros((), dtype), memory.table, memory.intercept_sum, memory.num_seen,
                    pending)
 
 
@@ -135,33 +160,33 @@ def _threshold_walk(v, h, q_from, q_to, lam, cumulative, to_index):
 
 
 def _catch_up(problem, v, h, q_from, q_to, lam, cumulative, to_index):
-  """Applies the steps a coordinate missed; ``h`` is None for SGD (no gradient memory)."""
+  """Applies the steps a coordinate missed since Q was ``q_from`` (its stamp); ``h`` is None for
+  SGD (no gradient memory)."""
   expand = lambda a: a.reshape(a.shape + (1,) * (v.ndim - a.ndim))  # noqa: E731
   q_from = expand(q_from)
   if not problem.l1:
     return v if h is None else v - (q_to - q_from) * h
   if h is None:
     return soft_threshold(v, (q_to - q_from) * lam)
-  return _threshold_walk(v, h, q_from, q_to, lam, cumulative, expand(to_index))
+  return _threshold_walk(v, h, q_from, q_to, lam, cumulative, to_index)
 
 
 def _flush(carry: LazyCarry, local_step) -> LazyCarry:
-  columns, v_rows, g_rows, table_index, table_row = carry.pending
-  memory = carry.memory
-  v = carry.v.at[columns].set(v_rows)
-  last = carry.last.at[columns].set(local_step)
-  if g_rows is not None:
-    memory = memory._replace(
-        gradient_sum=memory.gradient_sum.at[columns].set(g_rows),
-        table=memory.table.at[table_index].set(table_row, mode="drop"))
-  cumulative = jax.lax.dynamic_update_index_in_dim(carry.cumulative, carry.q_now, local_step, 0)
-  return carry._replace(v=v, last=last, memory=memory, cumulative=cumulative)
+  columns, rows, table_index, table_row = carry.pending
+  coordinates = carry.coordinates.at[columns].set(rows)
+  table = carry.table
+  if table.shape[0]:
+    table = table.at[table_index].set(table_row, mode="drop")
+  cumulative = carry.cumulative
+  if cumulative.shape[0]:
+    cumulative = jax.lax.dynamic_update_index_in_dim(cumulative, carry.q_now, local_step, 0)
+  return carry._replace(coordinates=coordinates, table=table, cumulative=cumulative)
 
 
-def _denominator(method, memory: LazyMemory, num_samples: int):
+def _denominator(method, num_seen, num_samples: int, dtype):
   if form_of(method) == "sag" and dict(method.options).get("average_over_seen"):
-    return jnp.maximum(memory.num_seen, 1).astype(memory.intercept_sum.dtype)
-  return jnp.asarray(num_samples, memory.intercept_sum.dtype)
+    return jnp.maximum(num_seen, 1).astype(dtype)
+  return jnp.asarray(num_samples, dtype)
 
 
 def _prox_weight(method, problem, denominator):
@@ -172,21 +197,18 @@ def _prox_weight(method, problem, denominator):
 def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarry, global_step,
          local_step, drawn) -> LazyCarry:
   """One step on the sample ``drawn`` = (index (1,), batch of one row)."""
-  form = form_of(method)
+  form, keeps, slot = form_of(method), _keeps_memory(method), _slot(problem)
   index, batch = drawn
   columns, values, target = batch[0][0], batch[1][0], batch[2][0]
   sample_weight = batch[3][0] if len(batch) > 3 else None
   i = index[0]
   carry = _flush(carry, local_step)
-  memory = carry.memory
-  n = problem.num_samples
-  den = _denominator(method, memory, n)
+  n, dtype = problem.num_samples, carry.coordinates.dtype
+  den = _denominator(method, carry.num_seen, n, dtype)
   lam = _prox_weight(method, problem, den)
 
-  v_rows = carry.v[columns]
-  g_rows = memory.gradient_sum[columns] if form != "sgd" else None
-  q_from = carry.cumulative[carry.last[columns]]
-  v_rows = _catch_up(problem, v_rows, g_rows, q_from, carry.q_now, lam, carry.cumulative,
+  v_rows, g_rows, stamps = _unpack(carry.coordinates[columns], slot, keeps)
+  v_rows = _catch_up(problem, v_rows, g_rows, stamps, carry.q_now, lam, carry.cumulative,
                      local_step)
 
   outer = lambda a: values.reshape(values.shape + (1,) * a.ndim) * a  # noqa: E731
@@ -195,30 +217,28 @@ def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarr
   new = problem.sample_scale(score[None], target[None],
                              None if sample_weight is None else sample_weight[None])[0]
 
+  intercept_sum, num_seen = carry.intercept_sum, carry.num_seen
   if form == "sgd":
-    direction, intercept_direction = outer(new), new
-    g_new, table_row, num_seen = None, new, memory.num_seen
+    direction, intercept_direction, g_new = outer(new), new, None
   else:
-    old = memory.table[i]
-    num_seen = memory.num_seen
+    old = carry.table[i]
     if form == "sag" and dict(method.options).get("average_over_seen"):
       unvisited = jnp.isnan(old.reshape(-1)[0])
       old = jnp.where(jnp.isnan(old), 0.0, old)
       num_seen = num_seen + unvisited.astype(jnp.int32)
-      den = jnp.maximum(num_seen, 1).astype(den.dtype)
+      den = jnp.maximum(num_seen, 1).astype(dtype)
     change = new - old
     g_new = g_rows + outer(change)
-    intercept_sum = memory.intercept_sum + change
     if form == "sag":
+      intercept_sum = intercept_sum + change
       direction, intercept_direction = g_new / den, intercept_sum / den
     else:
       direction = outer(change) + g_rows / den
-      intercept_direction = change + memory.intercept_sum / den
-    memory = memory._replace(intercept_sum=intercept_sum, num_seen=num_seen)
-    table_row = new
+      intercept_direction = change + intercept_sum / den
+      intercept_sum = intercept_sum + change
 
   rate = learning_rate(global_step) if callable(learning_rate) else learning_rate
-  rate = jnp.asarray(rate, carry.v.dtype)
+  rate = jnp.asarray(rate, dtype)
   next_scale = carry.scale * (1.0 - rate * problem.l2)
   ratio = rate / next_scale
   v_rows = v_rows - ratio * direction
@@ -227,21 +247,23 @@ def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarr
   intercept = carry.intercept
   if problem.fit_intercept:
     intercept = intercept - rate * intercept_direction
-  q = ratio if form == "sgd" else ratio / den
-  pending = (columns, v_rows, g_new, i, table_row)
-  return carry._replace(intercept=intercept, scale=next_scale, q_now=carry.q_now + q,
-                        memory=memory, pending=pending)
+  q_now = carry.q_now + (ratio if form == "sgd" else ratio / den)
+  rows = _pack(v_rows, g_new, jnp.broadcast_to(q_now, stamps.shape))
+  return carry._replace(intercept=intercept, scale=next_scale, q_now=q_now,
+                        intercept_sum=intercept_sum, num_seen=num_seen,
+                        pending=(columns, rows, i, new))
 
 
 def current(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyCarry]:
   """All coordinates brought up to date at ``local_step``: (params, carry with the writes
   flushed)."""
   carry = _flush(carry, local_step)
-  memory = carry.memory
-  lam = _prox_weight(method, problem, _denominator(method, memory, problem.num_samples))
-  h = memory.gradient_sum if form_of(method) != "sgd" else None
-  v = _catch_up(problem, carry.v, h, carry.cumulative[carry.last], carry.q_now, lam,
-                carry.cumulative, jnp.asarray(local_step, jnp.int32))
+  keeps = _keeps_memory(method)
+  lam = _prox_weight(method, problem, _denominator(method, carry.num_seen, problem.num_samples,
+                                                   carry.coordinates.dtype))
+  v, g, stamps = _unpack(carry.coordinates, _slot(problem), keeps)
+  v = _catch_up(problem, v, g, stamps, carry.q_now, lam, carry.cumulative,
+                jnp.asarray(local_step, jnp.int32))
   w = (carry.scale * v)[:-1]
   if problem.fit_intercept:
     w = jnp.concatenate([w, carry.intercept[None]], axis=0)
@@ -251,7 +273,10 @@ def current(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, L
 def end(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyMemory]:
   """(params, memory) at the end of a log block."""
   params, carry = current(problem, method, carry, local_step)
-  return params, carry.memory
+  keeps = _keeps_memory(method)
+  _, g, _ = _unpack(carry.coordinates, _slot(problem), keeps)
+  gradient_sum = g if keeps else jnp.zeros((0, *_slot(problem)), carry.coordinates.dtype)
+  return params, LazyMemory(carry.table, gradient_sum, carry.intercept_sum, carry.num_seen)
 
 
 def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
@@ -259,13 +284,13 @@ def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
   params, carry = current(problem, method, carry, local_step)
   coefficients = problem.coefficients(params)
   v = jnp.concatenate([coefficients, jnp.zeros((1,) + coefficients.shape[1:], coefficients.dtype)])
-  width = carry.pending[0].shape[0]
-  pending = (jnp.full((width,), problem.num_columns, jnp.int32),
-             jnp.zeros_like(carry.pending[1]), carry.pending[2] if carry.pending[2] is None
-             else jnp.zeros_like(carry.pending[2]),
-             jnp.asarray(carry.memory.table.shape[0], jnp.int32), jnp.zeros_like(carry.pending[4]))
-  return carry._replace(v=v, scale=jnp.ones_like(carry.scale),
-                        last=jnp.full_like(carry.last, local_step), pending=pending)
+  _, g, stamps = _unpack(carry.coordinates, _slot(problem), _keeps_memory(method))
+  coordinates = _pack(v, g, jnp.full_like(stamps, carry.q_now))
+  columns, rows, _, table_row = carry.pending
+  pending = (jnp.full_like(columns, problem.num_columns), jnp.zeros_like(rows),
+             jnp.asarray(carry.table.shape[0], jnp.int32), table_row)
+  return carry._replace(coordinates=coordinates, scale=jnp.ones_like(carry.scale),
+                        pending=pending)
 
 
 def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, local_steps,

@@ -225,3 +225,24 @@ def test_labels_other_than_pm_one():
   np.testing.assert_array_equal(np.asarray(problem.targets), 2 * zero_one - 1)
   with pytest.raises(ValueError, match="-1/\\+1 or 0/1"):
     make_sparse_problem(x, zero_one + 1)
+
+
+def test_vmapped_runs_stop_independently():
+  x, y, _ = _data(n=40, p=30, seed=9)
+  rates = jnp.array([0.02, 0.05, 0.1])
+  hyper = driver.Hyperparameters(rates, jnp.ones(3), jnp.ones(3))
+  method = driver.Method("sag", tol=1e-3)
+  stops = []
+  for make in (make_problem, make_sparse_problem):
+    problem = make(x, y, l2=0.05, dtype=jnp.float64, fit_intercept=True)
+    sweep = jax.jit(jax.vmap(lambda h, problem=problem: driver.run(
+        problem, method, h, jax.random.PRNGKey(0), num_steps=4000, log_every=200)))
+    state, _ = sweep(hyper)
+    stops.append(np.asarray(state.stopped_at))
+    for k, rate in enumerate(rates):  # each run of the sweep is the run alone
+      alone, _ = driver.run(problem, method, driver.Hyperparameters(rate, 1.0, 1.0),
+                            jax.random.PRNGKey(0), num_steps=4000, log_every=200)
+      assert int(alone.stopped_at) == stops[-1][k]
+      np.testing.assert_allclose(alone.params, state.params[k], atol=1e-12)
+  np.testing.assert_array_equal(stops[0], stops[1])
+  assert len(set(stops[0].tolist())) == 3 and (stops[0] > 0).all()  # three different epochs
