@@ -280,17 +280,24 @@ def end(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyM
 
 
 def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
-  """Brings every coordinate up to date and resets the scale to 1 (when it grows small)."""
+  """Brings every coordinate up to date and resets the scale to 1 and Q to 0 (when s has grown
+  small). Q restarts too: its increments tau / (s den) shrink back with s, and added to the large
+  Q of a small s they would be lost to rounding."""
   params, carry = current(problem, method, carry, local_step)
   coefficients = problem.coefficients(params)
   v = jnp.concatenate([coefficients, jnp.zeros((1,) + coefficients.shape[1:], coefficients.dtype)])
   _, g, stamps = _unpack(carry.coordinates, _slot(problem), _keeps_memory(method))
-  coordinates = _pack(v, g, jnp.full_like(stamps, carry.q_now))
+  coordinates = _pack(v, g, jnp.zeros_like(stamps))
   columns, rows, _, table_row = carry.pending
   pending = (jnp.full_like(columns, problem.num_columns), jnp.zeros_like(rows),
              jnp.asarray(carry.table.shape[0], jnp.int32), table_row)
+  cumulative = carry.cumulative
+  if cumulative.shape[0]:  # Q before this step is -inf: no search lands there again
+    position = jnp.arange(cumulative.shape[0])
+    cumulative = jnp.where(position < local_step, -jnp.inf,
+                           jnp.where(position == local_step, 0.0, jnp.inf)).astype(cumulative.dtype)
   return carry._replace(coordinates=coordinates, scale=jnp.ones_like(carry.scale),
-                        pending=pending)
+                        q_now=jnp.zeros_like(carry.q_now), cumulative=cumulative, pending=pending)
 
 
 def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, local_steps,

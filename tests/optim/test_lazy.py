@@ -246,3 +246,19 @@ def test_vmapped_runs_stop_independently():
       np.testing.assert_allclose(alone.params, state.params[k], atol=1e-12)
   np.testing.assert_array_equal(stops[0], stops[1])
   assert len(set(stops[0].tolist())) == 3 and (stops[0] > 0).all()  # three different epochs
+
+
+@pytest.mark.parametrize("name,l1", [("sag", 0.0), ("saga", 0.02), ("sgd", 0.01)])
+def test_rescaling_in_a_long_block_keeps_the_dense_iterates(name, l1):
+  # tau l2 = 0.05: the scale falls below 1e-12 after about 540 steps of a 1,536-step block, so
+  # the weights are rescaled (and the cumulative sums restarted) twice within it.
+  x, y, _ = _data(n=30, p=12, seed=6)
+  kwargs = dict(l2=0.5, l1=l1, dtype=jnp.float64, fit_intercept=True)
+  dense, sparse = make_problem(x.toarray(), y, **kwargs), make_sparse_problem(x, y, **kwargs)
+  method = driver.Method(name)
+  hyper = driver.hyperparameters(0.1, dtype=jnp.float64)
+  key = jax.random.PRNGKey(2)
+  state_d, _ = driver.run(dense, method, hyper, key, num_steps=1536, log_every=1536)
+  state_s, _ = driver.run(sparse, method, hyper, key, num_steps=1536, log_every=1536)
+  assert np.abs(state_d.params).max() > 1e-3
+  np.testing.assert_allclose(state_s.params, state_d.params, atol=1e-10)
