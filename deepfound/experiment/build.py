@@ -18,7 +18,7 @@ from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
 from deepfound.experiment.models import Built, get_model, source_name
-from deepfound.optim import driver, lazy
+from deepfound.optim import driver, game, lazy
 from deepfound.optim.memory import memory_bytes
 from deepfound.problems import LinearFiniteSum, SparseLinearFiniteSum, solve_optimum
 from deepfound.problems.linear import LOSS_CURVATURE
@@ -45,6 +45,8 @@ class Setup:
 def build(config: ml_collections.ConfigDict) -> Setup:
   """Loads the data and builds the run (call inside the precision's x64 scope)."""
   problem, notes = build_problem_with_notes(config)
+  if get_model(config.model.name).game:
+    return _build_game(config, problem, notes)
   method = build_method(config)
   constants = problem_constants(problem)
   resolved = resolve_hyperparameters(config, constants)
@@ -61,6 +63,36 @@ def build(config: ml_collections.ConfigDict) -> Setup:
   resolved["notes"] = list(notes)
   memory_mb = check_gradient_memory(config, problem, method)
   return Setup(problem, method, hyper, resolved, constants, memory_mb, fingerprint(problem))
+
+
+def build_game_method(config) -> game.GameMethod:
+  """Each player's rule (optim.generator.*, optim.discriminator.*) and the scheme."""
+  players = []
+  for player in game.PLAYERS:
+    group = config.optim[player]
+    options = {o.name: group[o.name] for o in driver.get_rule(group.name).options}
+    players.append(driver.Method(group.name, schedule=group.schedule,
+                                 batch_size=config.optim.batch_size, memory="pytree", **options))
+  return game.GameMethod(*players, scheme=config.optim.scheme,
+                         discriminator_steps=config.optim.discriminator_steps,
+                         batch_size=config.optim.batch_size)
+
+
+def _build_game(config, problem, notes) -> Setup:
+  method = build_game_method(config)
+  dtype = precision_dtype(config.precision)
+  resolved, hypers = {}, []
+  for player in game.PLAYERS:
+    group = config.optim[player]
+    values = dict(learning_rate=float(group.learning_rate), l0=float(group.l0),
+                  strong_convexity=1.0)
+    hypers.append(driver.hyperparameters(**values, dtype=dtype))
+    resolved.update({f"{player}_{k}": v for k, v in values.items()})
+  resolved["learning_rate"] = resolved["generator_learning_rate"]
+  resolved["notes"] = list(notes)
+  constants = dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
+  return Setup(problem, method, game.GameHyper(*hypers), resolved, constants, None,
+               fingerprint(problem))
 
 
 def fingerprint(problem) -> dict[str, Any]:

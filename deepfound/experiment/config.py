@@ -13,6 +13,7 @@ from deepfound.errors import ConfigError
 from deepfound.experiment.models import MODELS, problem_options
 from deepfound.models.activations import ACTIVATIONS
 from deepfound.optim.driver import SAMPLINGS
+from deepfound.optim.game import PLAYERS, SCHEMES
 from deepfound.optim.memory import LAYOUTS
 from deepfound.optim.registry import RULES
 from deepfound.optim.schedules import SCHEDULES
@@ -82,6 +83,19 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.max_memory_mb = config_dict.placeholder(float)  # None: see build.memory_budget
   for option in RULES.options().values():
     config.optim[option.name] = _placeholder(option)
+  # Games (model.name=gan): each player's rule, a full optim group of its own, and the scheme.
+  config.optim.scheme = "alternating"
+  config.optim.discriminator_steps = 1
+  for player in PLAYERS:
+    group = ml_collections.ConfigDict()
+    group.name = "adam"
+    group.learning_rate = config_dict.placeholder(float)
+    group.schedule = "constant"
+    group.l0 = 100.0
+    group.strong_convexity = config_dict.placeholder(float)
+    for option in RULES.options().values():
+      group[option.name] = _placeholder(option)
+    config.optim[player] = group
   return config
 
 
@@ -148,9 +162,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("problem.l2", config.problem.l2, config.precision)
   if optim.max_memory_mb is not None:
     _positive("optim.max_memory_mb", optim.max_memory_mb)
-  _validate_rule(config)
+  if MODELS.get(config.model.name).game:
+    _validate_game(config)
+  else:
+    _validate_rule(config)
   _validate_data(config)
   _validate_model(config)
+
+
+def _validate_game(config) -> None:
+  optim = config.optim
+  _one_of("optim.scheme", optim.scheme, SCHEMES)
+  _positive_int("optim.discriminator_steps", optim.discriminator_steps)
+  for player in PLAYERS:
+    group, prefix = optim[player], f"optim.{player}"
+    _one_of(f"{prefix}.name", group.name, RULES.names())
+    spec = RULES.get(group.name)
+    if spec.needs_finite_sum or spec.oracle != "minibatch":
+      raise ConfigError(f"{prefix}.name={group.name} needs a finite sum or its own gradient "
+                        "oracle; a game draws fresh samples every step: use sgd, sga or adam")
+    for option in spec.options:
+      option.validate(prefix, group[option.name])
+    _one_of(f"{prefix}.schedule", group.schedule, SCHEDULES)
+    if group.schedule == "strongly_convex":
+      raise ConfigError(f"{prefix}.schedule=strongly_convex needs a strongly convex objective; "
+                        "a game has none")
+    if group.learning_rate is None:
+      raise ConfigError(f"{prefix}.learning_rate is required (a float > 0)")
+    _positive(f"{prefix}.learning_rate", group.learning_rate, config.precision)
+    if group.schedule in ("inverse_time", "inverse_sqrt"):
+      _positive(f"{prefix}.l0", group.l0, config.precision)
 
 
 def _validate_rule(config) -> None:
@@ -221,7 +262,7 @@ def _validate_model(config) -> None:
   spec = MODELS.get(model.name)
   _one_of("problem.loss", config.problem.loss, spec.losses)
   rule = RULES.get(config.optim.name)
-  if not spec.finite_sum and rule.needs_finite_sum:
+  if not spec.game and not spec.finite_sum and rule.needs_finite_sum:
     raise ConfigError(f"optim.name={rule.name} needs a finite sum, but model.name={spec.name} "
                       "draws fresh latents and data every step; use sgd, sga or adam")
   for option in spec.options:
@@ -237,7 +278,7 @@ def _validate_model(config) -> None:
       if config.problem[option.name] not in (None, option.default):
         raise ConfigError(f"problem.{option.name} needs a finite data set; data.name="
                           f"{data.name} is a stream")
-  if config.optim.memory not in ("auto", spec.memory) and rule.keeps_memory:
+  if config.optim.memory not in ("auto", spec.memory) and rule.keeps_memory and not spec.game:
     raise ConfigError(f"optim.memory={config.optim.memory} does not fit model.name={model.name}; "
                       f"use optim.memory={spec.memory} (or auto)")
   if not 0 < _number("data.test_fraction", data.test_fraction) < 1:

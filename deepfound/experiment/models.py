@@ -44,6 +44,9 @@ class ModelSpec:
   memory: str = "pytree"  # the SAG-family memory layout that optim.memory=auto picks
   streams: bool = False  # takes a stream data set (draws its samples)
   finite_sum: bool = True  # False: its problem is an expectation (fresh draws every step)
+  # True: its problem is a two-player game (``kinds.Game``), each player with its own rule
+  # (optim.generator.*, optim.discriminator.*) under optim.scheme.
+  game: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

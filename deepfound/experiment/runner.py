@@ -22,8 +22,8 @@ from deepfound.experiment.checkpoint import Checkpointer
 from deepfound.experiment.config import validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.progress import Progress
-from deepfound.optim import driver
-from deepfound.problems.kinds import HasFinalMetrics, num_samples_of
+from deepfound.optim import driver, game
+from deepfound.problems.kinds import Game, HasFinalMetrics, num_samples_of
 
 
 class DivergenceError(RuntimeError):
@@ -100,8 +100,15 @@ def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
   return None
 
 
+def engine(setup: Setup):
+  """The module that runs the setup's problem: ``optim.game`` for a game, else ``driver``."""
+  return game if isinstance(setup.problem, Game) else driver
+
+
 def _warn_unstable_step(setup: Setup) -> None:
   lipschitz = setup.constants["lipschitz"]
+  if lipschitz is None:
+    return
   rate = setup.resolved["learning_rate"]
   if (setup.method.spec.stable_step == "2/L" and setup.method.schedule == "constant"
       and lipschitz and rate >= 2.0 / lipschitz):
@@ -120,7 +127,7 @@ class _Chunks:
   def __call__(self, num_logs: int, state: driver.RunState):
     if num_logs not in self._compiled:
       tic = time.perf_counter()
-      self._compiled[num_logs] = driver.run_chunk_jit.lower(
+      self._compiled[num_logs] = engine(self._setup).run_chunk_jit.lower(
           self._setup.problem, self._setup.method, self._setup.hyper, state, num_logs=num_logs,
           log_every=self._log_every).compile()
       self.compile_s += time.perf_counter() - tic
@@ -130,12 +137,13 @@ class _Chunks:
 def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpointer):
   """(state, start step, seconds already run): from the latest checkpoint, or step 0 with its
   metrics line written."""
-  state = driver.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
+  runs = engine(setup)
+  state = runs.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
   start_step = checkpointer.latest_step()
   if start_step is not None:
     kept = files.truncate_metrics(start_step)
     return checkpointer.restore(start_step, state), start_step, (kept[-1]["elapsed_s"] if kept else 0.0)
-  first = jax.device_get(driver.initial_log_point(setup.problem, setup.method, setup.hyper, state))
+  first = jax.device_get(runs.initial_log_point(setup.problem, setup.method, setup.hyper, state))
   files.write_metrics(_rows(setup, jax.tree.map(lambda a: a[None], first), 0.0, 0.0))
   return state, 0, 0.0
 
@@ -154,7 +162,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
                          max(1, config.checkpoint_every // config.log_every))
     chunks = _Chunks(setup, config.log_every)
     chunks(min(logs_per_chunk, (config.num_steps - start_step) // config.log_every or 1), state)
-    bar = Progress(config.optim.name, config.num_steps, start_step, enabled=progress)
+    bar = Progress(setup.method.name, config.num_steps, start_step, enabled=progress)
     run_seconds, step = 0.0, start_step
     while step < config.num_steps:
       program = chunks(min(logs_per_chunk, (config.num_steps - step) // config.log_every), state)
@@ -191,6 +199,8 @@ def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compil
                       limit: float) -> None:
   """Writes the rows before the first bad one and a "diverged" summary, then raises, if the
   objective or the parameters stopped being finite or the objective went above ``limit``."""
+  if isinstance(setup.problem, Game):
+    return _stop_if_game_diverged(rows, state, setup, files, compile_s)
   bad = [r for r in rows if not math.isfinite(r["objective"]) or r["objective"] > limit]
   params_ok = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params))
   if not bad and params_ok:
@@ -212,6 +222,37 @@ def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compil
   message = (f"diverged: {what} at step {step} "
              f"(optim.learning_rate = {setup.resolved['learning_rate']:.4g}{hint}); "
              "lower the learning rate")
+  last = files.metric_lines()
+  outputs.write_json(files.summary, dict(last[-1] if last else {}, status="diverged",
+                                         message=message, **_run_facts(setup, compile_s)))
+  raise DivergenceError(message)
+
+
+def _stop_if_game_diverged(rows, state, setup: Setup, files: outputs.RunFiles,
+                           compile_s: float) -> None:
+  """A game stops at the first log point where a player's loss (or V) is not finite, or at the
+  end of the chunk if a player's parameters are not; the message names the player."""
+  def first_bad(row):
+    for player in game.PLAYERS:
+      if not math.isfinite(row.get(f"{player}_loss", 0.0)):
+        return player, "loss"
+    return (None, "payoff V") if not math.isfinite(row["objective"]) else None
+
+  bad = next(((k, found) for k, row in enumerate(rows) if (found := first_bad(row))), None)
+  broken = [player for player, params in zip(game.PLAYERS, state.params, strict=True)
+            if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params))]
+  if bad is None and not broken:
+    return
+  if bad is not None:
+    files.append_metrics(rows[:bad[0]])
+    step, (player, what) = rows[bad[0]]["step"], bad[1]
+  else:
+    files.append_metrics(rows)
+    step, player, what = rows[-1]["step"], broken[0], "parameters"
+  who = f"the {player}'s {what}" if player else f"the {what}"
+  rates = ", ".join(f"optim.{p}.learning_rate = {setup.resolved[f'{p}_learning_rate']:.4g}"
+                    for p in game.PLAYERS)
+  message = f"diverged: {who} is not finite at step {step} ({rates}); lower the learning rates"
   last = files.metric_lines()
   outputs.write_json(files.summary, dict(last[-1] if last else {}, status="diverged",
                                          message=message, **_run_facts(setup, compile_s)))
@@ -242,12 +283,13 @@ def _finish(setup: Setup, files: outputs.RunFiles, state: driver.RunState, timin
                                                              stopped_at))
                                     if stopped_at >= 0 else None))
   if isinstance(setup.problem, HasFinalMetrics):
-    reported = driver.reported_params(state)
+    reported = engine(setup).reported_params(state)
     final = jax.device_get(jax.jit(lambda problem, p: problem.final_metrics(p))(setup.problem,
                                                                                  reported))
     summary.update({name: float(value) for name, value in final.items()})
   arrays = {"params" + k: v for k, v in host_arrays(state.params).items()}
-  arrays.update({"reported" + k: v for k, v in host_arrays(driver.reported_params(state)).items()})
+  arrays.update({"reported" + k: v
+                 for k, v in host_arrays(engine(setup).reported_params(state)).items()})
   np.savez(files.params, **arrays)
   outputs.write_json(files.summary, summary)
   return summary

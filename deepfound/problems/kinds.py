@@ -6,8 +6,8 @@
 * ``Game``: two players' gradients from one call (a GAN, 17.4).
 
 The driver (``deepfound.optim.driver``) runs the first three (a stochastic finite sum is a finite
-sum whose batches carry a key); the game is the interface of section 17.4's GANs. A new kind is
-a new protocol here plus the driver's support.
+sum whose batches carry a key); ``deepfound.optim.game`` runs games. A new kind is a new
+protocol here plus the driver's support.
 A ``Batch`` is the problem's own minibatch pytree (leaves with a leading axis of size b), made
 by ``FiniteSum.batch`` or ``Expectation.draw`` and handed back to its gradient methods.
 """
@@ -138,16 +138,30 @@ class HasFinalMetrics(Protocol):
 
 @runtime_checkable
 class Game(Protocol):
-  """min_theta max_xi of a payoff: the generator's and the discriminator's gradients in one call,
-  each player updated by its own registered rule under a scheme (simultaneous, alternating,
-  extragradient, optimistic)."""
+  """min_theta max_xi of a payoff (a GAN, 17.4.3): the generator (theta) and the discriminator
+  (xi) each minimize a loss of their own; ``deepfound.optim.game`` takes both players'
+  gradients in one call and steps each with its own registered rule under a scheme
+  (simultaneous, alternating, extragradient, optimistic)."""
 
   def init_params(self) -> tuple[optax.Params, optax.Params]:
     """(generator, discriminator) parameters."""
 
-  def gradients(self, params: tuple[optax.Params, optax.Params], batch: Batch, key: jax.Array
-                ) -> tuple[optax.Updates, optax.Updates]:
-    """Both players' gradients of their own losses at ``params``."""
+  def draw(self, key: jax.Array, batch_size: int) -> Batch:
+    """A fresh minibatch (data and latents) for one gradient evaluation."""
+
+  def losses(self, params: tuple[optax.Params, optax.Params], batch: Batch
+             ) -> tuple[jax.Array, jax.Array]:
+    """(the generator's loss, the discriminator's loss), each minimized by its player."""
+
+  def project(self, discriminator: optax.Params) -> optax.Params:
+    """The discriminator after a step, projected on its constraint set (WGAN's weight
+    clipping); the identity for most games."""
+
+  def evaluation_batch(self) -> Batch:
+    """A fixed batch on which log points evaluate the losses and gradient norms."""
+
+  def objective(self, params: tuple[optax.Params, optax.Params]) -> jax.Array:
+    """The payoff V logged as ``objective`` (on held-out data)."""
 
   def metrics(self, params: tuple[optax.Params, optax.Params]) -> dict[str, jax.Array]: ...
 

@@ -1,0 +1,260 @@
+"""Two-player games (17.4.3: GANs) on the device, each player stepped by a registered rule.
+
+min_theta max_xi V(theta, xi): the generator (player 0, theta) minimizes its loss and the
+discriminator (player 1, xi) minimizes its own (for a zero-sum game, -V). A ``GameMethod`` names
+each player's rule (any rule of the registry that takes minibatch gradients: sgd, sga, adam, or a
+user's own) with its schedule and options, and the scheme that orders their steps:
+
+* ``simultaneous``: both players step from the gradients at (theta_t, xi_t);
+* ``alternating``: k discriminator steps (``discriminator_steps``), each on a fresh minibatch,
+  then one generator step against the updated discriminator (the usual GAN loop);
+* ``extragradient``: both players step from (theta_t, xi_t) to an extrapolated point, and then
+  from (theta_t, xi_t) again along the gradients at the extrapolated point (Korpelevich; Gidel et
+  al. 2019 for GANs); the extrapolation leaves the rules' states untouched;
+* ``optimistic``: simultaneous steps of 2 u_t - u_{t-1}, u_t the rule's update (optimistic
+  gradient descent-ascent for sgd, optimistic Adam for adam: Daskalakis et al. 2018).
+
+One step of the game is one generator update. A run is a pure function of (problem, method,
+hyperparameters, key), in chunks of ``lax.scan`` as for the single-player driver (``driver.py``),
+so seeds and both players' learning rates ``vmap`` into one program, and the runner resumes it
+from checkpoints. The problem is a ``kinds.Game``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from deepfound.optim import driver, schedules
+from deepfound.problems.kinds import Game
+
+SCHEMES = ("simultaneous", "alternating", "extragradient", "optimistic")
+PLAYERS = ("generator", "discriminator")
+
+
+class GameMethod:
+  """The static part of a game run: each player's rule (a ``driver.Method``), the scheme, the
+  discriminator steps per generator step (alternating) and the minibatch size."""
+
+  __slots__ = ("generator", "discriminator", "scheme", "discriminator_steps", "batch_size")
+
+  def __init__(self, generator: driver.Method, discriminator: driver.Method,
+               scheme: str = "simultaneous", discriminator_steps: int = 1, batch_size: int = 64):
+    if scheme not in SCHEMES:
+      raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    for player, method in zip(PLAYERS, (generator, discriminator), strict=True):
+      spec = method.spec
+      if spec.needs_finite_sum or spec.oracle != "minibatch":
+        raise ValueError(f"the {player}'s rule {method.name} needs a finite sum or its own "
+                         "gradient oracle; a game draws fresh samples every step: use a rule "
+                         "taking minibatch gradients (sgd, sga, adam)")
+    for name, value in (("discriminator_steps", discriminator_steps), ("batch_size", batch_size)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for field, value in zip(self.__slots__, (generator, discriminator, scheme,
+                                             discriminator_steps, batch_size), strict=True):
+      object.__setattr__(self, field, value)
+
+  def __setattr__(self, name, value):
+    raise AttributeError("GameMethod is immutable")
+
+  def _key(self) -> tuple:
+    return tuple(getattr(self, field) for field in self.__slots__)
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, GameMethod) and self._key() == other._key()
+
+  def __hash__(self) -> int:
+    return hash(self._key())
+
+  def __repr__(self) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._key(), strict=True))
+    return f"GameMethod({fields})"
+
+  @property
+  def players(self) -> tuple[driver.Method, driver.Method]:
+    return (self.generator, self.discriminator)
+
+  # What the runner asks of a method (the single-player driver's Method has the same).
+  name = property(lambda self: f"{self.generator.name}/{self.discriminator.name}")
+  tol = None
+
+
+class GameHyper(NamedTuple):
+  """Both players' numeric settings (traced: vmap over either)."""
+
+  generator: driver.Hyperparameters
+  discriminator: driver.Hyperparameters
+
+
+class GameState(NamedTuple):
+  params: tuple[optax.Params, optax.Params]  # (generator, discriminator)
+  opt_state: tuple[optax.OptState, optax.OptState]
+  step: jax.Array  # int32 (): generator updates done
+  key: jax.Array  # the run's key; step t draws from fold_in(key, t)
+  stopped_at: jax.Array  # always -1 (games have no stopping test), as in driver.RunState
+
+
+class OptimisticState(NamedTuple):
+  inner: optax.OptState
+  previous: optax.Updates  # u_{t-1}
+
+
+def optimistic(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """Makes a rule optimistic: its update u_t becomes 2 u_t - u_{t-1} (u_{-1} = 0).
+
+  With ``sgd`` this is optimistic gradient descent: x <- x - 2 tau g_t + tau g_{t-1}; with
+  ``adam`` it is optimistic Adam (Daskalakis, Ilyas, Syrgkanis, Zeng 2018).
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return OptimisticState(inner.init(params), optax.tree.zeros_like(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    current, inner_state = inner.update(updates, state.inner, params, **extra_args)
+    out = jax.tree.map(lambda u, v: 2 * u - v, current, state.previous)
+    return out, OptimisticState(inner_state, current)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def player_optimizer(method: driver.Method, hyper: driver.Hyperparameters, scheme: str):
+  """(transformation, schedule) of one player."""
+  schedule = schedules.make_schedule(method.schedule, hyper.learning_rate, hyper.l0,
+                                     hyper.strong_convexity)
+  rate = hyper.learning_rate if method.schedule == "constant" else schedule
+  transformation = method.spec.build(method.context(rate, None))
+  if scheme == "optimistic":
+    transformation = optimistic(transformation)
+  return transformation, schedule
+
+
+def gradients(problem: Game, params, batch):
+  """Both players' gradients, each of its own loss, and the two losses:
+  ((g_generator, g_discriminator), (loss_generator, loss_discriminator))."""
+  generator, discriminator = params
+  loss_g, grad_g = jax.value_and_grad(
+      lambda g: problem.losses((g, discriminator), batch)[0])(generator)
+  loss_d, grad_d = jax.value_and_grad(
+      lambda d: problem.losses((generator, d), batch)[1])(discriminator)
+  return (grad_g, grad_d), (loss_g, loss_d)
+
+
+def _generator_gradient(problem, params, batch):
+  return jax.grad(lambda g: problem.losses((g, params[1]), batch)[0])(params[0])
+
+
+def _discriminator_gradient(problem, params, batch):
+  return jax.grad(lambda d: problem.losses((params[0], d), batch)[1])(params[1])
+
+
+def _move(optimizer, grad, state, params):
+  updates, state = optimizer.update(grad, state, params)
+  return optax.apply_updates(params, updates), state
+
+
+def make_step(problem: Game, method: GameMethod, optimizers):
+  """One game step: (params, opt_state), key of the step -> (params, opt_state)."""
+  opt_g, opt_d = optimizers
+  size, k = method.batch_size, method.discriminator_steps
+
+  def step(carry, key):
+    (theta, xi), (state_g, state_d) = carry
+    draw = lambda j: problem.draw(jax.random.fold_in(key, j), size)  # noqa: E731
+    if method.scheme in ("simultaneous", "optimistic"):
+      (grad_g, grad_d), _ = gradients(problem, (theta, xi), draw(0))
+      theta, state_g = _move(opt_g, grad_g, state_g, theta)
+      xi, state_d = _move(opt_d, grad_d, state_d, xi)
+      xi = problem.project(xi)
+    elif method.scheme == "alternating":
+      for j in range(k):
+        grad_d = _discriminator_gradient(problem, (theta, xi), draw(j))
+        xi, state_d = _move(opt_d, grad_d, state_d, xi)
+        xi = problem.project(xi)
+      grad_g = _generator_gradient(problem, (theta, xi), draw(k))
+      theta, state_g = _move(opt_g, grad_g, state_g, theta)
+    else:  # extragradient
+      (grad_g, grad_d), _ = gradients(problem, (theta, xi), draw(0))
+      theta_half, _ = _move(opt_g, grad_g, state_g, theta)
+      xi_half, _ = _move(opt_d, grad_d, state_d, xi)
+      (grad_g, grad_d), _ = gradients(problem, (theta_half, problem.project(xi_half)), draw(1))
+      theta, state_g = _move(opt_g, grad_g, state_g, theta)
+      xi, state_d = _move(opt_d, grad_d, state_d, xi)
+      xi = problem.project(xi)
+    return (theta, xi), (state_g, state_d)
+
+  return step
+
+
+def _optimizers(method: GameMethod, hyper: GameHyper):
+  pairs = [player_optimizer(m, h, method.scheme) for m, h in zip(method.players, hyper, strict=True)]
+  return tuple(p[0] for p in pairs), pairs[0][1]
+
+
+def init_state(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Array,
+               params=None) -> GameState:
+  params = problem.init_params() if params is None else params
+  (opt_g, opt_d), _ = _optimizers(method, hyper)
+  opt_state = (opt_g.init(params[0]), opt_d.init(params[1]))
+  return GameState(tuple(params), opt_state, jnp.zeros((), jnp.int32), key,
+                   jnp.full((), -1, jnp.int32))
+
+
+def log_point(problem: Game, schedule, state: GameState, record_params: bool = False
+              ) -> driver.LogPoint:
+  """The payoff V on the problem's evaluation batch as ``objective``, both players' losses and
+  gradient norms there, and the problem's metrics."""
+  (grad_g, grad_d), (loss_g, loss_d) = gradients(problem, state.params, problem.evaluation_batch())
+  extras = dict(generator_loss=loss_g, discriminator_loss=loss_d,
+                generator_grad_norm=optax.tree.norm(grad_g),
+                discriminator_grad_norm=optax.tree.norm(grad_d), **problem.metrics(state.params))
+  return driver.LogPoint(state.step, problem.objective(state.params), schedule(state.step),
+                         state.params if record_params else None, extras)
+
+
+def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameState, *,
+              num_logs: int, log_every: int, record_params: bool = False):
+  """``num_logs * log_every`` game steps, a log point every ``log_every``."""
+  optimizers, schedule = _optimizers(method, hyper)
+  step = make_step(problem, method, optimizers)
+
+  def log_block(state, _):
+    steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
+    keys = jax.vmap(lambda t: jax.random.fold_in(state.key, t))(steps)
+    params, opt_state = jax.lax.scan(lambda c, k: (step(c, k), None),
+                                     (state.params, state.opt_state), keys)[0]
+    state = state._replace(params=params, opt_state=opt_state, step=state.step + log_every)
+    return state, log_point(problem, schedule, state, record_params)
+
+  return jax.lax.scan(log_block, state, None, length=num_logs)
+
+
+run_chunk_jit = jax.jit(run_chunk,
+                        static_argnames=("method", "num_logs", "log_every", "record_params"))
+
+
+@functools.partial(jax.jit, static_argnames=("method", "record_params"))
+def initial_log_point(problem, method: GameMethod, hyper: GameHyper, state: GameState,
+                      record_params: bool = False) -> driver.LogPoint:
+  _, schedule = _optimizers(method, hyper)
+  return log_point(problem, schedule, state, record_params)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every", "record_params"))
+def run(problem, method: GameMethod, hyper: GameHyper, key: jax.Array, params=None, *,
+        num_steps: int, log_every: int, record_params: bool = False):
+  """A whole game in one program (what a sweep vmaps over seeds and both players' rates)."""
+  if num_steps % log_every:
+    raise ValueError(f"num_steps ({num_steps}) must be a multiple of log_every ({log_every})")
+  state = init_state(problem, method, hyper, key, params)
+  return run_chunk(problem, method, hyper, state, num_logs=num_steps // log_every,
+                   log_every=log_every, record_params=record_params)
+
+
+def reported_params(state: GameState) -> Any:
+  return state.params
