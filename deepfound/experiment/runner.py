@@ -230,29 +230,29 @@ def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compil
 
 def _stop_if_game_diverged(rows, state, setup: Setup, files: outputs.RunFiles,
                            compile_s: float) -> None:
-  """A game stops at the first log point where a player's loss (or V) is not finite, or at the
-  end of the chunk if a player's parameters are not; the message names the player."""
-  def first_bad(row):
-    for player in game.PLAYERS:
-      if not math.isfinite(row.get(f"{player}_loss", 0.0)):
-        return player, "loss"
-    return (None, "payoff V") if not math.isfinite(row["objective"]) else None
+  """A game stops at the first log point where a loss or V is not finite (or at the chunk's end
+  if parameters are not). The message names the player whose parameters broke, else the player
+  whose loss did."""
+  def bad_losses(row):
+    found = [p for p in game.PLAYERS if not math.isfinite(row.get(f"{p}_loss", 0.0))]
+    return found or ([None] if not math.isfinite(row["objective"]) else [])
 
-  bad = next(((k, found) for k, row in enumerate(rows) if (found := first_bad(row))), None)
-  broken = [player for player, params in zip(game.PLAYERS, state.params, strict=True)
-            if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params))]
-  if bad is None and not broken:
+  first = next((k for k, row in enumerate(rows) if bad_losses(row)), None)
+  broken_at = [int(t) for t in np.asarray(state.broken_at)]
+  broken = sorted((t, player) for t, player in zip(broken_at, game.PLAYERS, strict=True) if t >= 0)
+  if first is None and not broken:
     return
-  if bad is not None:
-    files.append_metrics(rows[:bad[0]])
-    step, (player, what) = rows[bad[0]]["step"], bad[1]
+  files.append_metrics(rows if first is None else rows[:first])
+  step = rows[-1 if first is None else first]["step"]
+  if broken:  # the player whose parameters broke first, at the step they did
+    step, player = broken[0]
+    who = f"the {player}'s parameters are"
   else:
-    files.append_metrics(rows)
-    step, player, what = rows[-1]["step"], broken[0], "parameters"
-  who = f"the {player}'s {what}" if player else f"the {what}"
+    losses = bad_losses(rows[first])
+    who = (f"the {losses[0]}'s loss is" if losses[0] else "the payoff V is")
   rates = ", ".join(f"optim.{p}.learning_rate = {setup.resolved[f'{p}_learning_rate']:.4g}"
                     for p in game.PLAYERS)
-  message = f"diverged: {who} is not finite at step {step} ({rates}); lower the learning rates"
+  message = f"diverged: {who} not finite at step {step} ({rates}); lower the learning rates"
   last = files.metric_lines()
   outputs.write_json(files.summary, dict(last[-1] if last else {}, status="diverged",
                                          message=message, **_run_facts(setup, compile_s)))

@@ -97,6 +97,9 @@ class GameState(NamedTuple):
   step: jax.Array  # int32 (): generator updates done
   key: jax.Array  # the run's key; step t draws from fold_in(key, t)
   stopped_at: jax.Array  # always -1 (games have no stopping test), as in driver.RunState
+  # int32 (2,): the first step after which each player's parameters were not finite (-1: never),
+  # so that a diverged run names the player that broke first.
+  broken_at: jax.Array
 
 
 class OptimisticState(NamedTuple):
@@ -202,7 +205,11 @@ def init_state(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Arr
   (opt_g, opt_d), _ = _optimizers(method, hyper)
   opt_state = (opt_g.init(params[0]), opt_d.init(params[1]))
   return GameState(tuple(params), opt_state, jnp.zeros((), jnp.int32), key,
-                   jnp.full((), -1, jnp.int32))
+                   jnp.full((), -1, jnp.int32), jnp.full((2,), -1, jnp.int32))
+
+
+def _finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
 def log_point(problem: Game, schedule, state: GameState, record_params: bool = False
@@ -223,12 +230,20 @@ def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameSt
   optimizers, schedule = _optimizers(method, hyper)
   step = make_step(problem, method, optimizers)
 
+  def body(carry, x):
+    t, key = x
+    players, broken = carry
+    players = step(players, key)
+    finite = jnp.stack([_finite(players[0][0]), _finite(players[0][1])])
+    return (players, jnp.where((broken < 0) & ~finite, t + 1, broken)), None
+
   def log_block(state, _):
     steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
     keys = jax.vmap(lambda t: jax.random.fold_in(state.key, t))(steps)
-    params, opt_state = jax.lax.scan(lambda c, k: (step(c, k), None),
-                                     (state.params, state.opt_state), keys)[0]
-    state = state._replace(params=params, opt_state=opt_state, step=state.step + log_every)
+    (players, broken), _ = jax.lax.scan(body, ((state.params, state.opt_state), state.broken_at),
+                                        (steps, keys))
+    state = state._replace(params=players[0], opt_state=players[1], step=state.step + log_every,
+                           broken_at=broken)
     return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)

@@ -1,0 +1,176 @@
+"""Games (17.4.3): the schemes on the bilinear game, the GAN losses, and GANs through the CLI."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepfound.optim import driver, game
+from deepfound.problems.gan import gradient_penalty, js_discriminator_loss
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+GAN_2D = os.path.join(ROOT, "configs", "gan_2d.py")
+SMALL = ["--config.model.hidden=(32,32)", "--config.model.discriminator_hidden=(32,)",
+         "--config.data.num_samples=5000"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Bilinear:
+  """min_x max_y x y; the discriminator also holds a counter that each of its steps raises by
+  its rate (its loss is -counter), to count the discriminator's steps."""
+
+  start: jax.Array
+
+  def init_params(self):
+    return self.start[0], {"y": self.start[1], "count": jnp.zeros(())}
+
+  def draw(self, key, batch_size):
+    return jnp.zeros(())
+
+  def losses(self, params, batch):
+    x, d = params
+    return x * d["y"], -x * d["y"] - d["count"]
+
+  def project(self, d):
+    return d
+
+  def evaluation_batch(self):
+    return jnp.zeros(())
+
+  def objective(self, params):
+    return params[0] * params[1]["y"]
+
+  def metrics(self, params):
+    return dict(distance=jnp.hypot(params[0], params[1]["y"]), count=params[1]["count"])
+
+
+def _bilinear(scheme, steps=200, discriminator_steps=1):
+  method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme=scheme,
+                           discriminator_steps=discriminator_steps)
+  hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
+  _, points = game.run(Bilinear(jnp.array([1.0, 1.0])), method, hyper, jax.random.PRNGKey(0),
+                       num_steps=steps, log_every=steps // 4)
+  return np.asarray(points.extras["distance"]), np.asarray(points.extras["count"])
+
+
+def test_simultaneous_steps_spiral_out_extragradient_and_optimistic_converge():
+  start = np.sqrt(2.0)
+  simultaneous, _ = _bilinear("simultaneous")
+  assert np.all(np.diff(simultaneous) > 0) and simultaneous[-1] > 2 * start
+  for scheme in ("extragradient", "optimistic"):
+    distance, _ = _bilinear(scheme)
+    assert np.all(np.diff(distance) < 0) and distance[-1] < 0.5 * start, scheme
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_alternating_takes_k_discriminator_steps_per_generator_step(k):
+  _, count = _bilinear("alternating", steps=40, discriminator_steps=k)
+  np.testing.assert_allclose(count, 0.1 * k * np.array([10, 20, 30, 40]), rtol=1e-5)
+
+
+def test_optimistic_wrapper_is_two_u_t_minus_u_t_minus_one():
+  import optax
+
+  opt = game.optimistic(optax.sgd(0.5))
+  state = opt.init(jnp.zeros(2))
+  first, state = opt.update(jnp.array([1.0, 2.0]), state)
+  second, state = opt.update(jnp.array([3.0, -1.0]), state)
+  np.testing.assert_allclose(first, 2 * -0.5 * np.array([1.0, 2.0]))
+  np.testing.assert_allclose(second, 2 * -0.5 * np.array([3.0, -1.0]) + 0.5 * np.array([1.0, 2.0]))
+
+
+def test_js_loss_at_the_optimal_discriminator_is_two_js_minus_log_four():
+  p = np.array([0.5, 0.25, 0.25, 0.0])
+  q = np.array([0.125, 0.125, 0.25, 0.5])
+  optimal = p / (p + q)  # D* = p / (p + q), as logits
+  with np.errstate(divide="ignore"):
+    logits = np.log(optimal) - np.log1p(-optimal)
+  # Samples in the laws' proportions (8 draws each): expectations are exact means.
+  real = np.repeat(logits, (8 * p).astype(int))
+  fake = np.repeat(logits, (8 * q).astype(int))
+  value = -float(js_discriminator_loss(jnp.asarray(real), jnp.asarray(fake)))
+  m = (p + q) / 2
+  kl = lambda a, b: np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1) / b), 0.0))  # noqa: E731
+  js = 0.5 * kl(p, m) + 0.5 * kl(q, m)
+  assert value == pytest.approx(2 * js - np.log(4), abs=1e-6)
+  # Any other discriminator does worse (V is the sup over D).
+  other = -float(js_discriminator_loss(jnp.asarray(real * 0.5), jnp.asarray(fake * 0.5)))
+  assert other < value
+
+
+def test_gradient_penalty_against_a_direct_computation():
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(4, 6)))
+  critic = lambda x: jnp.sum(jnp.tanh(x @ w), axis=-1)  # noqa: E731
+  real, fake = jnp.asarray(rng.normal(size=(5, 4))), jnp.asarray(rng.normal(size=(5, 4)))
+  mix = jnp.asarray(rng.uniform(size=5))
+  got = float(gradient_penalty(critic, real, fake, mix))
+  expected = []
+  for u, a, b in zip(np.asarray(mix), np.asarray(real), np.asarray(fake), strict=True):
+    x = u * a + (1 - u) * b
+    grad = np.asarray(w) @ (1 - np.tanh(x @ np.asarray(w)) ** 2)  # d/dx sum tanh(x W)
+    expected.append((np.linalg.norm(grad) - 1) ** 2)
+  assert got == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def train(workdir, *args, config="ring"):
+  command = [sys.executable, TRAIN, f"--config={GAN_2D}:{config}", f"--workdir={workdir}", *SMALL,
+             *args]
+  return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("loss,scheme", [("js", "alternating"), ("wgan_gp", "extragradient")])
+def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
+  result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
+                 f"--config.problem.loss={loss}", f"--config.optim.scheme={scheme}",
+                 config="grid,2")
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [0, 50, 100]
+  for key in ("generator_loss", "discriminator_loss", "generator_grad_norm",
+              "discriminator_grad_norm", "modes_captured", "high_quality_fraction", "objective"):
+    assert np.isfinite(rows[-1][key]), key
+  assert rows[-1]["generator_loss"] != rows[0]["generator_loss"]
+
+
+def test_a_resumed_game_ends_with_the_same_parameters(tmp_path):
+  args = ["--config.log_every=25", "--config.checkpoint_every=50"]
+  assert train(tmp_path / "straight", "--config.num_steps=100", *args).returncode == 0
+  assert train(tmp_path / "resumed", "--config.num_steps=50", *args).returncode == 0
+  result = train(tmp_path / "resumed", "--config.num_steps=100", *args)  # from step 50
+  assert result.returncode == 0, result.stderr
+  straight = np.load(tmp_path / "straight" / "params.npz")
+  resumed = np.load(tmp_path / "resumed" / "params.npz")
+  assert sorted(straight) == sorted(resumed) and len(straight) > 4
+  for name in straight:
+    np.testing.assert_array_equal(straight[name], resumed[name])
+
+
+def test_a_diverging_game_names_the_player(tmp_path):
+  result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
+                 "--config.problem.loss=wgan_gp", "--config.optim.discriminator.name=sgd",
+                 "--config.optim.discriminator.learning_rate=1e12")
+  assert result.returncode == 1
+  assert "the discriminator's parameters are not finite at step" in result.stderr
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["status"] == "diverged"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.optim.scheme=leapfrog"], "optim.scheme"),
+    (["--config.optim.generator.name=sag"], "optim.generator.name=sag"),
+    (["--config.problem.pack=0"], "problem.pack"),
+    (["--config.problem.loss=mmd"], "problem.loss"),
+])
+def test_bad_game_settings_exit_2(tmp_path, flags, message):
+  result = train(tmp_path / "run", *flags)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr and result.stderr.strip().count("\n") == 0
