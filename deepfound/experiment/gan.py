@@ -6,23 +6,102 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from deepfound.data import class_ids
 from deepfound.data.mixtures import MIXTURES, mode_metrics
 from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.generative import (
-    LATENT_SIZE,
-    MODE_SAMPLES,
-    _count,
-    _flat_samples,
-    _positive,
-    _pure,
+  LATENT_SIZE,
+  MODE_SAMPLES,
+  _count,
+  _flat_samples,
+  _positive,
+  _pure,
 )
-from deepfound.experiment.models import ModelSpec, register_model
+from deepfound.experiment.models import ModelSpec, register_model, source_name, train_test
 from deepfound.problems.gan import GAN, LOSSES
 from deepfound.registry import Option
 
 EVALUATION_PACKS = 512  # packs of held-out data on which log points evaluate V and the losses
+CLASSIFIED_SAMPLES = 10_000  # generated images that the classifier labels at each log point
+CLASSIFIER_HIDDEN = (256, 64)  # its penultimate layer's 64 features give the Frechet distance
+CLASSIFIER_STEPS = 3_000
+
+
+def _classifier_metrics(config, dataset, dtype):
+  """For image data: an MLP classifier trained here on the real training images (our own: the
+  Inception network of FID cannot be downloaded), and a function of generated images -> the
+  number of classes they cover, the KL of their class histogram from uniform, and the Frechet
+  distance between real and generated images in the classifier's penultimate features."""
+  import optax
+
+  (x, y), (x_test, y_test) = train_test(config, dataset, standardize=False)
+  y, y_test, classes = class_ids(y, y_test, source_name(config))
+  y = jnp.asarray(y)
+  x = jnp.asarray(np.asarray(x, np.float64).reshape(len(x), -1), dtype)
+  x_test = jnp.asarray(np.asarray(x_test, np.float64).reshape(len(x_test), -1), dtype)
+  sizes = [x.shape[1], *CLASSIFIER_HIDDEN, classes]
+  keys = jax.random.split(jax.random.PRNGKey(config.model.seed + 2), len(sizes) - 1)
+  params = [(jax.random.normal(k, (a, b), dtype) * np.sqrt(2.0 / a), jnp.zeros((b,), dtype))
+            for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)]
+
+  def features(params, images):
+    for w, b in params[:-1]:
+      images = jax.nn.relu(images @ w + b)
+    return images
+
+  def logits(params, images):
+    w, b = params[-1]
+    return features(params, images) @ w + b
+
+  def loss(params, index):
+    scores = logits(params, x[index])
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(scores, y[index]))
+
+  optimizer = optax.adam(1e-3)
+
+  @jax.jit
+  def train(params):
+    def step(carry, key):
+      params, state = carry
+      grads = jax.grad(loss)(params, jax.random.randint(key, (128,), 0, x.shape[0]))
+      updates, state = optimizer.update(grads, state, params)
+      return (optax.apply_updates(params, updates), state), None
+
+    keys = jax.random.split(jax.random.PRNGKey(config.model.seed + 3), CLASSIFIER_STEPS)
+    return jax.lax.scan(step, (params, optimizer.init(params)), keys)[0][0]
+
+  params = train(params)
+  accuracy = float(jnp.mean(jnp.argmax(logits(params, x_test), -1) == jnp.asarray(y_test)))
+  real = features(params, x)
+  real_mean, real_cov = jnp.mean(real, 0), jnp.cov(real, rowvar=False)
+
+  def judge(generated):
+    fake = features(params, generated)
+    counts = jnp.bincount(jnp.argmax(logits(params, generated), -1), length=classes)
+    q = counts / generated.shape[0]
+    kl = jnp.sum(jnp.where(q > 0, q * jnp.log(jnp.where(q > 0, q * classes, 1.0)), 0.0))
+    return dict(classes_covered=jnp.sum(counts > 0).astype(dtype), class_kl=kl,
+                frechet_distance=frechet_distance(real_mean, real_cov, jnp.mean(fake, 0),
+                                                  jnp.cov(fake, rowvar=False)),
+                classifier_test_accuracy=jnp.asarray(accuracy, dtype))
+
+  return judge
+
+
+def frechet_distance(mean_a, cov_a, mean_b, cov_b) -> jax.Array:
+  """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^(1/2) S_b S_a^(1/2))^(1/2)), the Frechet (2-
+  Wasserstein) distance of two Gaussians, through symmetric eigendecompositions."""
+  def sqrt_psd(m):
+    values, vectors = jnp.linalg.eigh((m + m.T) / 2)
+    return (vectors * jnp.sqrt(jnp.maximum(values, 0.0))) @ vectors.T
+
+  root_a = sqrt_psd(cov_a)
+  cross = sqrt_psd(root_a @ cov_b @ root_a)
+  return (jnp.sum(jnp.square(mean_a - mean_b))
+          + jnp.trace(cov_a) + jnp.trace(cov_b) - 2.0 * jnp.trace(cross))
 
 
 def build_gan(config, dataset) -> GAN:
@@ -48,20 +127,26 @@ def build_gan(config, dataset) -> GAN:
   def discriminator_fn(params, packed):
     return disc_merge(params)(packed)[:, 0]
 
-  count = EVALUATION_PACKS * pack
-  if len(x_test) < count:
-    raise ConfigError(f"model.name=gan evaluates on {count} held-out samples (problem.pack = "
-                      f"{pack}); {config.data.name} holds out {len(x_test)}")
+  packs = min(EVALUATION_PACKS, len(x_test) // pack)
+  if packs < 1:
+    raise ConfigError(f"problem.pack = {pack} is more than the {len(x_test)} held-out samples")
+  count = packs * pack
   key = jax.random.PRNGKey(model.seed + 1)
-  test_latents = jax.random.normal(key, (max(count, MODE_SAMPLES), latent), dtype)
-  test_mix = jax.random.uniform(jax.random.fold_in(key, 1), (EVALUATION_PACKS,), dtype)
   mixture = MIXTURES.get(config.data.name)
+  judge = None
+  if images:
+    judge = _classifier_metrics(config, dataset, dtype)
+  num_latents = max(count, MODE_SAMPLES, CLASSIFIED_SAMPLES if images else 0)
+  test_latents = jax.random.normal(key, (num_latents, latent), dtype)
+  test_mix = jax.random.uniform(jax.random.fold_in(key, 1), (packs,), dtype)
 
   def metrics_fn(params, problem):
-    if mixture is None:
-      return {}
-    generated = problem.generate(params[0], problem.test_latents[:MODE_SAMPLES])
-    return mode_metrics(generated, mixture.means, mixture.sd)
+    if mixture is not None:
+      generated = problem.generate(params[0], problem.test_latents[:MODE_SAMPLES])
+      return mode_metrics(generated, mixture.means, mixture.sd)
+    if judge is not None:
+      return judge(problem.generate(params[0], problem.test_latents[:CLASSIFIED_SAMPLES]))
+    return {}
 
   return GAN(jnp.asarray(x, dtype), jnp.asarray(x_test[:count], dtype), test_latents,
              test_mix, (gen_params, disc_params), generator_fn, discriminator_fn,
