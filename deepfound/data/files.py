@@ -51,6 +51,10 @@ def load_libsvm(path: str, num_features: int | None = None, binary: bool = True,
   matrix = scipy.sparse.csr_matrix(matrix, dtype=np.float64)
   matrix.sum_duplicates()  # sorts the indices too
   matrix.eliminate_zeros()
+  if matrix.nnz < 2**31 and max(matrix.shape) < 2**31:
+    # load_svmlight_file gives int64 index arrays, which scikit-learn's own SAG refuses.
+    matrix.indices = matrix.indices.astype(np.int32)
+    matrix.indptr = matrix.indptr.astype(np.int32)
   matrix.sort_indices()
   if binary:
     labels = binary_labels(labels, f"LIBSVM file {path}")

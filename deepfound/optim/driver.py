@@ -465,9 +465,13 @@ def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax
   def log_block(state, block_b):
     steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
     drawn = (block_b, _batches(problem, block_b, state.key, steps))
-    if is_lazy:
+    if is_lazy:  # in pages, as run_chunk's, so that the scale's rescales come at the same steps
       carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
-      carry = lazy.run_steps(problem, method, rate, carry, steps, steps - state.step, drawn)
+      page = _largest_divisor_at_most(log_every, _PAGE_STEPS)
+      paged = jax.tree.map(lambda a: a.reshape((log_every // page, page) + a.shape[1:]),
+                           (steps, steps - state.step, drawn))
+      carry = jax.lax.scan(lambda c, x: (lazy.run_steps(problem, method, rate, c, *x), None),
+                           carry, paged)[0]
       params, opt_state = lazy.end(problem, method, carry, log_every)
     else:
       params, opt_state = jax.lax.scan(lambda c, d: (step(c, d), None),

@@ -36,13 +36,14 @@ import optax
 from deepfound.problems.linear import soft_threshold
 
 FORMS = ("sgd", "sag", "saga")
-# The scale s is reset to 1 (every weight brought up to date) at the start of a page of steps
-# where it is below this value. Within a page of P steps it shrinks by at most (1 - tau l2)^P,
-# so runs keep tau l2 < MAX_SHRINK (checked by ``check_shrinkage``), and s stays far from
-# float32's underflow. (Rounding does not grow as s shrinks: w = s v is computed from v and the
-# cumulative sums, all scaled by 1/s alike.)
-_SMALLEST_SCALE = 1e-12
-MAX_SHRINK = 0.1
+# Every RESCALE_EVERY steps of a log block the scale s is reset to 1 (every weight brought up to
+# date, O(p)). In between it shrinks by at most (1 - tau l2)^RESCALE_EVERY, so runs keep
+# tau l2 < MAX_SHRINK (``check_shrinkage``): s stays above 1e-18, far from float32's underflow.
+# (Rounding does not grow as s shrinks: w = s v comes from v and the cumulative sums, all scaled
+# by 1/s alike.) The rescale depends on the step only, not on s: under vmap (a sweep) a test of
+# s would turn into a select that pays the O(p) rescale at every test for every run.
+RESCALE_EVERY = 4096
+MAX_SHRINK = 0.01
 
 
 class LazyMemory(NamedTuple):
@@ -302,10 +303,12 @@ def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
 
 def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, local_steps,
               drawn) -> LazyCarry:
-  """``lax.scan`` of ``step`` over a page of samples (after a rescale, if s has grown small;
-  a test per page, not per step: a conditional in the step body costs more than the step)."""
-  carry = jax.lax.cond(carry.scale < _SMALLEST_SCALE,
-                       lambda c: rebase(problem, method, c, local_steps[0]), lambda c: c, carry)
+  """``lax.scan`` of ``step`` over a page of samples, after a rescale when the page starts at a
+  multiple of ``RESCALE_EVERY`` (pages are at most 256 steps and divide the log block; a test per
+  page, not per step: a conditional in the step body costs more than the step)."""
+  start = local_steps[0]
+  carry = jax.lax.cond((start > 0) & (start % RESCALE_EVERY < local_steps.shape[0]),
+                       lambda c: rebase(problem, method, c, start), lambda c: c, carry)
 
   def body(c, x):
     t, k, d = x
@@ -315,7 +318,7 @@ def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, lo
 
 
 def check_shrinkage(learning_rate: float, l2: float) -> None:
-  """Raises ``ValueError`` when tau l2 >= MAX_SHRINK (see ``_SMALLEST_SCALE``)."""
+  """Raises ``ValueError`` when tau l2 >= MAX_SHRINK (see ``RESCALE_EVERY``)."""
   if learning_rate * l2 >= MAX_SHRINK:
     raise ValueError(f"the lazy sparse updates need learning_rate * l2 < {MAX_SHRINK}, got "
                      f"{learning_rate:.4g} * {l2:.4g}; lower the rate or run dense "

@@ -250,15 +250,15 @@ def test_vmapped_runs_stop_independently():
 
 @pytest.mark.parametrize("name,l1", [("sag", 0.0), ("saga", 0.02), ("sgd", 0.01)])
 def test_rescaling_in_a_long_block_keeps_the_dense_iterates(name, l1):
-  # tau l2 = 0.05: the scale falls below 1e-12 after about 540 steps of a 1,536-step block, so
-  # the weights are rescaled (and the cumulative sums restarted) twice within it.
+  # tau l2 = 0.009: the scale falls to about 1e-16 by the rescale every 4,096 steps, which
+  # happens twice within this 12,288-step block (and restarts the cumulative sums).
   x, y, _ = _data(n=30, p=12, seed=6)
-  kwargs = dict(l2=0.5, l1=l1, dtype=jnp.float64, fit_intercept=True)
+  kwargs = dict(l2=0.09, l1=l1, dtype=jnp.float64, fit_intercept=True)
   dense, sparse = make_problem(x.toarray(), y, **kwargs), make_sparse_problem(x, y, **kwargs)
   method = driver.Method(name)
   hyper = driver.hyperparameters(0.1, dtype=jnp.float64)
   key = jax.random.PRNGKey(2)
-  state_d, _ = driver.run(dense, method, hyper, key, num_steps=1536, log_every=1536)
-  state_s, _ = driver.run(sparse, method, hyper, key, num_steps=1536, log_every=1536)
+  state_d, _ = driver.run(dense, method, hyper, key, num_steps=12_288, log_every=12_288)
+  state_s, _ = driver.run(sparse, method, hyper, key, num_steps=12_288, log_every=12_288)
   assert np.abs(state_d.params).max() > 1e-3
   np.testing.assert_allclose(state_s.params, state_d.params, atol=1e-10)

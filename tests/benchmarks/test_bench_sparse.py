@@ -1,0 +1,67 @@
+"""The sparse benchmark (scripts/bench_sparse.py, deepfound.benchmarks.sparse) at a toy size:
+n ~ 500, p ~ 2,000, 2 epochs; its files, finite ratios, and objectives close to scikit-learn's."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_synthetic_rows_have_the_asked_shape():
+  from deepfound.benchmarks.sparse import synthetic_rows
+
+  matrix, labels = synthetic_rows(400, 3_000, 40, seed=1)
+  counts = np.diff(matrix.indptr)
+  assert matrix.shape == (400, 3_000) and set(np.unique(labels)) == {-1.0, 1.0}
+  assert abs(counts.mean() - 40) < 2 and counts.max() <= 80
+  np.testing.assert_allclose(np.sqrt(matrix.multiply(matrix).sum(axis=1)).A1, 1.0, rtol=1e-12)
+  frequencies = np.sort(np.diff(matrix.tocsc().indptr))[::-1]
+  assert frequencies[0] > 10 * np.median(frequencies)  # skewed feature frequencies
+
+
+def test_benchmark_writes_its_table(tmp_path):
+  out = tmp_path / "bench"
+  command = [sys.executable, os.path.join(ROOT, "scripts", "bench_sparse.py"), f"--out={out}",
+             "--scale=0.025", "--num_features=2000", "--epochs=2", "--sweep_epochs=1",
+             "--repeats=1", "--scaling_repeats=1", "--scaling_steps=1000", "--sweep_fits=2",
+             "--scaling_methods=sag", "--groups=versus,p_scaling,memory,sweep"]
+  done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((out / "sparse.json").read_text())
+  table = (out / "sparse.md").read_text()
+  assert "Command: `python " in table and "--scale=0.025" in table
+  assert "LogisticRegression(solver='sag')" in table and "learning-rate sweep" in table
+
+  rows = results["versus"]["rows"]
+  assert {(r["solver"], r["block"]) for r in rows} == {
+      (s, b) for s in ("sag", "saga") for b in ("run", "epoch")}
+  for r in rows:
+    assert math.isfinite(r["ratio"]) and r["ratio"] > 0, r
+    # Both final iterates are close to E* (2 epochs at n ~ 500: E - E* ~ 1e-2) and to each other.
+    assert 0 < r["sklearn_suboptimality"] < 0.1, r
+    assert not math.isnan(r["ours_objective"]) and 0 < r["ours_suboptimality"] < 0.1, r
+    assert abs(r["ours_objective"] - r["sklearn_objective"]) < 0.05, r
+    assert r["ours_objective"] == pytest.approx(r["ours_objective_device"], rel=1e-5)
+  for r in results["p_scaling"]:
+    assert math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["p_large"] == 10 * r["p_small"]
+  memory = results["memory"]
+  assert 0 < memory["data_bytes"] < memory["dense_data_bytes"]
+  assert 0 < memory["state_bytes"] < memory["dense_full_table_bytes"]
+  sweep = results["sweep"]
+  assert sweep["runs"] == 64 and math.isfinite(sweep["speedup"]) and sweep["speedup"] > 0
+  assert math.isfinite(sweep["best_suboptimality"]) and sweep["best_suboptimality"] > 0
+
+
+def test_unknown_group_is_one_line(tmp_path):
+  done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_sparse.py"),
+                         f"--out={tmp_path}", "--groups=versus,nope"],
+                        capture_output=True, text=True, timeout=60, cwd=ROOT)
+  assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+      "error: --groups: unknown nope; expected some of versus, versus_large, p_scaling, memory, "
+      "sweep"]
