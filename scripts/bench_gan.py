@@ -6,7 +6,8 @@ samples (modes captured, high-quality fraction, KL of the mode histogram from un
 sd over the seeds, a diverged seed counting as 0 modes. PacGAN's Table 1 is the anchor: GAN ring
 6.3 +- 0.5 modes / 98.2 % high quality, grid 17.3 +- 0.8 / 94.8 %; PacGAN2 ring 7.9 +- 0.1 / 95.6 %,
 grid 23.8 +- 0.7 / 91.3 %. Writes bench.md and bench.json into --out (results/gans regenerates the
-committed copy); bench.json keeps seed 0's final samples of every case for the pictures.
+committed copy); bench.json keeps seed 0's samples at every log point for the pictures
+(scripts/gan_figures.py).
 """
 
 import importlib
@@ -31,7 +32,7 @@ flags.DEFINE_bool("merge", False, "Keep the other cases of an existing --out/ben
 # seeds: hours on a 2-core CPU. The CPU cases shrink them (3 x 128 and 2 x 128) and the run
 # (configs/gan_2d.py's adam settings and minibatches of 100 packs otherwise).
 CPU = dict(model__hidden=(128, 128, 128), model__discriminator_hidden=(128, 128),
-           num_steps=10_000, log_every=1_000)
+           num_steps=30_000, log_every=3_000)
 CASES = {
     "ring_js": ("ring", CPU),
     "ring_js_pack2": ("ring,2", CPU),
@@ -50,6 +51,7 @@ GROUPS = {
 }
 GROUPS["all"] = GROUPS["cpu"] + GROUPS["schemes"]
 SHOWN = ("modes_captured", "high_quality_fraction", "mode_kl")
+KEPT_SAMPLES = 1_000  # seed 0's generated points kept at every log point, for the pictures
 
 
 def case_config(name: str, steps_scale: float = 1.0):
@@ -111,12 +113,12 @@ def main(argv):
       results["cases"].update(json.load(f)["cases"])
   for name in names:
     config = case_config(name, flags.FLAGS.steps_scale)
-    run = game_seed_runs(config, flags.FLAGS.num_seeds, keep_samples=2_500)
+    run = game_seed_runs(config, flags.FLAGS.num_seeds, keep_samples=KEPT_SAMPLES)
     samples = run.pop("samples")
     results["cases"][name] = dict(run, num_steps=config.num_steps, num_seeds=flags.FLAGS.num_seeds,
                                   command=" ".join(["python"] + sys.argv),
                                   config=json.loads(config.to_json()),
-                                  samples=samples.round(4).tolist())
+                                  samples=samples.round(3).tolist())
     print(f"{name}: " + ", ".join(f"{k} {run['mean'][k]:.3g}+-{run['sd'][k]:.2g}" for k in SHOWN)
           + f" ({run['run_seconds']:.0f} s)", file=sys.stderr)
     _write(results, start)

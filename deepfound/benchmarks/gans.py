@@ -21,6 +21,7 @@ from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import game
 
 MODE_METRICS = ("modes_captured", "high_quality_fraction", "mode_kl")
+CLASS_METRICS = ("classes_covered", "class_kl", "frechet_distance")
 
 
 def _stack(trees):
@@ -30,7 +31,7 @@ def _stack(trees):
 def game_seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
                    keep_samples: int = 0) -> dict[str, Any]:
   """``num_seeds`` runs of the game of ``config`` in one program; with ``keep_samples``, seed 0's
-  generated points at the end (for pictures)."""
+  generated points (from the problem's fixed latents) at every log point, for pictures."""
   validate(config)
   with precision_scope(config.precision):
     setups = []
@@ -45,7 +46,8 @@ def game_seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
 
     def one(problem, key, start):
       return game.run(problem, setup.method, setup.hyper, key, start,
-                      num_steps=config.num_steps, log_every=config.log_every)
+                      num_steps=config.num_steps, log_every=config.log_every,
+                      record_params=bool(keep_samples))
 
     program = jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
     tic = time.perf_counter()
@@ -56,9 +58,11 @@ def game_seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
     points = jax.device_get(points)
     run_seconds = time.perf_counter() - tic
     samples = None
-    if keep_samples:
-      first = jax.tree.map(lambda leaf: leaf[0], states.params)
-      samples = np.asarray(problem.generate(first[0], problem.test_latents[:keep_samples]))
+    if keep_samples:  # seed 0's generator at each log point: (log points, keep_samples, d)
+      generators = jax.tree.map(lambda leaf: leaf[0], points.params[0])
+      latents = problem.test_latents[:keep_samples]
+      samples = np.asarray(jax.vmap(lambda g: problem.generate(g, latents))(generators))
+  points = points._replace(params=None)
   extras = points.extras or {}
   last = dict(objective=np.asarray(points.objective)[:, -1])
   last.update({name: np.asarray(values)[:, -1] for name, values in extras.items()})
@@ -72,7 +76,8 @@ def game_seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
       mean={k: float(np.nanmean(v)) for k, v in kept.items()},
       sd={k: float(np.nanstd(v)) for k, v in kept.items()},
       curves=dict(step=np.asarray(points.step)[0].tolist(),
-                  **{k: np.asarray(v).tolist() for k, v in extras.items() if k in MODE_METRICS}),
+                  **{k: np.asarray(v).tolist() for k, v in extras.items()
+                     if k in MODE_METRICS + CLASS_METRICS}),
       run_seconds=run_seconds, compile_s=compile_s,
       steps_per_second=num_seeds * config.num_steps / run_seconds, samples=samples,
   )
