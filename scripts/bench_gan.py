@@ -27,6 +27,10 @@ flags.DEFINE_list("cases", ["cpu"], "Case names, or the groups cpu, schemes, all
 flags.DEFINE_integer("num_seeds", 10, "Seeds per case, run as one vmapped program.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every case's num_steps (quick checks: 0.01).")
 flags.DEFINE_bool("merge", False, "Keep the other cases of an existing --out/bench.json.")
+flags.DEFINE_string("sweep", None, "A case whose learning rates to sweep instead: a grid of "
+                    "generator x discriminator rates x seeds in one vmapped program (sweep.json).")
+flags.DEFINE_list("sweep_rates", ["3e-5", "1e-4", "3e-4", "1e-3"], "The sweep's rates (both players).")
+flags.DEFINE_integer("sweep_seeds", 3, "Seeds per rate pair in --sweep.")
 
 # PacGAN's networks (4 x 400 generator, 3 x 200 discriminator) cost about 6 GFLOP a step for 10
 # seeds: hours on a 2-core CPU. The CPU cases shrink them (3 x 128 and 2 x 128) and the run
@@ -99,6 +103,8 @@ def main(argv):
   del argv
   from deepfound.benchmarks.gans import game_seed_runs
 
+  if flags.FLAGS.sweep:
+    return _sweep(flags.FLAGS.sweep)
   names = []
   for entry in flags.FLAGS.cases:
     names += GROUPS.get(entry, [entry])
@@ -122,6 +128,31 @@ def main(argv):
     print(f"{name}: " + ", ".join(f"{k} {run['mean'][k]:.3g}+-{run['sd'][k]:.2g}" for k in SHOWN)
           + f" ({run['run_seconds']:.0f} s)", file=sys.stderr)
     _write(results, start)
+
+
+def _sweep(name: str) -> None:
+  """--sweep: modes captured over a grid of both players' learning rates, one program."""
+  import jax
+
+  from deepfound.benchmarks.gans import game_rate_sweep
+  from deepfound.strict_json import dumps
+
+  if name not in CASES:
+    fail(f"--sweep: unknown case {name}; expected one of {', '.join(CASES)}")
+  config = case_config(name, flags.FLAGS.steps_scale)
+  rates = [float(r) for r in flags.FLAGS.sweep_rates]
+  result = game_rate_sweep(config, rates, rates, flags.FLAGS.sweep_seeds)
+  result.update(case=name, num_steps=config.num_steps, command=" ".join(["python"] + sys.argv),
+                backend=jax.default_backend())
+  os.makedirs(flags.FLAGS.out, exist_ok=True)
+  path = os.path.join(flags.FLAGS.out, "sweep.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(dumps(result, indent=1) + "\n")
+  os.replace(path + ".tmp", path)
+  modes = result["last"]["modes_captured"]
+  print(f"wrote {path}: {result['runs']} runs in {result['run_seconds']:.0f} s; mean modes by "
+        f"(generator, discriminator) rate: " + str([[round(sum(c) / len(c), 1) for c in row]
+                                                   for row in modes]), file=sys.stderr)
 
 
 def _write(results: dict, start: float) -> None:
