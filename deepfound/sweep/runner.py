@@ -64,6 +64,12 @@ class Group:
 
 def plan(config: ml_collections.ConfigDict, spec: str) -> tuple[list[dict], list[Group]]:
   """Expands ``spec`` over ``config``; validates every run; groups runs by program."""
+  from deepfound.experiment.models import get_model
+
+  if get_model(config.model.name).game:
+    raise SpecError(f"model.name={config.model.name} is a two-player game: sweep its seeds and "
+                    "both players' learning rates with scripts/bench_gan.py --sweep (one vmapped "
+                    "program); scripts/sweep.py runs single-player rules")
   values = expand(parse(spec))
   groups: dict[tuple, Group] = {}
   for index, run in enumerate(values):

@@ -174,3 +174,25 @@ def test_bad_game_settings_exit_2(tmp_path, flags, message):
   result = train(tmp_path / "run", *flags)
   assert result.returncode == 2, result.stderr
   assert message in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+def test_sweep_script_points_games_to_bench_gan(tmp_path):
+  command = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--config={GAN_2D}:ring",
+             f"--workdir={tmp_path / 'sweep'}", "--sweep=seed=range(2)"]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert result.returncode == 2 and "bench_gan.py --sweep" in result.stderr
+  assert not (tmp_path / "sweep").exists()
+
+
+def test_rate_sweep_is_one_program_of_every_pair_and_seed():
+  from configs import gan_2d
+  from deepfound.benchmarks.gans import game_rate_sweep
+
+  config = gan_2d.get_config("ring")
+  config.model.hidden, config.model.discriminator_hidden = (16,), (16,)
+  config.data.num_samples, config.num_steps, config.log_every = 2000, 40, 20
+  result = game_rate_sweep(config, [1e-4, 1e-3], [3e-4, 3e-3, 3e-2], num_seeds=2)
+  modes = np.asarray(result["last"]["modes_captured"])
+  assert modes.shape == (2, 3, 2) and result["runs"] == 12
+  assert np.all((modes >= 0) & (modes <= 8))
+  assert len(np.unique(np.asarray(result["last"]["high_quality_fraction"]))) > 1  # runs differ
