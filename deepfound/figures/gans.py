@@ -1,0 +1,584 @@
+"""Pictures of section 17.4.3 (GANs), from three kinds of input.
+
+* ``bench.json`` of ``scripts/bench_gan.py``: per case its config, the mode-metric curves of
+  every seed and seed 0's generated points at every log point. ``samples_<data>`` (one picture
+  per data set present, ring and grid): rows = the cases of that data set, columns = four log
+  points (first, two middle, last), seed 0's samples over the true modes; ``modes_curves``: modes
+  captured and high-quality fraction over training, mean over seeds with a band of +- 1 sd.
+* ``sweep.json`` of ``scripts/bench_gan.py --sweep``: the last log point's metrics over a grid of
+  both players' learning rates x seeds. ``rate_sweep``: heat maps of the mean modes captured and
+  the mean high-quality fraction over (generator rate, discriminator rate).
+* The digits GAN (``configs/gan_digits.py``), trained here in one program with its parameters
+  recorded at every log point: ``digits_samples`` (10 x 10 digits from fixed latents at five of
+  them) and ``digits_curves`` (classes covered, class KL, Frechet distance of our classifier's
+  features over training). With an MNIST run directory (``configs/gan_mnist.py``),
+  ``mnist_samples``: 100 digits of its latest checkpoint and its metric curves.
+
+The drawing functions take plain arrays and dicts and raise ``MissingInput`` (what is missing and
+how to make it) when they have nothing to draw; ``make_all`` draws what it can and reports what it
+skipped and why. Each picture is ``<out>/<name>.png``; with ``with_json`` (the convention of
+``deepfound.figures.io``) a JSON file beside it holds its key numbers and curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import matplotlib.pyplot as plt
+import ml_collections
+import numpy as np
+from matplotlib.patches import Circle
+
+from deepfound.data.mixtures import MIXTURES
+from deepfound.figures import io
+from deepfound.strict_json import dumps
+
+BENCH_COMMAND = "python scripts/bench_gan.py --out={folder} --cases=all"
+SWEEP_COMMAND = "python scripts/bench_gan.py --out={folder} --sweep=ring_js"
+DATA_SETS = ("ring", "grid")
+SAMPLE_COLUMNS = 4  # log points shown per case in samples_<data>: first, two middle, last
+VIEW = dict(ring=1.45, grid=5.6)  # half-width of the square shown around the origin
+DIGIT_POINTS = 5  # sample grids of the digits run
+CURVE_POINTS_PER_GRID = 4  # log points of its curves per sample grid
+DIGIT_GRID = 10  # 10 x 10 generated digits a panel
+CLASS_CURVES = (("classes_covered", "classes covered (of 10)"),
+                ("class_kl", "KL(class histogram || uniform) (nats)"),
+                ("frechet_distance", "Frechet distance (classifier features)"))
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+          "tab:gray", "tab:olive", "tab:cyan")
+
+
+class MissingInput(Exception):
+  """A picture's input is absent; the message says which and how to make it."""
+
+
+def _save(fig: plt.Figure, name: str, out: str, data: dict[str, Any], with_json: bool) -> str:
+  if with_json:
+    return io.save(fig, name, out, data)
+  os.makedirs(out, exist_ok=True)
+  png = os.path.join(out, f"{name}.png")
+  fig.savefig(png, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return png
+
+
+# ---- inputs ----------------------------------------------------------------------------------
+
+
+def _load(path: str, what: str, key: str, command: str) -> dict[str, Any]:
+  if not os.path.isfile(path):
+    folder = os.path.dirname(path) or "."
+    raise MissingInput(f"{what}: {path} not found; make it with: {command.format(folder=folder)}")
+  with open(path) as f:
+    value = json.load(f)
+  if not isinstance(value, dict) or key not in value:
+    raise MissingInput(f"{what}: {path} has no {key!r}; is it scripts/bench_gan.py's?")
+  return value
+
+
+def load_bench(path: str) -> dict[str, Any]:
+  """bench.json of ``scripts/bench_gan.py``; MissingInput names the command that makes it."""
+  return _load(path, "bench.json", "cases", BENCH_COMMAND)
+
+
+def load_sweep(path: str) -> dict[str, Any]:
+  """sweep.json of ``scripts/bench_gan.py --sweep``; MissingInput names the command."""
+  return _load(path, "sweep.json", "last", SWEEP_COMMAND)
+
+
+def _floats(values) -> np.ndarray:
+  """A nested list with nulls (bench.json writes NaN as null) as float64 with NaN."""
+  return np.array(values, dtype=np.float64)
+
+
+def _data_name(case: dict) -> str:
+  return case.get("config", {}).get("data", {}).get("name", "")
+
+
+def _cases_of(bench: dict, data_name: str) -> list[str]:
+  return [n for n, c in bench.get("cases", {}).items() if _data_name(c) == data_name]
+
+
+def _describe(case: dict) -> str:
+  """loss, scheme, pack and discriminator steps of a case's config, in words."""
+  config = case.get("config", {})
+  problem, optim = config.get("problem", {}), config.get("optim", {})
+  pack, d_steps = problem.get("pack", 1), optim.get("discriminator_steps", 1)
+  parts = [problem.get("loss", "?"), optim.get("scheme", "?")]
+  if pack and pack > 1:
+    parts.append(f"PacGAN{pack}")
+  if d_steps and d_steps > 1:
+    parts.append(f"{d_steps} D steps")
+  return ", ".join(parts)
+
+
+def _seeds(case: dict) -> str:
+  seeds, bad = case.get("num_seeds", "?"), case.get("diverged", 0) or 0
+  return f"{seeds} seed{'' if seeds == 1 else 's'}" + (f", {bad} diverged" if bad else "")
+
+
+def _columns(num_points: int, count: int = SAMPLE_COLUMNS) -> list[int]:
+  """``count`` log points spread from the first to the last (fewer when there are fewer)."""
+  return sorted({int(round(k * (num_points - 1) / max(count - 1, 1))) for k in range(count)})
+
+
+def _mark_modes(ax, mixture) -> None:
+  """The true modes: centres as red crosses, 3-sd circles (the high-quality zone of the metrics)."""
+  ax.scatter(mixture.means[:, 0], mixture.means[:, 1], marker="x", s=18, c="red", linewidths=0.8,
+             zorder=4)
+  for mean in mixture.means:
+    ax.add_patch(Circle(tuple(mean), 3 * mixture.sd, fill=False, edgecolor="red", linewidth=0.7,
+                        zorder=4))
+
+
+def _fmt(value: float, spec: str) -> str:
+  return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+# ---- 2-D pictures from bench.json ------------------------------------------------------------
+
+
+def samples_over_training(out: str, bench: dict, data_name: str, with_json: bool = False
+                          ) -> dict[str, Any]:
+  """Rows: the cases on ``data_name``; columns: four log points; seed 0's generated points (dots)
+  over the modes (crosses and 3-sd circles), with seed 0's modes captured and HQ fraction there."""
+  mixture = MIXTURES[data_name]
+  names = [n for n in _cases_of(bench, data_name) if bench["cases"][n].get("samples")]
+  if not names:
+    raise MissingInput(f"samples_{data_name}: bench.json has no {data_name} case with samples")
+  num_cols = max(len(_columns(len(bench["cases"][n]["samples"]))) for n in names)
+  half = VIEW.get(data_name, float(np.abs(mixture.means).max()) * 1.4)
+  fig, axes = plt.subplots(len(names), num_cols, figsize=(2.7 * num_cols + 1.0, 2.75 * len(names)),
+                           layout="constrained", squeeze=False)
+  numbers = {}
+  for row, name in enumerate(names):
+    case = bench["cases"][name]
+    samples = case["samples"]
+    curves = case.get("curves", {})
+    steps = curves.get("step", [])
+    modes, hq = (_floats(curves.get(k, [[]]))[0] if curves.get(k) else None
+                 for k in ("modes_captured", "high_quality_fraction"))
+    columns = _columns(len(samples))
+    numbers[name] = []
+    for col in range(num_cols):
+      ax = axes[row, col]
+      if col >= len(columns):
+        ax.set_axis_off()
+        continue
+      k = columns[col]
+      points = _floats(samples[k])
+      finite = points[np.all(np.isfinite(points), axis=1)]
+      outside = int(np.sum(np.any(np.abs(finite) > half, axis=1))) + len(points) - len(finite)
+      ax.scatter(finite[:, 0], finite[:, 1], s=1.5, c="navy", alpha=0.5, linewidths=0, zorder=3)
+      _mark_modes(ax, mixture)
+      ax.set(xlim=(-half, half), ylim=(-half, half), aspect="equal")
+      ax.tick_params(labelsize=7)
+      step = steps[k] if k < len(steps) else None
+      m = float(modes[k]) if modes is not None and k < len(modes) else float("nan")
+      h = float(hq[k]) if hq is not None and k < len(hq) else float("nan")
+      title = (f"step {step:,}" if step is not None else f"log point {k + 1}") + \
+          f": {_fmt(m, '.0f')}/{mixture.num_modes} modes, HQ {_fmt(h, '.2f')}"
+      if outside:
+        title += f"\n{outside} of {len(points)} points outside the view"
+      ax.set_title(title, fontsize=8)
+      if col == 0:
+        ax.set_ylabel(f"{name}\n{_describe(case)}\n({_seeds(case)})", fontsize=8)
+      numbers[name].append(dict(step=step, modes_captured=m, high_quality_fraction=h, outside=outside))
+  steps_run = max(bench["cases"][n].get("num_steps", 0) for n in names)
+  fig.suptitle(f"GANs on {data_name} ({mixture.num_modes} modes, sd {mixture.sd:g}): seed 0's "
+               f"{len(bench['cases'][names[0]]['samples'][0]):,} generated points (blue) over "
+               f"training ({steps_run:,} steps);\ntrue modes: red crosses with 3-sd circles; titles: "
+               "seed 0's modes captured and high-quality fraction at that step", fontsize=10)
+  data = dict(data=data_name, numbers=numbers, inputs={n: f"bench.json cases.{n}.samples" for n in names})
+  _save(fig, f"samples_{data_name}", out, data, with_json)
+  return data
+
+
+def _band(ax, steps, runs, color: str, label: str) -> dict[str, Any]:
+  """Mean over the finite seeds with a +- 1 sd band; markers when there are few log points."""
+  steps, runs = _floats(steps), np.atleast_2d(_floats(runs))
+  with warnings.catch_warnings():  # a log point where every seed diverged: NaN, drawn as a gap
+    warnings.simplefilter("ignore", RuntimeWarning)
+    mean, sd = np.nanmean(runs, axis=0), np.nanstd(runs, axis=0)
+  style = "o-" if len(steps) <= 12 else "-"
+  ax.plot(steps, mean, style, color=color, label=label, markersize=3.5, linewidth=1.4)
+  if runs.shape[0] > 1:
+    ax.fill_between(steps, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
+  return io.series(label, steps, runs)
+
+
+def modes_curves(out: str, bench: dict, with_json: bool = False) -> dict[str, Any]:
+  """Per data set (columns): modes captured (top) and high-quality fraction (bottom) over training,
+  one line per case, mean over seeds with a +- 1 sd band; the mode count dashed."""
+  def with_curves(data_name: str) -> list[str]:
+    return [n for n in _cases_of(bench, data_name)
+            if "modes_captured" in bench["cases"][n].get("curves", {})]
+
+  present = [d for d in DATA_SETS if with_curves(d)]
+  if not present:
+    raise MissingInput("modes_curves: bench.json has no ring or grid case with curves")
+  fig, axes = plt.subplots(2, len(present), figsize=(max(6.2 * len(present), 8.0), 7.5), layout="constrained",
+                           squeeze=False)
+  series, final = [], {}
+  for col, data_name in enumerate(present):
+    mixture = MIXTURES[data_name]
+    names = with_curves(data_name)
+    for k, name in enumerate(names):
+      case = bench["cases"][name]
+      curves, color = case["curves"], COLORS[k % len(COLORS)]
+      label = f"{name} ({_describe(case)}; {_seeds(case)})"
+      series.append(dict(_band(axes[0, col], curves["step"], curves["modes_captured"], color, label),
+                         case=name, metric="modes_captured"))
+      if "high_quality_fraction" in curves:
+        series.append(dict(_band(axes[1, col], curves["step"], curves["high_quality_fraction"], color,
+                                 label), case=name, metric="high_quality_fraction"))
+      final[name] = dict(mean=case.get("mean", {}), sd=case.get("sd", {}), diverged=case.get("diverged"))
+    axes[0, col].axhline(mixture.num_modes, color="black", linestyle="--", linewidth=1,
+                         label=f"all {mixture.num_modes} modes")
+    axes[0, col].set(ylim=(-0.3, mixture.num_modes + 0.8), ylabel="modes captured",
+                     title=f"{data_name}: modes captured (of {mixture.num_modes}), mean +- 1 sd over seeds")
+    axes[1, col].set(ylim=(-0.02, 1.02), ylabel="high-quality fraction", xlabel="generator steps",
+                     title=f"{data_name}: fraction of samples within 3 sd of a mode")
+    for ax in axes[:, col]:
+      ax.grid(alpha=0.3)
+      ax.title.set_fontsize(10)
+    axes[0, col].legend(fontsize=7, loc="lower right")
+  fig.suptitle("Mode coverage of the GANs over training (PacGAN's metrics on 2,500 samples from fixed "
+               "latents):\na mode is captured when a sample lies within 3 sd of it; mean over the "
+               "seeds, a NaN (diverged) left out", fontsize=11)
+  data = dict(final=final, series=series, inputs={n: f"bench.json cases.{n}.curves" for n in final})
+  _save(fig, "modes_curves", out, data, with_json)
+  return data
+
+
+# ---- learning-rate sweep ---------------------------------------------------------------------
+
+
+def _rate(value: float) -> str:
+  """1e-4, 3e-5, 0.001 -> compact log-scale labels."""
+  exponent = math.floor(math.log10(value))
+  mantissa = value / 10 ** exponent
+  if abs(mantissa - round(mantissa)) < 1e-6:
+    mantissa = round(mantissa)
+    return f"1e{exponent}" if mantissa == 1 else f"{mantissa}e{exponent}"
+  return f"{value:.2g}"
+
+
+def rate_sweep(out: str, sweep: dict, with_json: bool = False) -> dict[str, Any]:
+  """Heat maps of the last log point's mean modes captured and mean high-quality fraction over
+  (generator rate: rows, discriminator rate: columns), the mean (and sd) written in each cell."""
+  last = sweep.get("last", {})
+  if "modes_captured" not in last:
+    raise MissingInput("rate_sweep: sweep.json has no last.modes_captured")
+  g_rates, d_rates = list(sweep["generator_rates"]), list(sweep["discriminator_rates"])
+  case = sweep.get("case", "?")
+  mixture = MIXTURES.get(case.split("_")[0])
+  panels = [("modes_captured", "modes captured", 0, mixture.num_modes if mixture else None, "viridis")]
+  if "high_quality_fraction" in last:
+    panels.append(("high_quality_fraction", "high-quality fraction", 0, 1, "magma"))
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.8), layout="constrained",
+                           squeeze=False)
+  numbers = {}
+  for ax, (key, label, low, high, cmap) in zip(axes[0], panels, strict=True):
+    values = _floats(last[key])  # (G, D, seeds)
+    if values.ndim == 2:
+      values = values[..., None]
+    with warnings.catch_warnings():  # a cell where every seed diverged: NaN, written "diverged"
+      warnings.simplefilter("ignore", RuntimeWarning)
+      mean, sd = np.nanmean(values, axis=-1), np.nanstd(values, axis=-1)
+    finite = np.sum(np.isfinite(values), axis=-1)
+    image = ax.imshow(mean, origin="lower", cmap=cmap, vmin=low,
+                      vmax=high if high is not None else np.nanmax(mean), aspect="auto")
+    fig.colorbar(image, ax=ax, label=f"{label}, mean over seeds", shrink=0.9)
+    top = high if high is not None else np.nanmax(mean)
+    for i in range(mean.shape[0]):
+      for j in range(mean.shape[1]):
+        if not np.isfinite(mean[i, j]):
+          text, color = "diverged", "red"
+        else:
+          spec = ".1f" if key == "modes_captured" else ".2f"
+          text = format(mean[i, j], spec) + (f"\n\u00b1{sd[i, j]:{spec}}" if values.shape[-1] > 1 else "")
+          if finite[i, j] < values.shape[-1]:
+            text += f"\n({values.shape[-1] - finite[i, j]} NaN)"
+          color = "black" if mean[i, j] > 0.6 * (top - low) + low else "white"
+        ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
+    ax.set_xticks(range(len(d_rates)), [_rate(r) for r in d_rates])
+    ax.set_yticks(range(len(g_rates)), [_rate(r) for r in g_rates])
+    ax.set(xlabel="discriminator learning rate (log scale)", ylabel="generator learning rate (log scale)")
+    ax.set_title(f"{label}" + (f" (of {mixture.num_modes})" if key == "modes_captured" and mixture else ""),
+                 fontsize=10)
+    numbers[key] = dict(mean=mean.tolist(), sd=sd.tolist())
+  seeds = sweep.get("num_seeds", "?")
+  fig.suptitle(f"Learning-rate sweep of {case} (adam, both players): last log point after "
+               f"{sweep.get('num_steps', 0):,} steps, mean over {seeds} seed{'' if seeds == 1 else 's'}"
+               + (f", {sweep['diverged']} run(s) diverged" if sweep.get("diverged") else ""), fontsize=10)
+  data = dict(case=case, generator_rates=g_rates, discriminator_rates=d_rates, num_seeds=seeds,
+              num_steps=sweep.get("num_steps"), numbers=numbers, inputs=dict(sweep="sweep.json last"))
+  _save(fig, "rate_sweep", out, data, with_json)
+  return data
+
+
+# ---- digits and MNIST --------------------------------------------------------------------------
+
+
+def _tile(images: np.ndarray, rows: int, cols: int, side: int, pad: int = 1) -> np.ndarray:
+  """``rows * cols`` flattened square images as one array, ``pad`` pixels apart (NaN: blank)."""
+  images = np.asarray(images, np.float64).reshape(-1, side, side)
+  canvas = np.full((rows * (side + pad) - pad, cols * (side + pad) - pad), np.nan)
+  for k, image in enumerate(images[:rows * cols]):
+    r, c = divmod(k, cols)
+    canvas[r * (side + pad): r * (side + pad) + side, c * (side + pad): c * (side + pad) + side] = image
+  return canvas
+
+
+def train_digits(config: ml_collections.ConfigDict, num_steps: int | None = None,
+                 num_points: int = DIGIT_POINTS, per_point: int = CURVE_POINTS_PER_GRID,
+                 num_images: int = DIGIT_GRID ** 2) -> dict[str, Any]:
+  """Trains the GAN of ``config`` in one program (``optim.game.run``), logging (metrics and
+  parameters) ``num_points * per_point`` times; returns dict(steps and extras {metric: array} at
+  every log point, grid_index: the ``num_points`` log points of the grids (every ``per_point``-th,
+  the last included), images (num_points, num_images, d) generated there from the problem's first
+  fixed latents, seconds, source)."""
+  from deepfound.experiment import build, precision_scope
+  from deepfound.optim import game
+
+  logs = num_points * per_point
+  steps = int(num_steps or config.num_steps)
+  log_every = max(1, steps // logs)
+  steps = log_every * logs
+  grid_index = [per_point * (k + 1) - 1 for k in range(num_points)]
+  tic = time.perf_counter()
+  with precision_scope(config.precision):
+    setup = build.build(config)
+    _, points = game.run(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed),
+                         num_steps=steps, log_every=log_every, record_params=True)
+    points = jax.device_get(points)
+    latents = setup.problem.test_latents[:num_images]
+    images = np.stack([np.asarray(setup.problem.generate(
+        jax.tree.map(lambda a, k=k: a[k], points.params[0]), latents), np.float64)
+        for k in grid_index])
+  return dict(steps=np.asarray(points.step).tolist(), grid_index=grid_index, images=images,
+              extras={k: np.asarray(v, np.float64) for k, v in (points.extras or {}).items()},
+              objective=np.asarray(points.objective, np.float64), seconds=time.perf_counter() - tic,
+              data=config.data.name,
+              source=f"configs/gan_{config.data.name}.py, trained here ({steps:,} steps, seed {config.seed})")
+
+
+def _metric_title(extras: dict, k: int) -> str:
+  parts = []
+  if "classes_covered" in extras:
+    parts.append(f"{extras['classes_covered'][k]:.0f}/10 classes")
+  if "class_kl" in extras:
+    parts.append(f"KL {extras['class_kl'][k]:.3f}")
+  if "frechet_distance" in extras:
+    parts.append(f"FD {extras['frechet_distance'][k]:.1f}")
+  return ", ".join(parts)
+
+
+def digits_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any]:
+  """10 x 10 generated digits (the same fixed latents) at each recorded log point, titled with the
+  classifier's metrics there."""
+  if "images" not in run:
+    raise MissingInput("digits_samples: no images (train_digits makes them)")
+  images, steps, extras = np.asarray(run["images"]), run["steps"], run.get("extras", {})
+  grid_index = run.get("grid_index", list(range(len(images))))  # the log point of each grid
+  side = int(round(math.sqrt(images.shape[-1])))
+  cols = int(math.ceil(math.sqrt(images.shape[1])))
+  rows = int(math.ceil(images.shape[1] / cols))
+  fig, axes = plt.subplots(1, len(images), figsize=(3.1 * len(images), 3.6), layout="constrained",
+                           squeeze=False)
+  for k, (ax, index) in enumerate(zip(axes[0], grid_index, strict=True)):
+    ax.imshow(_tile(images[k], rows, cols, side), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"step {steps[index]:,}\n{_metric_title(extras, index)}", fontsize=9)
+  accuracy = extras.get("classifier_test_accuracy")
+  fig.suptitle(f"GAN on 8x8 digits ({run.get('source', '')}): {images.shape[1]} digits from the same fixed "
+               "latents over training;\ntitles: classes covered, KL of the class histogram from uniform "
+               "and Frechet distance, from our classifier on 10,000 generated digits"
+               + (f" (its test accuracy {accuracy[-1]:.3f})" if accuracy is not None else ""), fontsize=10)
+  data = dict(steps=[steps[i] for i in grid_index],
+              metrics={k: np.asarray(v)[grid_index].tolist() for k, v in extras.items()},
+              inputs=dict(model=run.get("source", "")))
+  _save(fig, "digits_samples", out, data, with_json)
+  return data
+
+
+def _class_curves(axes, steps, extras: dict, label: str, color: str, series: list) -> None:
+  for ax, (key, ylabel) in zip(axes, CLASS_CURVES, strict=True):
+    if key not in extras:
+      continue
+    values = np.asarray(extras[key], np.float64)
+    ax.plot(steps, values, "o-" if len(steps) <= 30 else "-", color=color, label=label, markersize=3.5)
+    ax.set(xlabel="generator steps", ylabel=ylabel)
+    if key == "classes_covered":
+      ax.axhline(10, color="black", linestyle="--", linewidth=1, label="all 10 classes")
+      ax.set_ylim(0, 10.8)
+    else:
+      ax.set_ylim(0, max(1e-3, float(np.nanmax(values, initial=0.0))) * 1.08)
+    ax.set_title(f"{ylabel.split(' (')[0]}: {_fmt(float(values[-1]), '.3g')} at step {int(steps[-1]):,}",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    series.append(io.series(f"{label} {key}", steps, values))
+
+
+def digits_curves(out: str, run: dict, with_json: bool = False) -> dict[str, Any]:
+  """Classes covered, class KL and Frechet distance of the digits run over its log points."""
+  extras = run.get("extras", {})
+  if not any(key in extras for key, _ in CLASS_CURVES):
+    raise MissingInput("digits_curves: the run logged no classifier metrics")
+  fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
+  series: list = []
+  _class_curves(axes, run["steps"], extras, "digits", "tab:blue", series)
+  axes[0].legend(fontsize=8, loc="lower right")
+  fig.suptitle(f"GAN on 8x8 digits ({run.get('source', '')}): our classifier's verdict on 10,000 "
+               "generated digits at each log point (lower KL and Frechet distance are better)", fontsize=10)
+  data = dict(series=series, final={k: float(np.asarray(v)[-1]) for k, v in extras.items()},
+              inputs=dict(model=run.get("source", "")))
+  _save(fig, "digits_curves", out, data, with_json)
+  return data
+
+
+def restore_gan(workdir: str, num_images: int = DIGIT_GRID ** 2) -> dict[str, Any]:
+  """The generator of a GAN run directory at its latest checkpoint (only the latest is kept),
+  through the runner's own restore, and ``num_images`` images from the problem's fixed latents;
+  with its metrics.jsonl rows up to that step."""
+  from deepfound.experiment import build, precision_scope
+  from deepfound.experiment.checkpoint import Checkpointer
+  from deepfound.experiment.outputs import RunFiles
+  from deepfound.optim import game
+
+  files = RunFiles(workdir)
+  if not os.path.isfile(files.config):
+    raise MissingInput(f"mnist_samples: {files.config} not found; train it with: python "
+                       f"scripts/train.py --config=configs/gan_mnist.py --workdir={workdir}")
+  step = max(Checkpointer.saved_steps(workdir), default=None)
+  if step is None:
+    raise MissingInput(f"mnist_samples: {workdir} has no checkpoint yet")
+  with open(files.config) as f:
+    config = ml_collections.ConfigDict(json.load(f)["config"])
+  if config.model.name != "gan":
+    raise MissingInput(f"mnist_samples: {workdir} holds a {config.model.name} run, not a gan")
+  with precision_scope(config.precision):
+    setup = build.build(config)
+    like = game.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
+    checkpointer = Checkpointer(workdir)
+    try:
+      state = checkpointer.restore(step, like)
+    finally:
+      checkpointer.close()
+    images = np.asarray(setup.problem.generate(state.params[0], setup.problem.test_latents[:num_images]),
+                        np.float64)
+  rows = [r for r in files.metric_lines() if r["step"] <= step]
+  return dict(images=images, step=step, rows=rows, data=config.data.name, workdir=workdir)
+
+
+def mnist_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any]:
+  """100 generated MNIST digits of the latest checkpoint and the run's classifier curves."""
+  if "images" not in run:
+    raise MissingInput("mnist_samples: no images (restore_gan makes them)")
+  images, rows = np.asarray(run["images"]), run.get("rows", [])
+  side = int(round(math.sqrt(images.shape[-1])))
+  cols = int(math.ceil(math.sqrt(len(images))))
+  fig = plt.figure(figsize=(15, 5.2), layout="constrained")
+  left, right = fig.subfigures(1, 2, width_ratios=(1, 2.3))
+  ax = left.subplots()
+  ax.imshow(_tile(images, int(math.ceil(len(images) / cols)), cols, side), cmap="gray_r", vmin=0, vmax=1)
+  ax.set_axis_off()
+  last = rows[-1] if rows else {}
+  ax.set_title(f"step {run.get('step', 0):,}: {len(images)} digits from fixed latents\n"
+               + _metric_title({k: [v] for k, v in last.items() if v is not None}, 0), fontsize=9)
+  series: list = []
+  curve_rows = [r for r in rows if r.get("classes_covered") is not None]
+  axes = right.subplots(1, 3)
+  if curve_rows:
+    steps = np.array([r["step"] for r in curve_rows], np.float64)
+    extras = {k: np.array([r.get(k, np.nan) if r.get(k) is not None else np.nan for r in curve_rows])
+              for k, _ in CLASS_CURVES}
+    _class_curves(axes, steps, extras, "mnist", "tab:blue", series)
+  else:
+    for a in axes:
+      a.text(0.5, 0.5, "no metrics.jsonl rows", ha="center", va="center", color="gray",
+             transform=a.transAxes)
+  fig.suptitle(f"GAN on MNIST ({run.get('workdir', '')}, latest checkpoint); curves: our classifier on "
+               "10,000 generated digits at each log point", fontsize=10)
+  data = dict(step=run.get("step"), last={k: last.get(k) for k, _ in CLASS_CURVES}, series=series,
+              inputs=dict(workdir=run.get("workdir")))
+  _save(fig, "mnist_samples", out, data, with_json)
+  return data
+
+
+# ---- all of them -----------------------------------------------------------------------------
+
+
+def make_all(out: str, bench_path: str, sweep_path: str,
+             digits_config: ml_collections.ConfigDict | None, digits_steps: int | None = None,
+             digits_points: int = DIGIT_POINTS, mnist_workdir: str | None = None,
+             with_json: bool = False,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Every picture whose input is there; returns what was drawn, skipped (and why) and the
+  seconds each took. ``digits_config`` None skips the digits training (``digits_steps`` and
+  ``digits_points``: its length and sample grids; None steps: the config's); with ``with_json`` each
+  PNG gets its JSON and ``<out>/figures.json`` the summary."""
+  start = time.perf_counter()
+  drawn, skipped, seconds = {}, {}, {}
+
+  def attempt(name: str, draw: Callable[[], dict | Sequence[dict]]) -> None:
+    tic = time.perf_counter()
+    try:
+      draw()
+    except MissingInput as e:
+      skipped[name] = str(e)
+      log(f"skipped {name}: {e}")
+      return
+    seconds[name] = time.perf_counter() - tic
+    drawn[name] = os.path.join(out, f"{name}.png")
+    log(f"drew {drawn[name]} ({seconds[name]:.1f} s)")
+
+  try:
+    bench = load_bench(bench_path)
+  except MissingInput as e:
+    bench = None
+    for name in ("samples_ring", "samples_grid", "modes_curves"):
+      skipped[name] = str(e)
+    log(f"skipped samples_ring, samples_grid, modes_curves: {e}")
+  if bench is not None:
+    for data_name in DATA_SETS:
+      if _cases_of(bench, data_name):
+        attempt(f"samples_{data_name}",
+                lambda d=data_name: samples_over_training(out, bench, d, with_json))
+    attempt("modes_curves", lambda: modes_curves(out, bench, with_json))
+  attempt("rate_sweep", lambda: rate_sweep(out, load_sweep(sweep_path), with_json))
+
+  if digits_config is None:
+    for name in ("digits_samples", "digits_curves"):
+      skipped[name] = "the digits training is off"
+    log("skipped digits_samples, digits_curves: the digits training is off")
+  else:
+    run: dict[str, Any] = {}
+
+    def digits():
+      run.update(train_digits(digits_config, digits_steps, digits_points))
+      log(f"trained the digits GAN: {run['steps'][-1]:,} steps in {run['seconds']:.0f} s")
+      return digits_samples(out, run, with_json)
+
+    attempt("digits_samples", digits)
+    if run:
+      attempt("digits_curves", lambda: digits_curves(out, run, with_json))
+  if mnist_workdir:
+    attempt("mnist_samples", lambda: mnist_samples(out, restore_gan(mnist_workdir), with_json))
+  else:
+    skipped["mnist_samples"] = "no --mnist_workdir"
+  summary = dict(bench=bench_path, sweep=sweep_path, mnist_workdir=mnist_workdir, out=out, drawn=drawn,
+                 skipped=skipped, seconds=seconds, total_seconds=time.perf_counter() - start)
+  if with_json:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "figures.json"), "w") as f:
+      f.write(dumps(summary, indent=2) + "\n")
+  return summary
