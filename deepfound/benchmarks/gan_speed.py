@@ -549,11 +549,12 @@ def _markdown(results: dict[str, Any]) -> str:
   if spin:
     spin_note = [
         f"The spinning row ran after the interleaved rounds, alone, in a subprocess with "
-        f"`OMP_WAIT_POLICY=active` (the same blocks and rounds; load average then "
+        f"`OMP_WAIT_POLICY=active` (the same blocks and rounds; load average "
         f"{_load(results['loadavg_after_rounds'])} at its start, {_load(results['loadavg_end'])} "
-        "after the parity checks): PyTorch's fastest setting on an otherwise idle machine, but its "
-        "worker threads spin on a core between operations (and forever after the loop), so it is "
-        "not interleaved with ours, and on a busy machine it is the slowest (results/bench/vae.md).",
+        "after the parity checks). Spinning worker threads hold a core between operations (and "
+        "after the loop), so this row cannot be interleaved with ours, and its rate depends on "
+        "nothing else running: on a shared machine it varies from run to run far more than the "
+        "interleaved rows, and it stalls under load (results/bench/vae.md).",
         ""]
   return "\n".join([
       f"# Training throughput: GAN on 8x8 digits, generator {generator} (relu, sigmoid output), "

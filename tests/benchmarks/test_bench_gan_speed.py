@@ -94,12 +94,3 @@ def test_benchmark_writes_its_table(setup, tmp_path, monkeypatch):
   assert "| PyTorch CPU loop (eager), 1 thread |" in table and "Command: `test`" in table
   assert "| deepfound (`game.run_chunk_jit`, compiled scan) |" in table
 
-
-def test_the_spinning_probe_runs_in_a_subprocess(setup):
-  pytest.importorskip("torch")
-  from deepfound.benchmarks import gan_speed
-
-  rate = gan_speed.spin_probe(setup, _config(), steps=5, repeats=1, threads=1)
-  assert rate["omp_wait_policy"] == "active" and rate["threads"] == 1
-  assert len(rate["seconds_short"]) == len(rate["seconds_long"]) == 1
-  assert 0 < rate["seconds_short"][0] and 0 < rate["seconds_long"][0]
