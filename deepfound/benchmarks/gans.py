@@ -28,17 +28,24 @@ def _stack(trees):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
+def _seeded_setups(config: ml_collections.ConfigDict, num_seeds: int) -> list[build.Setup]:
+  """The game of ``config`` built for model.seed, model.seed + 1, ...: the same data, each seed's
+  initial parameters (call inside the precision's scope)."""
+  setups = []
+  for offset in range(num_seeds):
+    seeded = ml_collections.ConfigDict(config.to_dict())
+    seeded.model.seed = config.model.seed + offset
+    setups.append(build.build(seeded))
+  return setups
+
+
 def game_seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
                    keep_samples: int = 0) -> dict[str, Any]:
   """``num_seeds`` runs of the game of ``config`` in one program; with ``keep_samples``, seed 0's
   generated points (from the problem's fixed latents) at every log point, for pictures."""
   validate(config)
   with precision_scope(config.precision):
-    setups = []
-    for offset in range(num_seeds):
-      seeded = ml_collections.ConfigDict(config.to_dict())
-      seeded.model.seed = config.model.seed + offset
-      setups.append(build.build(seeded))
+    setups = _seeded_setups(config, num_seeds)
     setup = setups[0]
     problem = setup.problem  # same data for every seed; only the parameters differ
     params = _stack([s.problem.init_params() for s in setups])
@@ -89,11 +96,7 @@ def game_rate_sweep(config: ml_collections.ConfigDict, generator_rates, discrimi
   last log point's mode metrics, shaped (generator rates, discriminator rates, seeds)."""
   validate(config)
   with precision_scope(config.precision):
-    setups = []
-    for offset in range(num_seeds):
-      seeded = ml_collections.ConfigDict(config.to_dict())
-      seeded.model.seed = config.model.seed + offset
-      setups.append(build.build(seeded))
+    setups = _seeded_setups(config, num_seeds)
     setup, dtype = setups[0], build.precision_dtype(config.precision)
     problem = setup.problem
     g_rates, d_rates = np.asarray(generator_rates, float), np.asarray(discriminator_rates, float)

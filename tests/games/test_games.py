@@ -196,3 +196,18 @@ def test_rate_sweep_is_one_program_of_every_pair_and_seed():
   assert modes.shape == (2, 3, 2) and result["runs"] == 12
   assert np.all((modes >= 0) & (modes <= 8))
   assert len(np.unique(np.asarray(result["last"]["high_quality_fraction"]))) > 1  # runs differ
+
+
+def test_seed_runs_are_one_program_with_each_seeds_own_start():
+  from configs import gan_2d
+  from deepfound.benchmarks.gans import game_seed_runs
+
+  config = gan_2d.get_config("ring")
+  config.model.hidden, config.model.discriminator_hidden = (16,), (16,)
+  config.data.num_samples, config.num_steps, config.log_every = 2000, 40, 20
+  run = game_seed_runs(config, 3, keep_samples=50)
+  assert run["samples"].shape == (2, 50, 2) and run["diverged"] == 0
+  losses = run["per_seed"]["generator_loss"]
+  assert len(losses) == 3 and len(set(losses)) == 3  # three different starts and keys
+  assert np.asarray(run["curves"]["modes_captured"]).shape == (3, 2)
+  assert run["mean"]["modes_captured"] == pytest.approx(np.mean(run["per_seed"]["modes_captured"]))
