@@ -120,7 +120,7 @@ def build_problem_with_notes(config) -> tuple[Any, tuple[str, ...]]:
   if not spec.stream:
     dataset = spec.load(config.data)
     data_lib.check_dataset(dataset, source_name(config))
-    if data_lib.is_sparse(dataset.features) and config.model.name != "linear":
+    if data_lib.is_sparse(dataset.features) and not get_model(config.model.name).design_matrix:
       dataset = _densified(config, dataset)
   built = get_model(config.model.name).build(config, dataset)
   return (built.problem, built.notes) if isinstance(built, Built) else (built, ())

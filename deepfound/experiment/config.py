@@ -212,7 +212,7 @@ def _validate_rule(config) -> None:
     if optim.learning_rate != "auto":
       raise ConfigError(f"optim.learning_rate must be a number > 0 or auto, got "
                         f"{optim.learning_rate!r}")
-    if spec.auto_learning_rate is None or config.model.name != "linear":
+    if spec.auto_learning_rate is None or not MODELS.get(config.model.name).design_matrix:
       raise ConfigError(f"optim.learning_rate=auto is scikit-learn's step of sag and saga on "
                         f"model.name=linear; give {optim.name} a number")
     if optim.schedule != "constant":
@@ -242,7 +242,7 @@ def _validate_data(config) -> None:
   _one_of("data.sparse", data.sparse, ("auto", "true", "false"))
   if data.weights is not None and not (isinstance(data.weights, str) and data.weights.strip()):
     raise ConfigError(f"data.weights must be a file or column:<j>, got {data.weights!r}")
-  if data.weights and config.model.name != "linear":
+  if data.weights and not MODELS.get(config.model.name).design_matrix:
     raise ConfigError(f"data.weights applies to model.name=linear, not {config.model.name}")
   rule = RULES.get(config.optim.name)
   if spec.stream:

@@ -121,6 +121,7 @@ L1 = Option("l1", float, 0.0, "linear: weight of l1 ||b||_1 (elastic net with pr
 
 register_model(ModelSpec(
     name="linear", build=build_linear, losses=LOSSES, memory="scalar", streams=True,
+    design_matrix=True,
     summary="linear models of 17.1: logistic, least squares, multinomial (data sets or a stream)",
     problem_options=(FIT_INTERCEPT, L1)))
 register_model(ModelSpec(

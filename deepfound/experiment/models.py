@@ -47,6 +47,9 @@ class ModelSpec:
   # True: its problem is a two-player game (``kinds.Game``), each player with its own rule
   # (optim.generator.*, optim.discriminator.*) under optim.scheme.
   game: bool = False
+  # True: a linear model on a design matrix (17.1): sparse data stay sparse, data.weights and
+  # optim.learning_rate=auto apply; other models get sparse data densified.
+  design_matrix: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
