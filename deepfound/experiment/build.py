@@ -75,7 +75,9 @@ def build_game_method(config) -> game.GameMethod:
                                  batch_size=config.optim.batch_size, memory="pytree", **options))
   return game.GameMethod(*players, scheme=config.optim.scheme,
                          discriminator_steps=config.optim.discriminator_steps,
-                         batch_size=config.optim.batch_size)
+                         batch_size=config.optim.batch_size,
+                         snapshot_period=(config.optim.svrg_frequency
+                                          if config.optim.scheme == "svre" else None))
 
 
 def _build_game(config, problem, notes) -> Setup:

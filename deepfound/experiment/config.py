@@ -83,7 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.max_memory_mb = config_dict.placeholder(float)  # None: see build.memory_budget
   for option in RULES.options().values():
     config.optim[option.name] = _placeholder(option)
-  # Games (model.name=gan): each player's rule, a full optim group of its own, and the scheme.
+  # Games (model.name=gan): each player's rule, a full optim group of its own, and the scheme
+  # (scheme=svre takes its snapshot every optim.svrg_frequency steps, default one epoch).
   config.optim.scheme = "alternating"
   config.optim.discriminator_steps = 1
   for player in PLAYERS:
@@ -174,6 +175,8 @@ def _validate_game(config) -> None:
   optim = config.optim
   _one_of("optim.scheme", optim.scheme, SCHEMES)
   _positive_int("optim.discriminator_steps", optim.discriminator_steps)
+  if optim.scheme == "svre":  # the snapshot period, as for svrg (default: one epoch)
+    RULES.get("svrg").options[0].validate("optim", optim.svrg_frequency)
   for player in PLAYERS:
     group, prefix = optim[player], f"optim.{player}"
     _one_of(f"{prefix}.name", group.name, RULES.names())

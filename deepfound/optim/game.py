@@ -12,7 +12,16 @@ user's own) with its schedule and options, and the scheme that orders their step
   from (theta_t, xi_t) again along the gradients at the extrapolated point (Korpelevich; Gidel et
   al. 2019 for GANs); the extrapolation leaves the rules' states untouched;
 * ``optimistic``: simultaneous steps of 2 u_t - u_{t-1}, u_t the rule's update (optimistic
-  gradient descent-ascent for sgd, optimistic Adam for adam: Daskalakis et al. 2018).
+  gradient descent-ascent for sgd, optimistic Adam for adam: Daskalakis et al. 2018);
+* ``svre``: extragradient on variance-reduced gradients (SVRE, Chavdarova, Gidel, Fleuret,
+  Lacoste-Julien 2019), for a game that is a finite sum (``kinds.FiniteGame``). As SVRG does for
+  one player, a snapshot w~ of both players and the full gradients mu at it are taken every
+  ``snapshot_period`` steps (``optim.svrg_frequency``; default one epoch, n // batch_size), and
+  each minibatch gradient g_I(w) becomes g_I(w) - g_I(w~) + mu, at the extrapolation and at the
+  update alike. Per-sample gradients of networks are too large to keep (SVRG's gradient memory
+  in ``svrg.py`` holds n of them), so g_I(w~) is recomputed: four minibatch gradients a step and
+  n per snapshot. With sgd for both players this is the paper's algorithm; other rules take the
+  estimate as their gradient.
 
 One step of the game is one generator update. A run is a pure function of (problem, method,
 hyperparameters, key), in chunks of ``lax.scan`` as for the single-player driver (``driver.py``),
@@ -30,9 +39,11 @@ import jax.numpy as jnp
 import optax
 
 from deepfound.optim import driver, schedules
-from deepfound.problems.kinds import Game
+from deepfound.optim.registry import snapshot_period
+from deepfound.problems.kinds import FiniteGame, Game
 
-SCHEMES = ("simultaneous", "alternating", "extragradient", "optimistic")
+SCHEMES = ("simultaneous", "alternating", "extragradient", "optimistic", "svre")
+FULL_GRADIENT_CHUNK = 1024  # samples per batch when svre sums the full gradients
 PLAYERS = ("generator", "discriminator")
 
 
@@ -40,10 +51,12 @@ class GameMethod:
   """The static part of a game run: each player's rule (a ``driver.Method``), the scheme, the
   discriminator steps per generator step (alternating) and the minibatch size."""
 
-  __slots__ = ("generator", "discriminator", "scheme", "discriminator_steps", "batch_size")
+  __slots__ = ("generator", "discriminator", "scheme", "discriminator_steps", "batch_size",
+               "snapshot_period")
 
   def __init__(self, generator: driver.Method, discriminator: driver.Method,
-               scheme: str = "simultaneous", discriminator_steps: int = 1, batch_size: int = 64):
+               scheme: str = "simultaneous", discriminator_steps: int = 1, batch_size: int = 64,
+               snapshot_period: int | None = None):
     if scheme not in SCHEMES:
       raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     for player, method in zip(PLAYERS, (generator, discriminator), strict=True):
@@ -52,11 +65,13 @@ class GameMethod:
         raise ValueError(f"the {player}'s rule {method.name} needs a finite sum or its own "
                          "gradient oracle; a game draws fresh samples every step: use a rule "
                          "taking minibatch gradients (sgd, sga, adam)")
-    for name, value in (("discriminator_steps", discriminator_steps), ("batch_size", batch_size)):
+    for name, value in (("discriminator_steps", discriminator_steps), ("batch_size", batch_size),
+                        ("snapshot_period", 1 if snapshot_period is None else snapshot_period)):
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     for field, value in zip(self.__slots__, (generator, discriminator, scheme,
-                                             discriminator_steps, batch_size), strict=True):
+                                             discriminator_steps, batch_size, snapshot_period),
+                            strict=True):
       object.__setattr__(self, field, value)
 
   def __setattr__(self, name, value):
@@ -79,6 +94,10 @@ class GameMethod:
   def players(self) -> tuple[driver.Method, driver.Method]:
     return (self.generator, self.discriminator)
 
+  def period(self, problem) -> int:
+    """svre: the steps between two snapshots (``snapshot_period``, else one epoch)."""
+    return snapshot_period(problem.num_samples, self.batch_size, self.snapshot_period)
+
   # What the runner asks of a method (the single-player driver's Method has the same).
   name = property(lambda self: f"{self.generator.name}/{self.discriminator.name}")
   tol = None
@@ -91,6 +110,15 @@ class GameHyper(NamedTuple):
   discriminator: driver.Hyperparameters
 
 
+class Snapshot(NamedTuple):
+  """svre: the snapshot w~ of both players, the full gradients mu at it, and the steps taken
+  since the run began (a snapshot is taken when ``count % period == 0``)."""
+
+  params: tuple[optax.Params, optax.Params]
+  mean: tuple[optax.Updates, optax.Updates]
+  count: jax.Array  # int32 ()
+
+
 class GameState(NamedTuple):
   params: tuple[optax.Params, optax.Params]  # (generator, discriminator)
   opt_state: tuple[optax.OptState, optax.OptState]
@@ -100,6 +128,7 @@ class GameState(NamedTuple):
   # int32 (2,): the first step after which each player's parameters were not finite (-1: never),
   # so that a diverged run names the player that broke first.
   broken_at: jax.Array
+  snapshot: Snapshot | tuple = ()  # svre's Snapshot; () for the other schemes
 
 
 class OptimisticState(NamedTuple):
@@ -148,6 +177,43 @@ def gradients(problem: Game, params, batch):
   return (grad_g, grad_d), (loss_g, loss_d)
 
 
+def full_gradients(problem: FiniteGame, params, chunk: int = FULL_GRADIENT_CHUNK):
+  """Both players' gradients of their losses averaged over all ``problem.num_samples`` samples,
+  summed in batches of ``chunk`` (a ``lax.scan``, so memory stays that of one batch)."""
+  n = problem.num_samples
+  chunk = min(chunk, n)
+  full, rest = divmod(n, chunk)
+
+  def weighted(start, size):
+    grads, _ = gradients(problem, params, problem.sample_batch(start + jnp.arange(size)))
+    return jax.tree.map(lambda g: g * (size / n), grads)
+
+  def body(total, start):
+    return jax.tree.map(jnp.add, total, weighted(start, chunk)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  total, _ = jax.lax.scan(body, zeros, jnp.arange(full) * chunk)
+  if rest:
+    total = jax.tree.map(jnp.add, total, weighted(full * chunk, rest))
+  return tuple(total)
+
+
+def init_snapshot(params) -> Snapshot:
+  """A snapshot that the first svre step replaces (count 0)."""
+  params = tuple(params)
+  return Snapshot(params, tuple(optax.tree.zeros_like(p) for p in params),
+                  jnp.zeros((), jnp.int32))
+
+
+def variance_reduced_gradients(problem: FiniteGame, params, snapshot: Snapshot, indices):
+  """g_I(w) - g_I(w~) + mu for both players, on the samples ``indices``."""
+  batch = problem.sample_batch(indices)
+  now, _ = gradients(problem, params, batch)
+  then, _ = gradients(problem, snapshot.params, batch)
+  return tuple(jax.tree.map(lambda a, b, m: a - b + m, *trees)
+               for trees in zip(now, then, snapshot.mean, strict=True))
+
+
 def _generator_gradient(problem, params, batch):
   return jax.grad(lambda g: problem.losses((g, params[1]), batch)[0])(params[0])
 
@@ -162,9 +228,18 @@ def _move(optimizer, grad, state, params):
 
 
 def make_step(problem: Game, method: GameMethod, optimizers):
-  """One game step: (params, opt_state), key of the step -> (params, opt_state)."""
+  """One game step: (params, opt_state), key of the step -> (params, opt_state).
+
+  For ``svre`` the carry is (params, opt_state, snapshot), the snapshot from ``init_snapshot``;
+  the step takes a new one when its count is a multiple of the period (inside ``lax.cond``: keep
+  the count unbatched when vmapping, as ``run`` does, or every run pays the full gradients)."""
   opt_g, opt_d = optimizers
   size, k = method.batch_size, method.discriminator_steps
+  if method.scheme == "svre":
+    if not isinstance(problem, FiniteGame):
+      raise TypeError(f"the svre scheme needs a finite-sum game (kinds.FiniteGame: num_samples, "
+                      f"sample_batch); {type(problem).__name__} draws fresh samples")
+    return _svre_step(problem, method, optimizers)
 
   def step(carry, key):
     (theta, xi), (state_g, state_d) = carry
@@ -194,6 +269,30 @@ def make_step(problem: Game, method: GameMethod, optimizers):
   return step
 
 
+def _svre_step(problem: FiniteGame, method: GameMethod, optimizers):
+  opt_g, opt_d = optimizers
+  n, size, period = problem.num_samples, method.batch_size, method.period(problem)
+
+  def step(carry, key):
+    (theta, xi), (state_g, state_d), snapshot = carry
+    snapshot = jax.lax.cond(
+        snapshot.count % period == 0,
+        lambda: Snapshot((theta, xi), full_gradients(problem, (theta, xi)), snapshot.count),
+        lambda: snapshot)
+    draw = lambda j: jax.random.randint(jax.random.fold_in(key, j), (size,), 0, n)  # noqa: E731
+    grad_g, grad_d = variance_reduced_gradients(problem, (theta, xi), snapshot, draw(0))
+    theta_half, _ = _move(opt_g, grad_g, state_g, theta)
+    xi_half, _ = _move(opt_d, grad_d, state_d, xi)
+    grad_g, grad_d = variance_reduced_gradients(
+        problem, (theta_half, problem.project(xi_half)), snapshot, draw(1))
+    theta, state_g = _move(opt_g, grad_g, state_g, theta)
+    xi, state_d = _move(opt_d, grad_d, state_d, xi)
+    xi = problem.project(xi)
+    return (theta, xi), (state_g, state_d), snapshot._replace(count=snapshot.count + 1)
+
+  return step
+
+
 def _optimizers(method: GameMethod, hyper: GameHyper):
   pairs = [player_optimizer(m, h, method.scheme) for m, h in zip(method.players, hyper, strict=True)]
   return tuple(p[0] for p in pairs), pairs[0][1]
@@ -204,8 +303,9 @@ def init_state(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Arr
   params = problem.init_params() if params is None else params
   (opt_g, opt_d), _ = _optimizers(method, hyper)
   opt_state = (opt_g.init(params[0]), opt_d.init(params[1]))
+  snapshot = init_snapshot(params) if method.scheme == "svre" else ()
   return GameState(tuple(params), opt_state, jnp.zeros((), jnp.int32), key,
-                   jnp.full((), -1, jnp.int32), jnp.full((2,), -1, jnp.int32))
+                   jnp.full((), -1, jnp.int32), jnp.full((2,), -1, jnp.int32), snapshot)
 
 
 def _finite(tree) -> jax.Array:
@@ -230,6 +330,8 @@ def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameSt
   optimizers, schedule = _optimizers(method, hyper)
   step = make_step(problem, method, optimizers)
 
+  svre = method.scheme == "svre"
+
   def body(carry, x):
     t, key = x
     players, broken = carry
@@ -240,10 +342,10 @@ def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameSt
   def log_block(state, _):
     steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
     keys = jax.vmap(lambda t: jax.random.fold_in(state.key, t))(steps)
-    (players, broken), _ = jax.lax.scan(body, ((state.params, state.opt_state), state.broken_at),
-                                        (steps, keys))
+    players = (state.params, state.opt_state) + ((state.snapshot,) if svre else ())
+    (players, broken), _ = jax.lax.scan(body, (players, state.broken_at), (steps, keys))
     state = state._replace(params=players[0], opt_state=players[1], step=state.step + log_every,
-                           broken_at=broken)
+                           broken_at=broken, snapshot=players[2] if svre else ())
     return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)

@@ -113,7 +113,8 @@ register_rule(RuleSpec(
                          c.batch_size),
     summary="SVRG (Johnson and Zhang 2013): snapshot gradients kept in the memory",
     options=(Option("svrg_frequency", int, None,
-                    "svrg: steps between snapshots (default: one epoch, n // batch_size)",
+                    "svrg, and games under optim.scheme=svre: steps between snapshots (default: one "
+                    "epoch, n // batch_size)",
                     positive),),
     sample_gradients=_sample_gradients, stable_step="1/L_max",
 ))

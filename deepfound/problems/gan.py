@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 LOSSES = ("js", "wgan_clip", "wgan_gp")
+_FINITE_NOISE_SEED = 17_4_3  # the key of the fixed latents of ``GAN.sample_batch``
 
 
 def js_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
@@ -99,6 +100,22 @@ class GAN:
     latents = jax.random.normal(k_latent, (count, self.latent_size), self.samples.dtype)
     mix = jax.random.uniform(k_mix, (batch_size,), self.samples.dtype)
     return self.samples[index], latents, mix
+
+  # The finite sum of the svre scheme (kinds.FiniteGame): sample i is the i-th pack of training
+  # points, rows i * pack ... (i + 1) * pack - 1, with latents and a penalty weight that are fixed
+  # functions of i (drawn from a fixed key, so that a batch's loss is a function of the indices).
+  @property
+  def num_samples(self) -> int:
+    return self.samples.shape[0] // self.pack
+
+  def sample_batch(self, indices: jax.Array):
+    rows = (indices[:, None] * self.pack + jnp.arange(self.pack)).reshape(-1)
+    k_latent, k_mix = jax.random.split(jax.random.PRNGKey(_FINITE_NOISE_SEED))
+    latents = jax.vmap(lambda i: jax.random.normal(
+        jax.random.fold_in(k_latent, i), (self.latent_size,), self.samples.dtype))(rows)
+    mix = jax.vmap(lambda i: jax.random.uniform(
+        jax.random.fold_in(k_mix, i), (), self.samples.dtype))(indices)
+    return self.samples[rows], latents, mix
 
   def evaluation_batch(self):
     return (self.test_samples, self.test_latents[:self.test_samples.shape[0]], self.test_mix)

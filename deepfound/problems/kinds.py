@@ -141,7 +141,7 @@ class Game(Protocol):
   """min_theta max_xi of a payoff (a GAN, 17.4.3): the generator (theta) and the discriminator
   (xi) each minimize a loss of their own; ``deepfound.optim.game`` takes both players'
   gradients in one call and steps each with its own registered rule under a scheme
-  (simultaneous, alternating, extragradient, optimistic)."""
+  (simultaneous, alternating, extragradient, optimistic; svre for a ``FiniteGame``)."""
 
   def init_params(self) -> tuple[optax.Params, optax.Params]:
     """(generator, discriminator) parameters."""
@@ -164,6 +164,19 @@ class Game(Protocol):
     """The payoff V logged as ``objective`` (on held-out data)."""
 
   def metrics(self, params: tuple[optax.Params, optax.Params]) -> dict[str, jax.Array]: ...
+
+
+@runtime_checkable
+class FiniteGame(Game, Protocol):
+  """A game whose payoff is also a finite sum over ``num_samples`` fixed samples (for a GAN: each
+  pack of training data paired with fixed latents), as variance reduction needs (SVRE, the
+  ``svre`` scheme of ``deepfound.optim.game``): both losses are means over the samples of a batch,
+  so the mean of the batch losses over all samples is the full payoff."""
+
+  num_samples: int
+
+  def sample_batch(self, indices: jax.Array) -> Batch:
+    """The samples at ``indices`` (int (b,)): a deterministic function of the indices."""
 
 
 def num_samples_of(problem: Objective) -> int | None:
