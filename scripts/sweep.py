@@ -4,6 +4,13 @@ r"""Sweeps config keys as one vmapped, sharded program per program shape.
         --sweep="optim.learning_rate=logspace(-3, 0, 16); optim.l0=[10, 100, 1000]" \
         [--config.num_steps=20000] [--max_memory_mb=...]
 
+A two-player game (model.name=gan) sweeps both players' learning rates, the sampling seed and
+the initialization (model.seed) in one vmapped program (deepfound/sweep/games.py):
+
+    python scripts/sweep.py --config=configs/gan_2d.py:ring --workdir=runs/gan_sweep \
+        --sweep="optim.generator.learning_rate=[1e-4, 3e-4];
+                 optim.discriminator.learning_rate=[1e-4, 3e-4]; model.seed=range(10)"
+
 See deepfound/sweep/spec.py for the SPEC grammar. Exit status 2 with one line on a bad SPEC,
 config, flag or data file; nothing is written then.
 """

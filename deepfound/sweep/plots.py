@@ -1,4 +1,5 @@
-"""Sweep pictures: final suboptimality against the step size, and a tau0 x l0 heat map."""
+"""Sweep pictures: final suboptimality against the step size, a tau0 x l0 heat map, and for
+two-player games the final metric against both players' rates."""
 
 from __future__ import annotations
 
@@ -102,6 +103,127 @@ def _heat_map(workdir, rows, labels) -> str:
     fig.colorbar(image, ax=ax, label=f"{'log10 ' if positive else ''}final {_score_name(rows)} "
                  "(best seed); x = diverged")
   path = os.path.join(workdir, "heatmap_tau0_l0.png")
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+# Two-player games (deepfound/sweep/games.py): the final metric against each player's rate.
+GAME_RATES = ("optim.generator.learning_rate", "optim.discriminator.learning_rate")
+
+
+def _metric(row, metric) -> float:
+  """A game run's ``metric`` at its last log point; NaN for a diverged run or a missing value."""
+  value = row.get(metric)
+  return np.nan if row["diverged"] or value is None else float(value)
+
+
+def write_game_plots(workdir: str, rows: list[dict], labels: list[str], metric: str) -> list[str]:
+  """The pictures of a game sweep: ``metric`` (e.g. modes_captured) against each player's
+  learning rate that the sweep varies, a heat map over both rates when both vary, and, when
+  neither varies, every run's value per program (the spread over seeds)."""
+  varied = [key for key in GAME_RATES if len({row.get(key) for row in rows} - {None}) > 1]
+  written = []
+  if varied:
+    written.append(_game_against_rates(workdir, rows, labels, metric, varied))
+  if len(varied) == 2:
+    written.append(_game_heat_map(workdir, rows, labels, metric))
+  if not varied:
+    written.append(_game_by_program(workdir, rows, labels, metric))
+  return written
+
+
+def _game_against_rates(workdir, rows, labels, metric, varied) -> str:
+  """A panel per varied rate; a line per program: the median over the other keys (seeds,
+  the other rate); each run a dot; a red cross over the rates where some run diverged."""
+  fig, axes = plt.subplots(1, len(varied), figsize=(6 * len(varied), 4.2), squeeze=False,
+                           layout="constrained")
+  values = [_metric(r, metric) for r in rows]
+  finite = [v for v in values if np.isfinite(v)]
+  top = max(finite) + 0.05 * (np.ptp(finite) or abs(max(finite)) or 1.0) if finite else 1.0
+  for ax, key in zip(axes[0], varied, strict=True):
+    diverged_shown = False
+    for group in sorted({r["group"] for r in rows}):
+      by_rate = defaultdict(list)
+      for r in rows:
+        if r["group"] == group:
+          by_rate[r[key]].append(r)
+      rates = np.array(sorted(by_rate))
+      medians = [np.nanmedian(v) if np.any(np.isfinite(v)) else np.nan
+                 for v in ([_metric(r, metric) for r in by_rate[x]] for x in rates)]
+      (line,) = ax.plot(rates, medians, "o-", ms=3, label=labels[group])
+      for x in rates:
+        ax.plot([x] * len(by_rate[x]), [_metric(r, metric) for r in by_rate[x]], ".",
+                color=line.get_color(), alpha=0.35)
+      bad = [x for x in rates if any(r["diverged"] for r in by_rate[x])]
+      if bad:
+        ax.plot(bad, [top] * len(bad), "rx", ms=7, label=None if diverged_shown else "diverged")
+        diverged_shown = True
+    ax.set(xscale="log", xlabel=key, ylabel=f"{metric} at the last log point (median, runs)")
+    ax.legend(fontsize=7)
+  path = os.path.join(workdir, "final_vs_learning_rates.png")
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def _game_heat_map(workdir, rows, labels, metric) -> str:
+  """Per program: the median of ``metric`` over seeds on the generator x discriminator rates;
+  x where every run of the pair diverged, the count of diverged runs where some did."""
+  gen, disc = GAME_RATES
+  groups = sorted({row["group"] for row in rows})
+  fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False,
+                           layout="constrained")
+  finite = [v for v in (_metric(r, metric) for r in rows) if np.isfinite(v)]
+  limits = dict(vmin=min(finite), vmax=max(finite)) if finite else {}
+  for ax, group in zip(axes[0], groups, strict=True):
+    mine = [r for r in rows if r["group"] == group]
+    xs, ys = sorted({r[gen] for r in mine}), sorted({r[disc] for r in mine})
+    cells = defaultdict(list)
+    for r in mine:
+      cells[ys.index(r[disc]), xs.index(r[gen])].append(r)
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for (i, j), runs in cells.items():
+      values = [_metric(r, metric) for r in runs]
+      if np.any(np.isfinite(values)):
+        grid[i, j] = np.nanmedian(values)
+    image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", **limits)
+    for (i, j), runs in cells.items():
+      bad = sum(r["diverged"] for r in runs)
+      if bad == len(runs):
+        ax.text(j, i, "x", color="red", ha="center", va="center", fontsize=12)
+      elif bad:
+        ax.text(j, i, f"{bad}/{len(runs)}", color="red", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(xs)), [f"{x:.2g}" for x in xs], rotation=60, fontsize=7)
+    ax.set_yticks(range(len(ys)), [f"{y:.2g}" for y in ys], fontsize=7)
+    ax.set(xlabel="generator learning rate", ylabel="discriminator learning rate",
+           title=labels[group])
+    fig.colorbar(image, ax=ax, label=f"{metric} (median over runs); x = all diverged")
+  path = os.path.join(workdir, "heatmap_learning_rates.png")
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def _game_by_program(workdir, rows, labels, metric) -> str:
+  """Every run's ``metric`` per program (the spread over seeds), the mean as a bar."""
+  groups = sorted({row["group"] for row in rows})
+  fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(groups) + 2), 4.2), layout="constrained")
+  rng = np.random.default_rng(0)
+  for position, group in enumerate(groups):
+    values = np.array([_metric(r, metric) for r in rows if r["group"] == group])
+    finite = values[np.isfinite(values)]
+    ax.plot(position + rng.uniform(-0.15, 0.15, len(finite)), finite, "o", ms=4, alpha=0.6)
+    if finite.size:
+      ax.plot([position - 0.25, position + 0.25], [finite.mean()] * 2, "k-", lw=2)
+    bad = sum(r["diverged"] for r in rows if r["group"] == group)
+    if bad:
+      ax.annotate(f"{bad} diverged", (position, 1), xycoords=("data", "axes fraction"),
+                  xytext=(0, -12), textcoords="offset points", ha="center", color="red", fontsize=7)
+  ax.set_xticks(range(len(groups)), [labels[g] for g in groups], rotation=20, fontsize=7)
+  ax.set_xlim(-0.6, len(groups) - 0.4)
+  ax.set(ylabel=f"{metric} at the last log point (runs; bar: mean)")
+  path = os.path.join(workdir, "final_by_run.png")
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path

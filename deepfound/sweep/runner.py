@@ -1,4 +1,6 @@
-"""Runs a sweep: the runs of each program shape as one vmapped program, sharded over devices."""
+"""Runs a sweep: the runs of each program shape as one vmapped program, sharded over devices.
+
+Two-player games (model.name=gan) are planned here and run by ``deepfound/sweep/games.py``."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from deepfound.optim import driver
 from deepfound.problems.kinds import FiniteSum
 from deepfound.strict_json import dumps
 from deepfound.sweep import plots
-from deepfound.sweep.spec import VMAPPED_KEYS, SpecError, expand, parse
+from deepfound.sweep.spec import GAME_VMAPPED_KEYS, VMAPPED_KEYS, SpecError, expand, parse
 
 
 class SweepMemoryError(ValueError):
@@ -64,29 +66,44 @@ class Group:
 
 def plan(config: ml_collections.ConfigDict, spec: str) -> tuple[list[dict], list[Group]]:
   """Expands ``spec`` over ``config``; validates every run; groups runs by program."""
-  from deepfound.experiment.models import get_model
+  is_game = _is_game(config)
+  factors = parse(spec)
+  if is_game:  # two players: their rates, warm-ups, seed and model.seed vmap (games.py)
+    from deepfound.sweep.games import check_game_keys
 
-  if get_model(config.model.name).game:
-    raise SpecError(f"model.name={config.model.name} is a two-player game: sweep its seeds and "
-                    "both players' learning rates with scripts/bench_gan.py --sweep (one vmapped "
-                    "program); scripts/sweep.py runs single-player rules")
-  values = expand(parse(spec))
+    check_game_keys(config, [key for factor in factors for key in factor])
+  vmapped = GAME_VMAPPED_KEYS if is_game else VMAPPED_KEYS
+  values = expand(factors)
   groups: dict[tuple, Group] = {}
   for index, run in enumerate(values):
     run_config = copy.deepcopy(config)
     for key, value in run.items():
       set_key(run_config, key, value)
+    if "model.name" in run and _is_game(run_config) != is_game:
+      raise SpecError(f"model.name={run_config.model.name}: a sweep cannot mix two-player games "
+                      f"with single-player models (the config's model.name={config.model.name})")
     try:
       validate(run_config)
     except ConfigError as e:
       raise SpecError(f"run {index} ({_describe(run)}): {e}") from e
-    program = tuple((k, v) for k, v in run.items() if k not in VMAPPED_KEYS)
-    label = ", ".join(f"{k}={v}" for k, v in program) or (
-        f"{run_config.optim.name}, {run_config.optim.schedule}")
+    program = tuple((k, v) for k, v in run.items() if k not in vmapped)
+    if is_game:
+      default_label = (f"{run_config.optim.generator.name}/{run_config.optim.discriminator.name}, "
+                       f"{run_config.optim.scheme}")
+    else:
+      default_label = f"{run_config.optim.name}, {run_config.optim.schedule}"
+    label = ", ".join(f"{k}={v}" for k, v in program) or default_label
     group = groups.setdefault(program, Group(label, [], []))
     group.runs.append(index)
     group.configs.append(run_config)
   return values, list(groups.values())
+
+
+def _is_game(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``config``'s model is a two-player game (an unknown name is validate's to refuse)."""
+  from deepfound.experiment.models import MODELS
+
+  return config.model.name in MODELS.names() and MODELS.get(config.model.name).game
 
 
 def _describe(run: dict) -> str:
@@ -239,6 +256,14 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   check_workdir(workdir)
   values, groups = plan(config, spec)
   budget = experiment.memory_budget(max_memory_mb or config.optim.max_memory_mb)
+  if _is_game(config):
+    from deepfound.sweep import games
+
+    with WorkdirLock(workdir):
+      start = time.perf_counter()
+      groups, results = games.run_groups(groups, budget, log)
+      total = time.perf_counter() - start
+      return games.write_outputs(workdir, spec, values, groups, results, total)
   with WorkdirLock(workdir):
     start = time.perf_counter()
     results = []
@@ -275,9 +300,18 @@ def _write_outputs(workdir, spec, values, groups, results, total) -> dict:
     best.append(dict(group=g, program=group.label, best=winner,
                      diverged=sum(r["diverged"] for r in rows if r["group"] == g),
                      runs=len(group.runs)))
+  summary = summarize(spec, rows, groups, results, best, total)
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    f.write(dumps(summary, indent=2) + "\n")
+  plots.write_plots(workdir, rows, [g.label for g in groups])
+  return summary
+
+
+def summarize(spec, rows, groups, results, best, total) -> dict:
+  """summary.json: the runs, programs, best run of each program, devices and timings."""
   run_steps = sum(len(g.runs) * g.configs[0].num_steps for g in groups)
   run_seconds = sum(r["run_seconds"] for r in results)
-  summary = dict(
+  return dict(
       spec=spec, num_runs=len(rows), num_programs=len(groups), best=best,
       devices=[str(d) for d in jax.devices()], backend=jax.default_backend(),
       seconds=total, compile_s=sum(r["compile_s"] for r in results), run_seconds=run_seconds,
@@ -285,7 +319,3 @@ def _write_outputs(workdir, spec, values, groups, results, total) -> dict:
       runs_per_batch=[r["batch"] for r in results],
       mb_per_run=[r["per_run_bytes"] / 2**20 for r in results],
   )
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    f.write(dumps(summary, indent=2) + "\n")
-  plots.write_plots(workdir, rows, [g.label for g in groups])
-  return summary

@@ -176,14 +176,6 @@ def test_bad_game_settings_exit_2(tmp_path, flags, message):
   assert message in result.stderr and result.stderr.strip().count("\n") == 0
 
 
-def test_sweep_script_points_games_to_bench_gan(tmp_path):
-  command = [sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), f"--config={GAN_2D}:ring",
-             f"--workdir={tmp_path / 'sweep'}", "--sweep=seed=range(2)"]
-  result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-  assert result.returncode == 2 and "bench_gan.py --sweep" in result.stderr
-  assert not (tmp_path / "sweep").exists()
-
-
 def test_rate_sweep_is_one_program_of_every_pair_and_seed():
   from configs import gan_2d
   from deepfound.benchmarks.gans import game_rate_sweep
