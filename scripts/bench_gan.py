@@ -23,7 +23,8 @@ from absl import app, flags  # noqa: E402
 from deepfound.cli import fail, flags_parser  # noqa: E402
 
 flags.DEFINE_string("out", "runs/gans", "Output directory (results/gans regenerates the committed one).")
-flags.DEFINE_list("cases", ["cpu"], "Case names, or the groups cpu, schemes, all.")
+flags.DEFINE_list("cases", ["cpu"], "Case names, or the groups cpu, schemes, all (these at a "
+                  "CPU size), full (PacGAN's networks: for an accelerator).")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per case, run as one vmapped program.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every case's num_steps (quick checks: 0.01).")
 flags.DEFINE_bool("merge", False, "Keep the other cases of an existing --out/bench.json.")
@@ -37,6 +38,8 @@ flags.DEFINE_integer("sweep_seeds", 3, "Seeds per rate pair in --sweep.")
 # (configs/gan_2d.py's adam settings and minibatches of 100 packs otherwise).
 CPU = dict(model__hidden=(128, 128, 128), model__discriminator_hidden=(128, 128),
            num_steps=30_000, log_every=3_000)
+# PacGAN's own networks and run length (configs/gan_2d.py), for an accelerator.
+FULL = dict(num_steps=30_000, log_every=3_000)
 CASES = {
     "ring_js": ("ring", CPU),
     "ring_js_pack2": ("ring,2", CPU),
@@ -47,11 +50,22 @@ CASES = {
     "ring_js_optimistic": ("ring", dict(CPU, optim__scheme="optimistic")),
     "ring_wgan_gp": ("ring", dict(CPU, problem__loss="wgan_gp", optim__discriminator_steps=5)),
     "ring_wgan_clip": ("ring", dict(CPU, problem__loss="wgan_clip", optim__discriminator_steps=5)),
+    "ring_js_svre": ("ring", dict(CPU, optim__scheme="svre")),
+    "ring_js_full": ("ring", FULL),
+    "ring_js_pack2_full": ("ring,2", FULL),
+    "grid_js_full": ("grid", FULL),
+    "grid_js_pack2_full": ("grid,2", FULL),
+    "grid_js_pack3_full": ("grid,3", FULL),
+    "grid_js_pack4_full": ("grid,4", FULL),
+    "grid_js_svre_full": ("grid", dict(FULL, optim__scheme="svre")),
+    "grid_js_extragradient_full": ("grid", dict(FULL, optim__scheme="extragradient")),
 }
 GROUPS = {
     "cpu": ["ring_js", "ring_js_pack2", "grid_js", "grid_js_pack2"],
     "schemes": ["ring_js_simultaneous", "ring_js_extragradient", "ring_js_optimistic",
-                "ring_wgan_gp", "ring_wgan_clip"],
+                "ring_wgan_gp", "ring_wgan_clip", "ring_js_svre"],
+    "full": ["grid_js_pack2_full", "grid_js_full", "ring_js_full", "ring_js_pack2_full",
+             "grid_js_svre_full", "grid_js_extragradient_full"],
 }
 GROUPS["all"] = GROUPS["cpu"] + GROUPS["schemes"]
 SHOWN = ("modes_captured", "high_quality_fraction", "mode_kl")
