@@ -82,6 +82,9 @@ def build_game_method(config) -> game.GameMethod:
 
 def _build_game(config, problem, notes) -> Setup:
   method = build_game_method(config)
+  if method.scheme == "svre" and problem.num_samples < 1:
+    raise ConfigError(f"optim.scheme=svre needs at least one pack of problem.pack="
+                      f"{config.problem.pack} training samples; the data has fewer")
   dtype = precision_dtype(config.precision)
   resolved, hypers = {}, []
   for player in game.PLAYERS:

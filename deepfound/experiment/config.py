@@ -176,7 +176,14 @@ def _validate_game(config) -> None:
   _one_of("optim.scheme", optim.scheme, SCHEMES)
   _positive_int("optim.discriminator_steps", optim.discriminator_steps)
   if optim.scheme == "svre":  # the snapshot period, as for svrg (default: one epoch)
-    RULES.get("svrg").options[0].validate("optim", optim.svrg_frequency)
+    period, = (o for o in RULES.get("svrg").options if o.name == "svrg_frequency")
+    period.validate("optim", optim.svrg_frequency)
+  elif optim.svrg_frequency is not None:
+    raise ConfigError(f"optim.svrg_frequency={optim.svrg_frequency} is the snapshot period of "
+                      f"optim.scheme=svre; the game's scheme is {optim.scheme}")
+  if optim.scheme != "alternating" and optim.discriminator_steps != 1:
+    raise ConfigError(f"optim.discriminator_steps={optim.discriminator_steps} applies to "
+                      f"optim.scheme=alternating only (the scheme is {optim.scheme})")
   for player in PLAYERS:
     group, prefix = optim[player], f"optim.{player}"
     _one_of(f"{prefix}.name", group.name, RULES.names())

@@ -141,8 +141,11 @@ def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
   assert rows[-1]["generator_loss"] != rows[0]["generator_loss"]
 
 
-def test_a_resumed_game_ends_with_the_same_parameters(tmp_path):
-  args = ["--config.log_every=25", "--config.checkpoint_every=50"]
+@pytest.mark.parametrize("scheme", [[], ["--config.optim.scheme=svre",
+                                          "--config.optim.svrg_frequency=30"]])
+def test_a_resumed_game_ends_with_the_same_parameters(tmp_path, scheme):
+  # svre: the snapshot (taken at steps 0, 30, 60, 90) travels in the checkpoint of step 50.
+  args = ["--config.log_every=25", "--config.checkpoint_every=50", *scheme]
   assert train(tmp_path / "straight", "--config.num_steps=100", *args).returncode == 0
   assert train(tmp_path / "resumed", "--config.num_steps=50", *args).returncode == 0
   result = train(tmp_path / "resumed", "--config.num_steps=100", *args)  # from step 50

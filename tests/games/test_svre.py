@@ -110,6 +110,7 @@ def test_the_estimate_is_the_full_gradient_at_the_snapshot():
   snapshot = game.Snapshot(params, game.full_gradients(problem, params), jnp.zeros((), jnp.int32))
   estimate = game.variance_reduced_gradients(problem, params, snapshot, jnp.array([3, 5]))
   np.testing.assert_allclose(estimate[0], snapshot.mean[0], atol=1e-6)
+  np.testing.assert_allclose(estimate[1]["y"], snapshot.mean[1]["y"], atol=1e-6)
   elsewhere = game.variance_reduced_gradients(
       problem, (jnp.asarray(1.0), {"y": jnp.asarray(1.0)}), snapshot, jnp.array([3, 5]))
   assert abs(float(elsewhere[0]) - float(snapshot.mean[0])) > 1e-3
@@ -121,19 +122,48 @@ def test_snapshots_are_taken_every_period():
                            batch_size=2, snapshot_period=5)
   hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
   state = game.init_state(problem, method, hyper, jax.random.PRNGKey(1))
-  trail = []
-  for _ in range(3):  # log blocks of 4 steps: snapshots at steps 0, 5 and 10
-    before = jax.device_get(state)
-    state, _ = game.run_chunk_jit(problem, method, hyper, state, num_logs=1, log_every=4)
-    trail.append((before, jax.device_get(state)))
+  states = [jax.device_get(state)]
+  for _ in range(12):  # one step at a time: the parameters before each step
+    state, _ = game.run_chunk_jit(problem, method, hyper, state, num_logs=1, log_every=1)
+    states.append(jax.device_get(state))
+  # A snapshot is taken at the start of steps 0, 5 and 10 (state after 0, 5 and 10 steps).
+  for done in range(1, 13):
+    taken = (done - 1) // 5 * 5
+    np.testing.assert_array_equal(states[done].snapshot.params[0], states[taken].params[0])
+    np.testing.assert_array_equal(states[done].snapshot.params[1]["y"], states[taken].params[1]["y"])
+  assert len({float(s.snapshot.params[0]) for s in states[1:]}) == 3
   assert int(state.snapshot.count) == 12
-  # After steps 0-3 the snapshot is the start; after 4-7 the parameters after step 4 (before step
-  # 5), which differ from the start.
-  np.testing.assert_array_equal(trail[0][1].snapshot.params[0], trail[0][0].params[0])
-  assert float(trail[1][1].snapshot.params[0]) != float(trail[0][0].params[0])
   assert method.period(problem) == 5
   assert game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="svre",
                          batch_size=4).period(problem) == 4  # one epoch: 16 // 4
+
+
+def test_a_vmapped_run_keeps_the_snapshot_conditional():
+  """Under vmap over seeds the step counter stays unbatched, so the full pass over the data stays
+  inside a cond instead of becoming a select that would run it every step."""
+  problem = _noisy_bilinear()
+  method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="svre", batch_size=2)
+  hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
+  many = jax.vmap(lambda key: game.run(problem, method, hyper, key, num_steps=8, log_every=4)[1])
+  text = str(jax.make_jaxpr(many)(jax.random.split(jax.random.PRNGKey(0), 3)))
+  assert " cond[" in text
+
+
+@pytest.mark.parametrize("loss", ["js", "wgan_gp"])
+def test_a_packed_gans_full_gradients_are_the_gradient_of_every_pack(loss):
+  from configs import gan_2d
+  from deepfound.experiment import build
+
+  config = gan_2d.get_config("ring,3")
+  config.model.hidden, config.model.discriminator_hidden = (8,), (8,)
+  config.data.num_samples, config.problem.loss = 203, loss
+  problem = build.build(config).problem
+  assert problem.num_samples == 67  # the last 2 rows make no pack
+  params = problem.init_params()
+  chunked = game.full_gradients(problem, params, chunk=7)
+  whole, _ = game.gradients(problem, params, problem.sample_batch(jnp.arange(67)))
+  for a, b in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_svre_refuses_a_game_that_is_not_a_finite_sum():
@@ -177,3 +207,21 @@ def test_svre_through_the_cli(tmp_path):
                        text=True, cwd=ROOT, timeout=300)
   assert bad.returncode == 2 and "optim.svrg_frequency" in bad.stderr
   assert bad.stderr.strip().count("\n") == 0
+  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert config["config"]["optim"]["svrg_frequency"] == 10
+
+
+def test_svrg_frequency_reaches_the_method():
+  from configs import gan_2d
+  from deepfound.errors import ConfigError
+  from deepfound.experiment import build, validate
+
+  config = gan_2d.get_config("ring")
+  config.optim.scheme, config.optim.svrg_frequency = "svre", 7
+  assert build.build_game_method(config).snapshot_period == 7
+  config.optim.scheme = "extragradient"
+  with pytest.raises(ConfigError, match="svrg_frequency=7 is the snapshot period"):
+    validate(config)
+  config.optim.svrg_frequency, config.optim.discriminator_steps = None, 5
+  with pytest.raises(ConfigError, match="applies to optim.scheme=alternating only"):
+    validate(config)
