@@ -206,3 +206,10 @@ def test_seed_runs_are_one_program_with_each_seeds_own_start():
   assert len(losses) == 3 and len(set(losses)) == 3  # three different starts and keys
   assert np.asarray(run["curves"]["modes_captured"]).shape == (3, 2)
   assert run["mean"]["modes_captured"] == pytest.approx(np.mean(run["per_seed"]["modes_captured"]))
+
+
+def test_the_leaky_relu_of_gan_discriminators_has_slope_0_2():
+  from deepfound.models.activations import ACTIVATIONS
+
+  x = jnp.array([-2.0, -0.5, 0.0, 1.5])
+  np.testing.assert_allclose(ACTIVATIONS["leaky_relu"](x), [-0.4, -0.1, 0.0, 1.5], rtol=1e-6)
