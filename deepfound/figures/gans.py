@@ -12,7 +12,9 @@
   recorded at every log point: ``digits_samples`` (10 x 10 digits from fixed latents at five of
   them) and ``digits_curves`` (classes covered, class KL, Frechet distance of our classifier's
   features over training). With an MNIST run directory (``configs/gan_mnist.py``),
-  ``mnist_samples``: 100 digits of its latest checkpoint and its metric curves.
+  ``mnist_samples``: 100 digits of its latest checkpoint and its metric curves; with the MNIST
+  config, ``mnist_over_training``: the MNIST GAN trained here like the digits one, its grids at
+  five log points.
 
 The drawing functions take plain arrays and dicts and raise ``MissingInput`` (what is missing and
 how to make it) when they have nothing to draw; ``make_all`` draws what it can and reports what it
@@ -36,6 +38,7 @@ import ml_collections
 import numpy as np
 from matplotlib.patches import Circle
 
+from deepfound.data import DataError
 from deepfound.data.mixtures import MIXTURES
 from deepfound.figures import io
 from deepfound.strict_json import dumps
@@ -382,11 +385,12 @@ def _metric_title(extras: dict, k: int) -> str:
   return ", ".join(parts)
 
 
-def digits_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any]:
+def digits_samples(out: str, run: dict, with_json: bool = False,
+                   name: str = "digits_samples") -> dict[str, Any]:
   """10 x 10 generated digits (the same fixed latents) at each recorded log point, titled with the
-  classifier's metrics there."""
+  classifier's metrics there (``name``: mnist_over_training for an MNIST run)."""
   if "images" not in run:
-    raise MissingInput("digits_samples: no images (train_digits makes them)")
+    raise MissingInput(f"{name}: no images (train_digits makes them)")
   images, steps, extras = np.asarray(run["images"]), run["steps"], run.get("extras", {})
   grid_index = run.get("grid_index", list(range(len(images))))  # the log point of each grid
   side = int(round(math.sqrt(images.shape[-1])))
@@ -399,14 +403,15 @@ def digits_samples(out: str, run: dict, with_json: bool = False) -> dict[str, An
     ax.set_axis_off()
     ax.set_title(f"step {steps[index]:,}\n{_metric_title(extras, index)}", fontsize=9)
   accuracy = extras.get("classifier_test_accuracy")
-  fig.suptitle(f"GAN on 8x8 digits ({run.get('source', '')}): {images.shape[1]} digits from the same fixed "
+  what = "MNIST" if run.get("data") == "mnist" else "8x8 digits"
+  fig.suptitle(f"GAN on {what} ({run.get('source', '')}): {images.shape[1]} digits from the same fixed "
                "latents over training;\ntitles: classes covered, KL of the class histogram from uniform "
                "and Frechet distance, from our classifier on 10,000 generated digits"
                + (f" (its test accuracy {accuracy[-1]:.3f})" if accuracy is not None else ""), fontsize=10)
   data = dict(steps=[steps[i] for i in grid_index],
               metrics={k: np.asarray(v)[grid_index].tolist() for k, v in extras.items()},
               inputs=dict(model=run.get("source", "")))
-  _save(fig, "digits_samples", out, data, with_json)
+  _save(fig, name, out, data, with_json)
   return data
 
 
@@ -520,7 +525,8 @@ def mnist_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any
 def make_all(out: str, bench_path: str, sweep_path: str,
              digits_config: ml_collections.ConfigDict | None, digits_steps: int | None = None,
              digits_points: int = DIGIT_POINTS, mnist_workdir: str | None = None,
-             with_json: bool = False,
+             mnist_config: ml_collections.ConfigDict | None = None,
+             mnist_steps: int | None = None, with_json: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
   """Every picture whose input is there; returns what was drawn, skipped (and why) and the
   seconds each took. ``digits_config`` None skips the digits training (``digits_steps`` and
@@ -575,6 +581,18 @@ def make_all(out: str, bench_path: str, sweep_path: str,
     attempt("mnist_samples", lambda: mnist_samples(out, restore_gan(mnist_workdir), with_json))
   else:
     skipped["mnist_samples"] = "no --mnist_workdir"
+  if mnist_config is None:
+    skipped["mnist_over_training"] = "the MNIST training is off"
+  else:
+    def mnist():
+      try:
+        run = train_digits(mnist_config, mnist_steps, digits_points)
+      except DataError as e:
+        raise MissingInput(f"mnist_over_training: {e}") from e
+      log(f"trained the MNIST GAN: {run['steps'][-1]:,} steps in {run['seconds']:.0f} s")
+      return digits_samples(out, run, with_json, name="mnist_over_training")
+
+    attempt("mnist_over_training", mnist)
   summary = dict(bench=bench_path, sweep=sweep_path, mnist_workdir=mnist_workdir, out=out, drawn=drawn,
                  skipped=skipped, seconds=seconds, total_seconds=time.perf_counter() - start)
   if with_json:

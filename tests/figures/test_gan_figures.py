@@ -73,6 +73,7 @@ def test_script_draws_every_picture(tmp_path, inputs):
   with open(out / "figures.json") as f:
     summary = json.load(f)
   assert set(summary["drawn"]) == set(names) and "mnist_samples" in summary["skipped"]
+  assert "mnist_over_training" in summary["skipped"]
   with open(out / "digits_curves.json") as f:
     digits = json.load(f)
   assert {"classes_covered", "class_kl", "frechet_distance"} <= set(digits["final"])
@@ -112,3 +113,16 @@ def test_missing_inputs_are_skipped(tmp_path):
   with pytest.raises(gans.MissingInput, match="config.json not found"):
     gans.restore_gan(str(tmp_path / "no_run"))
   assert not os.path.exists(out) or not any(n.endswith(".png") for n in os.listdir(out))
+
+
+def test_mnist_grids_over_training_are_28_by_28(tmp_path):
+  rng = np.random.default_rng(0)
+  run = dict(images=rng.uniform(size=(2, 100, 784)), steps=[0, 50, 100], grid_index=[1, 2],
+             extras=dict(classes_covered=np.array([1.0, 9.0, 10.0]),
+                         class_kl=np.array([2.3, 0.2, 0.04])),
+             data="mnist", source="test")
+  data = gans.digits_samples(str(tmp_path), run, with_json=True, name="mnist_over_training")
+  assert data["steps"] == [50, 100] and data["metrics"]["class_kl"] == [0.2, 0.04]
+  _drawn(str(tmp_path / "mnist_over_training.png"))
+  with open(tmp_path / "mnist_over_training.json") as f:
+    assert json.load(f)["figure"] == "mnist_over_training"
