@@ -51,6 +51,17 @@ CASES = {
     "ring_wgan_gp": ("ring", dict(CPU, problem__loss="wgan_gp", optim__discriminator_steps=5)),
     "ring_wgan_clip": ("ring", dict(CPU, problem__loss="wgan_clip", optim__discriminator_steps=5)),
     "ring_js_svre": ("ring", dict(CPU, optim__scheme="svre")),
+    # Gulrajani et al.'s adam setting for WGAN-GP (beta1 = 0.5, beta2 = 0.9), as configs/gan_mnist.py
+    "ring_wgan_gp_b05": ("ring", dict(CPU, problem__loss="wgan_gp", optim__discriminator_steps=5,
+                                      optim__generator__b1=0.5, optim__generator__b2=0.9,
+                                      optim__discriminator__b1=0.5, optim__discriminator__b2=0.9)),
+    # PacGAN's discriminator units are maxout units of 5 pieces; the cases above use relu.
+    "ring_js_maxout": ("ring", dict(CPU, model__maxout_pieces=5)),
+    "grid_js_maxout": ("grid", dict(CPU, model__maxout_pieces=5)),
+    "grid_js_pack2_maxout": ("grid,2", dict(CPU, model__maxout_pieces=5)),
+    "ring_js_maxout_full": ("ring", dict(FULL, model__maxout_pieces=5)),
+    "grid_js_maxout_full": ("grid", dict(FULL, model__maxout_pieces=5)),
+    "grid_js_pack2_maxout_full": ("grid,2", dict(FULL, model__maxout_pieces=5)),
     "ring_js_full": ("ring", FULL),
     "ring_js_pack2_full": ("ring,2", FULL),
     "grid_js_full": ("grid", FULL),
@@ -63,7 +74,7 @@ CASES = {
 GROUPS = {
     "cpu": ["ring_js", "ring_js_pack2", "grid_js", "grid_js_pack2"],
     "schemes": ["ring_js_simultaneous", "ring_js_extragradient", "ring_js_optimistic",
-                "ring_wgan_gp", "ring_wgan_clip", "ring_js_svre"],
+                "ring_wgan_gp", "ring_wgan_clip", "ring_js_svre", "ring_wgan_gp_b05"],
     "full": ["grid_js_pack2_full", "grid_js_full", "ring_js_full", "ring_js_pack2_full",
              "grid_js_svre_full", "grid_js_extragradient_full"],
 }

@@ -116,7 +116,8 @@ def build_gan(config, dataset) -> GAN:
   images = dataset.features.ndim > 2
   rngs = nnx.Rngs(model.seed)
   generator = MLP([latent, *model.hidden, dim], model.activation, rngs=rngs)
-  discriminator = MLP([pack * dim, *model.discriminator_hidden, 1], model.activation, rngs=rngs)
+  discriminator = MLP([pack * dim, *model.discriminator_hidden, 1], model.activation,
+                      pieces=model.maxout_pieces, rngs=rngs)
   gen_params, gen_merge = _pure(generator, dtype)
   disc_params, disc_merge = _pure(discriminator, dtype)
 
@@ -158,7 +159,10 @@ register_model(ModelSpec(
     summary="GAN: generator and discriminator MLPs, each with its own rule (17.4.3)",
     options=(LATENT_SIZE,
              Option("discriminator_hidden", tuple, (200, 200, 200),
-                    "gan: the discriminator's hidden widths")),
+                    "gan: the discriminator's hidden widths"),
+             Option("maxout_pieces", int, 1,
+                    "gan: k > 1 makes the discriminator's hidden units maxout units of k pieces "
+                    "(PacGAN's 2-D discriminator: 5) instead of model.activation", _count)),
     problem_options=(
         Option("pack", int, 1, "gan: samples per discriminator input (PacGAN)", _count),
         Option("clip", float, 0.01, "wgan_clip: the critic's weights stay in [-clip, clip]",

@@ -12,20 +12,32 @@ from deepfound.models.activations import ACTIVATIONS
 
 class MLP(nnx.Module):
   """Fully connected layers of the given ``sizes`` (inputs first, outputs last), with
-  ``activation`` after every layer but the last, whose outputs are the scores."""
+  ``activation`` after every layer but the last, whose outputs are the scores.
+
+  With ``pieces`` = k > 1 the hidden units are maxout units (Goodfellow et al. 2013) instead:
+  each is the largest of k affine functions of the layer's input, so a hidden layer of width b
+  computes b k affine maps and ``activation`` is not used.
+  """
 
   def __init__(self, sizes: Sequence[int], activation: str = "relu", use_bias: bool = True, *,
-               rngs: nnx.Rngs):
+               pieces: int = 1, rngs: nnx.Rngs):
     if activation not in ACTIVATIONS:
       raise ValueError(f"unknown activation {activation!r}; expected one of "
                        f"{', '.join(ACTIVATIONS)}")
-    self.activation = activation
+    if pieces < 1:
+      raise ValueError(f"pieces must be >= 1, got {pieces}")
+    self.activation, self.pieces = activation, pieces
+    widths = [b * pieces for b in sizes[1:-1]] + [sizes[-1]]
     self.layers = nnx.List([nnx.Linear(a, b, use_bias=use_bias, rngs=rngs)
-                            for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+                            for a, b in zip(sizes[:-1], widths, strict=True)])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     for layer in self.layers[:-1]:
-      x = ACTIVATIONS[self.activation](layer(x))
+      x = layer(x)
+      if self.pieces > 1:
+        x = x.reshape(*x.shape[:-1], -1, self.pieces).max(axis=-1)
+      else:
+        x = ACTIVATIONS[self.activation](x)
     return self.layers[-1](x)
 
 

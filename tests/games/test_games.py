@@ -213,3 +213,27 @@ def test_the_leaky_relu_of_gan_discriminators_has_slope_0_2():
 
   x = jnp.array([-2.0, -0.5, 0.0, 1.5])
   np.testing.assert_allclose(ACTIVATIONS["leaky_relu"](x), [-0.4, -0.1, 0.0, 1.5], rtol=1e-6)
+
+
+def test_maxout_units_are_the_largest_of_their_pieces():
+  from flax import nnx
+
+  from deepfound.models import MLP
+
+  net = MLP([3, 4, 1], pieces=5, rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)
+  first, last = net.layers
+  assert first.kernel.shape == (3, 20)  # 4 units x 5 pieces
+  pieces = np.asarray(x @ first.kernel[...] + first.bias[...]).reshape(6, 4, 5)
+  expected = pieces.max(axis=-1) @ np.asarray(last.kernel[...]) + np.asarray(last.bias[...])
+  np.testing.assert_allclose(net(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_maxout_gan_through_the_cli(tmp_path):
+  result = train(tmp_path / "run", "--config.num_steps=40", "--config.log_every=20",
+                 "--config.model.maxout_pieces=3")
+  assert result.returncode == 0, result.stderr
+  params = np.load(tmp_path / "run" / "params.npz")
+  assert any(v.shape == (2, 96) for v in params.values())  # the critic's first layer: 32 x 3
+  bad = train(tmp_path / "bad", "--config.model.maxout_pieces=0")
+  assert bad.returncode == 2 and "model.maxout_pieces" in bad.stderr
