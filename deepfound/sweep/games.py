@@ -56,7 +56,7 @@ from deepfound.experiment.runner import precision_scope
 from deepfound.optim import driver, game
 from deepfound.strict_json import dumps
 from deepfound.sweep import plots
-from deepfound.sweep.runner import Group, _tree_bytes, batch_size_for, summarize
+from deepfound.sweep.runner import Group, _tree_bytes, batch_size_for, summarize, write_rows
 from deepfound.sweep.spec import SpecError
 
 # (metric, +1 if more is better / -1 if less is), compared in this order; a program is ranked by
@@ -333,10 +333,7 @@ def write_outputs(workdir, spec, values, groups, results, total) -> dict:
     for name, series in result["extras"].items():
       curves[f"group{g}_{name}"] = series
     curves[f"group{g}_runs"] = np.asarray(group.runs)
-  rows.sort(key=lambda r: r["run"])
-  with open(os.path.join(workdir, "sweep.jsonl"), "w") as f:
-    f.writelines(dumps(r) + "\n" for r in rows)
-  np.savez_compressed(os.path.join(workdir, "curves.npz"), **curves)
+  write_rows(workdir, rows, curves)
 
   best = []
   for g, (group, result) in enumerate(zip(groups, results, strict=True)):

@@ -285,10 +285,7 @@ def _write_outputs(workdir, spec, values, groups, results, total) -> dict:
     curves[f"group{g}_steps"] = result["steps"]
     curves[f"group{g}_objective"] = result["objective"]
     curves[f"group{g}_runs"] = np.asarray(group.runs)
-  rows.sort(key=lambda r: r["run"])
-  with open(os.path.join(workdir, "sweep.jsonl"), "w") as f:
-    f.writelines(dumps(r) + "\n" for r in rows)
-  np.savez_compressed(os.path.join(workdir, "curves.npz"), **curves)
+  write_rows(workdir, rows, curves)
 
   best = []
   for g, group in enumerate(groups):
@@ -305,6 +302,14 @@ def _write_outputs(workdir, spec, values, groups, results, total) -> dict:
     f.write(dumps(summary, indent=2) + "\n")
   plots.write_plots(workdir, rows, [g.label for g in groups])
   return summary
+
+
+def write_rows(workdir: str, rows: list[dict], curves: dict[str, np.ndarray]) -> None:
+  """sweep.jsonl (the rows in run order, sorted in place) and curves.npz."""
+  rows.sort(key=lambda r: r["run"])
+  with open(os.path.join(workdir, "sweep.jsonl"), "w") as f:
+    f.writelines(dumps(r) + "\n" for r in rows)
+  np.savez_compressed(os.path.join(workdir, "curves.npz"), **curves)
 
 
 def summarize(spec, rows, groups, results, best, total) -> dict:
