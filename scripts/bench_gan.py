@@ -116,12 +116,17 @@ def _markdown(results: dict) -> str:
       scheme += f" k={c['optim']['discriminator_steps']}"
     lines.append(f"| {name} | {c['problem']['loss']} | {scheme}"
                  f" | {c['problem']['pack']} | {tuple(c['model']['hidden'])} / "
-                 f"{tuple(c['model']['discriminator_hidden'])} | {r['num_seeds']} ({r['diverged']}) | "
+                 f"{tuple(c['model']['discriminator_hidden'])}{_maxout(c)} | {r['num_seeds']} ({r['diverged']}) | "
                  f"{r['num_steps']:,} | " + " | ".join(cells) + f" | {r['steps_per_second']:,.0f} |")
   facts = results["facts"]
   lines += ["", f"Backend {facts['backend']} ({facts['device']}), jax {facts['jax']}, "
             f"{facts['seconds']:.0f} s for the last invocation."]
   return "\n".join(lines) + "\n"
+
+
+def _maxout(config: dict) -> str:
+  pieces = config["model"].get("maxout_pieces", 1)
+  return f" maxout {pieces}" if pieces > 1 else ""
 
 
 def main(argv):

@@ -32,6 +32,14 @@ def _placeholder(option: Option):
   return config_dict.placeholder(option.kind) if option.default is None else option.default
 
 
+def stored_config(stored: dict) -> ml_collections.ConfigDict:
+  """A config read back from a run's config.json, with the keys added to ``base_config`` since
+  that run was made at their defaults (so an older run resumes and restores)."""
+  config = base_config()
+  config.update(stored)
+  return config
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every key an experiment may set (a config file overrides some; flags override any),
   including the options of every registered rule (``optim.*``) and data set (``data.*``)."""

@@ -19,7 +19,7 @@ from deepfound.errors import ConfigError
 from deepfound.experiment import outputs
 from deepfound.experiment.build import Setup, build, host_arrays
 from deepfound.experiment.checkpoint import Checkpointer
-from deepfound.experiment.config import validate
+from deepfound.experiment.config import stored_config, validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.progress import Progress
 from deepfound.optim import driver, game
@@ -73,7 +73,10 @@ def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
   config_json = json.loads(config.to_json())
   if os.path.exists(files.config):
     stored = outputs.read_json(files.config)
-    differing = [k for k in _differing_keys(stored.get("config"), config_json) if k != "num_steps"]
+    old = stored.get("config")
+    if isinstance(old, dict):  # keys added since that run was made count at their defaults
+      old = json.loads(stored_config(old).to_json())
+    differing = [k for k in _differing_keys(old, config_json) if k != "num_steps"]
     if differing:
       raise ConfigError(f"{files.workdir} holds a run with a different config ({', '.join(differing)} "
                         "differ); use another --workdir (only num_steps may change, to extend a run)")

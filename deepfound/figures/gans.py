@@ -456,6 +456,7 @@ def restore_gan(workdir: str, num_images: int = DIGIT_GRID ** 2) -> dict[str, An
   with its metrics.jsonl rows up to that step."""
   from deepfound.experiment import build, precision_scope
   from deepfound.experiment.checkpoint import Checkpointer
+  from deepfound.experiment.config import stored_config
   from deepfound.experiment.outputs import RunFiles
   from deepfound.optim import game
 
@@ -467,7 +468,7 @@ def restore_gan(workdir: str, num_images: int = DIGIT_GRID ** 2) -> dict[str, An
   if step is None:
     raise MissingInput(f"mnist_samples: {workdir} has no checkpoint yet")
   with open(files.config) as f:
-    config = ml_collections.ConfigDict(json.load(f)["config"])
+    config = stored_config(json.load(f)["config"])
   if config.model.name != "gan":
     raise MissingInput(f"mnist_samples: {workdir} holds a {config.model.name} run, not a gan")
   with precision_scope(config.precision):

@@ -237,3 +237,16 @@ def test_a_maxout_gan_through_the_cli(tmp_path):
   assert any(v.shape == (2, 96) for v in params.values())  # the critic's first layer: 32 x 3
   bad = train(tmp_path / "bad", "--config.model.maxout_pieces=0")
   assert bad.returncode == 2 and "model.maxout_pieces" in bad.stderr
+
+
+def test_a_run_made_before_a_config_key_existed_resumes(tmp_path):
+  args = ["--config.log_every=20", "--config.checkpoint_every=20"]
+  assert train(tmp_path / "run", "--config.num_steps=20", *args).returncode == 0
+  path = tmp_path / "run" / "config.json"
+  stored = json.loads(path.read_text())
+  del stored["config"]["model"]["maxout_pieces"]  # as config.json was before the key was added
+  path.write_text(json.dumps(stored))
+  result = train(tmp_path / "run", "--config.num_steps=40", *args)
+  assert result.returncode == 0, result.stderr
+  changed = train(tmp_path / "run", "--config.num_steps=60", "--config.model.maxout_pieces=3", *args)
+  assert changed.returncode == 2 and "model.maxout_pieces" in changed.stderr
