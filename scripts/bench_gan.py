@@ -116,7 +116,8 @@ def _markdown(results: dict) -> str:
       scheme += f" k={c['optim']['discriminator_steps']}"
     lines.append(f"| {name} | {c['problem']['loss']} | {scheme}"
                  f" | {c['problem']['pack']} | {tuple(c['model']['hidden'])} / "
-                 f"{tuple(c['model']['discriminator_hidden'])}{_maxout(c)} | {r['num_seeds']} ({r['diverged']}) | "
+                 f"{tuple(c['model']['discriminator_hidden'])}{_maxout(c)} | "
+                 f"{r['num_seeds']} ({r['diverged']}) | "
                  f"{r['num_steps']:,} | " + " | ".join(cells) + f" | {r['steps_per_second']:,.0f} |")
   facts = results["facts"]
   lines += ["", f"Backend {facts['backend']} ({facts['device']}), jax {facts['jax']}, "
