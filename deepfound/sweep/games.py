@@ -49,7 +49,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from deepfound.benchmarks.gans import _stack
 from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.runner import precision_scope
@@ -175,7 +174,7 @@ def _split_leaves(problems: list) -> tuple[Any, list, list]:
     varies = any(not np.array_equal(np.asarray(other[i]), np.asarray(first))
                  for other in leaves[1:])
     shared.append(None if varies else first)
-    stacked.append(_stack([other[i] for other in leaves]) if varies else None)
+    stacked.append(jnp.stack([other[i] for other in leaves]) if varies else None)
   return treedef, shared, stacked
 
 
