@@ -30,12 +30,10 @@ flags.DEFINE_string("omp_wait_policy", "passive",
 
 def main(argv):
   del argv
-  if flags.FLAGS.omp_wait_policy:
-    os.environ.setdefault("OMP_WAIT_POLICY", flags.FLAGS.omp_wait_policy)  # read when torch loads
-  try:
-    import torch  # noqa: F401
-  except ImportError:
-    fail("PyTorch is needed for this benchmark: pip install torch==2.13.0")
+  from deepfound.benchmarks.timing import prepare_torch
+
+  if problem := prepare_torch(flags.FLAGS.omp_wait_policy):
+    fail(problem)
   try:
     ks = tuple(int(k) for k in flags.FLAGS.importance_samples)
   except ValueError:

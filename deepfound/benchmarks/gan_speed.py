@@ -51,6 +51,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from deepfound.benchmarks.timing import interleaved
 from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import game
 from deepfound.strict_json import dumps
@@ -327,18 +328,6 @@ def step_parity(setup, config: ml_collections.ConfigDict, seed: int = 0) -> dict
         worst = max(worst, _relative(theirs, mine))
         total += float(np.sum(np.square(mine)))
   return dict(update_rel_diff=worst, update_norm=float(np.sqrt(total)))
-
-
-def interleaved(blocks: dict[str, Callable[[], float]], repeats: int, pause: float = 0.1
-                ) -> dict[str, list[float]]:
-  """Round-robin over ``blocks`` (name -> one timed block), ``repeats`` rounds; a short untimed
-  pause between blocks lets the other library's worker threads go idle."""
-  seconds = {name: [] for name in blocks}
-  for _ in range(repeats):
-    for name, block in blocks.items():
-      time.sleep(pause)
-      seconds[name].append(block())
-  return seconds
 
 
 def _spread(values: list[float]) -> dict[str, Any]:

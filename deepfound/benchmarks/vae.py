@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from deepfound.benchmarks.timing import interleaved
 from deepfound.data import Dataset
 from deepfound.experiment.generative import build_vae
 from deepfound.models import vae as vae_lib
@@ -225,18 +226,6 @@ def _summary(seconds: list[float], steps: int) -> dict[str, Any]:
   rates = [steps * BATCH / s for s in seconds]
   return dict(samples_per_second=statistics.median(rates), min=min(rates), max=max(rates),
               repeats=rates)
-
-
-def interleaved(loops: dict[str, Callable[[], float]], repeats: int, pause: float = 0.1
-                ) -> dict[str, list[float]]:
-  """Round-robin over ``loops`` (name -> one timed block), ``repeats`` rounds; a short untimed
-  pause between blocks lets the other library's worker threads go idle."""
-  seconds = {name: [] for name in loops}
-  for _ in range(repeats):
-    for name, block in loops.items():
-      time.sleep(pause)
-      seconds[name].append(block())
-  return seconds
 
 
 def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, steps: int = STEPS,
