@@ -331,16 +331,6 @@ def rate_sweep(out: str, sweep: dict, with_json: bool = False) -> dict[str, Any]
 # ---- digits and MNIST --------------------------------------------------------------------------
 
 
-def _tile(images: np.ndarray, rows: int, cols: int, side: int, pad: int = 1) -> np.ndarray:
-  """``rows * cols`` flattened square images as one array, ``pad`` pixels apart (NaN: blank)."""
-  images = np.asarray(images, np.float64).reshape(-1, side, side)
-  canvas = np.full((rows * (side + pad) - pad, cols * (side + pad) - pad), np.nan)
-  for k, image in enumerate(images[:rows * cols]):
-    r, c = divmod(k, cols)
-    canvas[r * (side + pad): r * (side + pad) + side, c * (side + pad): c * (side + pad) + side] = image
-  return canvas
-
-
 def train_digits(config: ml_collections.ConfigDict, num_steps: int | None = None,
                  num_points: int = DIGIT_POINTS, per_point: int = CURVE_POINTS_PER_GRID,
                  num_images: int = DIGIT_GRID ** 2) -> dict[str, Any]:
@@ -399,7 +389,7 @@ def digits_samples(out: str, run: dict, with_json: bool = False,
   fig, axes = plt.subplots(1, len(images), figsize=(3.1 * len(images), 3.6), layout="constrained",
                            squeeze=False)
   for k, (ax, index) in enumerate(zip(axes[0], grid_index, strict=True)):
-    ax.imshow(_tile(images[k], rows, cols, side), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(io.tile(images[k], rows, cols, side), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"step {steps[index]:,}\n{_metric_title(extras, index)}", fontsize=9)
   accuracy = extras.get("classifier_test_accuracy")
@@ -495,7 +485,7 @@ def mnist_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any
   fig = plt.figure(figsize=(15, 5.2), layout="constrained")
   left, right = fig.subfigures(1, 2, width_ratios=(1, 2.3))
   ax = left.subplots()
-  ax.imshow(_tile(images, int(math.ceil(len(images) / cols)), cols, side), cmap="gray_r", vmin=0, vmax=1)
+  ax.imshow(io.tile(images, int(math.ceil(len(images) / cols)), cols, side), cmap="gray_r", vmin=0, vmax=1)
   ax.set_axis_off()
   last = rows[-1] if rows else {}
   ax.set_title(f"step {run.get('step', 0):,}: {len(images)} digits from fixed latents\n"

@@ -390,7 +390,7 @@ def autoencoder_digits(out: str, reconstructions: dict | None, bench: dict | Non
     side = int(round(math.sqrt(original.shape[1])))
     axes = left.subplots(len(rows), 1)
     for ax, (label, images) in zip(np.atleast_1d(axes), rows.items(), strict=True):
-      ax.imshow(_tile(images, 1, len(images), side), cmap="gray_r", vmin=0, vmax=1)
+      ax.imshow(io.tile(images, 1, len(images), side), cmap="gray_r", vmin=0, vmax=1)
       mse, steps = (reconstructions.get(k, {}).get(label) for k in ("test_mse", "steps"))
       text = (label + ("" if steps is None else f"\n{steps:,} steps")
               + ("" if mse is None else f"\nMSE {mse:.4f}"))
@@ -437,17 +437,6 @@ def autoencoder_digits(out: str, reconstructions: dict | None, bench: dict | Non
   fig.suptitle("Auto-encoders on 8x8 digits (17.4.2) against PCA at the same code size")
   io.save(fig, "autoencoder_digits", out, data)
   return data
-
-
-def _tile(images: np.ndarray, rows: int, cols: int, side: int, pad: int = 1) -> np.ndarray:
-  """``rows * cols`` flattened square images (side x side) as one array, ``pad`` pixels apart (NaN:
-  blank in imshow)."""
-  images = np.asarray(images, np.float64).reshape(-1, side, side)
-  canvas = np.full((rows * (side + pad) - pad, cols * (side + pad) - pad), np.nan)
-  for k, image in enumerate(images[:rows * cols]):
-    r, c = divmod(k, cols)
-    canvas[r * (side + pad): r * (side + pad) + side, c * (side + pad): c * (side + pad) + side] = image
-  return canvas
 
 
 def _train(config: ml_collections.ConfigDict):
@@ -578,7 +567,7 @@ def vae_digits_latent(out: str, latent: dict) -> dict[str, Any]:
   axes[0].set(xlabel="z1 = mu_1(x)", ylabel="z2 = mu_2(x)", aspect="equal")
   axes[0].set_title(f"posterior means of the {len(latents)} test digits (box: the decoded grid)",
                     fontsize=10)
-  axes[1].imshow(_tile(decoded, grid, grid, side), cmap="gray_r", vmin=0, vmax=1,
+  axes[1].imshow(io.tile(decoded, grid, grid, side), cmap="gray_r", vmin=0, vmax=1,
                  extent=(-radius, radius, -radius, radius))
   axes[1].set(xlabel="z1", ylabel="z2")
   axes[1].set_title(f"Bernoulli means sigma(D(z)) on a {grid} x {grid} grid over [-{radius:g}, "
@@ -672,13 +661,13 @@ def vae_mnist(out: str, images: dict) -> dict[str, Any]:
   cols = 10
   fig, axes = plt.subplots(1, 2, figsize=(12, 6.4), layout="constrained")
   rows = math.ceil(len(samples) / cols)
-  axes[0].imshow(_tile(samples, rows, cols, side), cmap="gray_r", vmin=0, vmax=1)
+  axes[0].imshow(io.tile(samples, rows, cols, side), cmap="gray_r", vmin=0, vmax=1)
   axes[0].set_title(f"{len(samples)} samples: Bernoulli means sigma(D(z)), z ~ N(0, I)", fontsize=10)
   pairs = math.ceil(len(originals) / cols)
   interleaved = []
   for r in range(pairs):
     interleaved += [originals[r * cols:(r + 1) * cols], reconstructions[r * cols:(r + 1) * cols]]
-  axes[1].imshow(_tile(np.concatenate(interleaved), 2 * pairs, cols, side), cmap="gray_r", vmin=0, vmax=1)
+  axes[1].imshow(io.tile(np.concatenate(interleaved), 2 * pairs, cols, side), cmap="gray_r", vmin=0, vmax=1)
   axes[1].set_title(f"{len(originals)} test images (odd rows) and sigma(D(mu(x))) (even rows)",
                     fontsize=10)
   for ax in axes:

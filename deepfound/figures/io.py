@@ -32,3 +32,14 @@ def save(fig: plt.Figure, name: str, out: str, data: dict[str, Any]) -> str:
   with open(os.path.join(out, f"{name}.json"), "w") as f:
     f.write(dumps(dict(figure=name, **data)))
   return png
+
+
+def tile(images: np.ndarray, rows: int, cols: int, side: int, pad: int = 1) -> np.ndarray:
+  """``rows * cols`` flattened square images (side x side) as one array, ``pad`` pixels apart (NaN:
+  blank in imshow)."""
+  images = np.asarray(images, np.float64).reshape(-1, side, side)
+  canvas = np.full((rows * (side + pad) - pad, cols * (side + pad) - pad), np.nan)
+  for k, image in enumerate(images[:rows * cols]):
+    r, c = divmod(k, cols)
+    canvas[r * (side + pad): r * (side + pad) + side, c * (side + pad): c * (side + pad) + side] = image
+  return canvas
