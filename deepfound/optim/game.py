@@ -257,20 +257,29 @@ def make_step(problem: Game, method: GameMethod, optimizers):
       grad_g = _generator_gradient(problem, (theta, xi), draw(k))
       theta, state_g = _move(opt_g, grad_g, state_g, theta)
     else:  # extragradient
-      (grad_g, grad_d), _ = gradients(problem, (theta, xi), draw(0))
-      theta_half, _ = _move(opt_g, grad_g, state_g, theta)
-      xi_half, _ = _move(opt_d, grad_d, state_d, xi)
-      (grad_g, grad_d), _ = gradients(problem, (theta_half, problem.project(xi_half)), draw(1))
-      theta, state_g = _move(opt_g, grad_g, state_g, theta)
-      xi, state_d = _move(opt_d, grad_d, state_d, xi)
-      xi = problem.project(xi)
+      (theta, xi), (state_g, state_d) = _extragradient(
+          problem, optimizers, (theta, xi), (state_g, state_d),
+          lambda point, j: gradients(problem, point, draw(j))[0])
     return (theta, xi), (state_g, state_d)
 
   return step
 
 
+def _extragradient(problem: Game, optimizers, params, states, grads_at):
+  """Both players step from ``params`` to an extrapolated point (the rules' states left alone),
+  then from ``params`` again along the gradients there; ``grads_at(point, j)`` gives both
+  players' gradients at ``point`` on the j-th minibatch of the step (0: extrapolation, 1: update)."""
+  (opt_g, opt_d), (theta, xi), (state_g, state_d) = optimizers, params, states
+  grad_g, grad_d = grads_at((theta, xi), 0)
+  theta_half, _ = _move(opt_g, grad_g, state_g, theta)
+  xi_half, _ = _move(opt_d, grad_d, state_d, xi)
+  grad_g, grad_d = grads_at((theta_half, problem.project(xi_half)), 1)
+  theta, state_g = _move(opt_g, grad_g, state_g, theta)
+  xi, state_d = _move(opt_d, grad_d, state_d, xi)
+  return (theta, problem.project(xi)), (state_g, state_d)
+
+
 def _svre_step(problem: FiniteGame, method: GameMethod, optimizers):
-  opt_g, opt_d = optimizers
   n, size, period = problem.num_samples, method.batch_size, method.period(problem)
 
   def step(carry, key):
@@ -280,15 +289,10 @@ def _svre_step(problem: FiniteGame, method: GameMethod, optimizers):
         lambda: Snapshot((theta, xi), full_gradients(problem, (theta, xi)), snapshot.count),
         lambda: snapshot)
     draw = lambda j: jax.random.randint(jax.random.fold_in(key, j), (size,), 0, n)  # noqa: E731
-    grad_g, grad_d = variance_reduced_gradients(problem, (theta, xi), snapshot, draw(0))
-    theta_half, _ = _move(opt_g, grad_g, state_g, theta)
-    xi_half, _ = _move(opt_d, grad_d, state_d, xi)
-    grad_g, grad_d = variance_reduced_gradients(
-        problem, (theta_half, problem.project(xi_half)), snapshot, draw(1))
-    theta, state_g = _move(opt_g, grad_g, state_g, theta)
-    xi, state_d = _move(opt_d, grad_d, state_d, xi)
-    xi = problem.project(xi)
-    return (theta, xi), (state_g, state_d), snapshot._replace(count=snapshot.count + 1)
+    params, states = _extragradient(
+        problem, optimizers, (theta, xi), (state_g, state_d),
+        lambda point, j: variance_reduced_gradients(problem, point, snapshot, draw(j)))
+    return params, states, snapshot._replace(count=snapshot.count + 1)
 
   return step
 
