@@ -6,15 +6,11 @@ their implementations; ``deepfound.data``: data sets behind a name registry;
 ``deepfound.models``: networks as Flax NNX modules; ``deepfound.autodiff``: the chapter's
 forward and reverse modes; ``deepfound.experiment`` and ``deepfound.sweep``: configs to runs.
 
-Importing registers the built-in rules and data sets. The one other side effect: two XLA CPU
-flags are added to XLA_FLAGS before JAX starts (see ``_xla_flags.py``; neither changes a
-result, and DEEPFOUND_KEEP_XLA_FLAGS=1 turns this off).
+Importing registers the built-in rules and data sets, and nothing else: no environment variable
+or JAX setting changes. The scripts (``scripts/*.py``, through ``deepfound.cli``) add two XLA CPU
+flags to XLA_FLAGS when a run starts (see ``_xla_flags.py``; neither changes a result).
 """
 
-from deepfound import _xla_flags
-
-_xla_flags.apply()  # before any JAX computation; see _xla_flags.py
-
-from deepfound import data, optim, problems  # noqa: E402, F401
+from deepfound import data, optim, problems  # noqa: F401
 
 __version__ = "0.1.0"

@@ -11,6 +11,10 @@ copies. Measured with jax 0.10.2 on 2 CPU cores: a minimal SAG loop body goes fr
 us per step, and a loop body that reads then writes one row of a 200,000-row table from 35 us
 (a full copy per step) to 0.04 us. Neither changes a result. They only take effect if set before the
 first JAX computation; set DEEPFOUND_KEEP_XLA_FLAGS=1 to leave XLA_FLAGS untouched.
+
+``import deepfound`` does not set them: every script does, as its first step
+(``deepfound.cli.flags_parser``), and code of one's own can call ``apply()`` before its first JAX
+computation.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ _FLAGS = {
 
 
 def apply() -> None:
+  """Adds deepfound's flags to the XLA_FLAGS environment variable, unless it names them already or
+  DEEPFOUND_KEEP_XLA_FLAGS is set."""
   if os.environ.get("DEEPFOUND_KEEP_XLA_FLAGS"):
     return
   flags = os.environ.get("XLA_FLAGS", "")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 from absl import flags, logging
 
+from deepfound import _xla_flags
+
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -45,9 +47,14 @@ def _print_help(describe: Callable[[], str] | None) -> None:
 def flags_parser(required: Sequence[str], describe: Callable[[], str] | None = None
                  ) -> Callable[[list[str]], list[str]]:
   """An ``app.run`` flags parser that turns flag errors into one line and exit status 2;
-  ``--help`` prints the usage (and ``describe()``, the registries) with exit status 0."""
+  ``--help`` prints the usage (and ``describe()``, the registries) with exit status 0. It first
+  adds deepfound's XLA CPU flags to XLA_FLAGS (``_xla_flags.py``)."""
 
   def parse(argv: list[str]) -> list[str]:
+    # A script's run, not the library's import, sets XLA's CPU flags: they must be in XLA_FLAGS
+    # before JAX starts its backend (at the first computation), and code that only imports
+    # deepfound keeps its environment as it was.
+    _xla_flags.apply()
     if not any(arg in ("--verbose", "--verbose=true") for arg in argv[1:]):
       # jax's backend probing and orbax log at INFO, and orbax logs an ERROR line for a corrupt
       # checkpoint that the one-line message already covers; --verbose shows them all.

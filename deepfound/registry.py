@@ -33,6 +33,12 @@ class Option:
   help: str
   check: Callable[[Any], str | None] | None = None
 
+  def config_default(self) -> Any:
+    """The config key's initial value: ``default``, or a placeholder of ``kind`` for None."""
+    from ml_collections import config_dict
+
+    return config_dict.placeholder(self.kind) if self.default is None else self.default
+
   def validate(self, group: str, value: Any) -> None:
     if value is None:
       return

@@ -19,10 +19,10 @@ flags.DEFINE_string("out", "runs/bench",
 
 def main(argv):
   del argv
-  try:
-    import torch  # noqa: F401
-  except ImportError:
-    fail("PyTorch is needed for this benchmark: pip install torch==2.13.0")
+  from deepfound.benchmarks.timing import prepare_torch
+
+  if problem := prepare_torch(""):
+    fail(problem)
   from configs import mlp_digits
   from deepfound.benchmarks.nets import run_benchmark
 

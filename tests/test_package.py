@@ -1,9 +1,14 @@
-"""The installed package stands on its own: no import of the repository's configs/, and no
-process-wide JAX setting left changed by a run."""
+"""The installed package stands on its own: no import of the repository's configs/, no
+process-wide setting changed by an import or left changed by a run, its layers import only
+downwards, and ``deepfound.optim`` shows what users import."""
 
+import ast
+import importlib
 import os
+import pathlib
 import subprocess
 import sys
+import types
 
 import jax
 
@@ -49,3 +54,91 @@ def test_accelerator_check_small_runs_on_the_cpu(tmp_path):
   assert results["sweep"]["runs"] == 8 and results["sag"]["suboptimality"] > 0
   table = (tmp_path / "accelerator.md").read_text()
   assert "| checkpoint and resume | resumed from step 2000: parameters identical" in table
+
+
+def test_importing_the_package_leaves_xla_flags_alone():
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DEEPFOUND_KEEP_XLA_FLAGS")}
+  code = "import os; import deepfound, deepfound.optim; print(os.environ.get('XLA_FLAGS'))"
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "None"
+
+
+def test_a_script_sets_xla_flags_and_keeps_the_users_own(monkeypatch):
+  from deepfound import _xla_flags
+
+  monkeypatch.delenv("DEEPFOUND_KEEP_XLA_FLAGS", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+  _xla_flags.apply()
+  flags = os.environ["XLA_FLAGS"].split()
+  assert flags == ["--xla_cpu_experimental_ynn_fusion_type=dot",
+                   "--xla_cpu_copy_insertion_use_region_analysis=true"]
+
+
+RULES = ("bgd", "sgd", "sga", "sag", "saga", "svrg", "sarah")
+
+
+def test_rule_modules_are_not_shadowed_by_the_rules():
+  import deepfound.optim
+
+  for name in RULES:
+    module = importlib.import_module(f"deepfound.optim.rules.{name}")
+    assert isinstance(module, types.ModuleType)
+    assert isinstance(getattr(deepfound.optim, name), types.FunctionType)
+  assert deepfound.optim.sag is importlib.import_module("deepfound.optim.rules.sag").sag
+  assert importlib.import_module("deepfound.optim.rules.sgd").bgd is deepfound.optim.bgd
+
+
+def test_optim_all_lists_the_rules_and_entry_points_not_the_internals():
+  import deepfound.optim
+
+  exported = set(deepfound.optim.__all__)
+  assert {*RULES, "run", "run_on_indices", "Method", "hyperparameters", "register_rule",
+          "get_rule", "RULES", "RuleSpec", "RuleContext", "scale_by_sag"} <= exported
+  assert len(exported) == len(deepfound.optim.__all__)  # no name twice
+  for name in exported:
+    assert hasattr(deepfound.optim, name), name
+  assert deepfound.optim.run is importlib.import_module("deepfound.optim.driver").run
+  for internal in ("check_index", "checked_index", "fill_memory", "flushed_table", "LAYOUTS",
+                   "memory_bytes"):
+    assert internal not in exported and not hasattr(deepfound.optim, internal), internal
+    assert hasattr(importlib.import_module("deepfound.optim.memory"), internal)
+
+
+# Lowest first: a module may import its own layer and those below, never one above.
+LAYERS = (("registry", "errors", "strict_json", "numerics", "_xla_flags"),
+          ("data", "models", "autodiff"), ("problems",), ("optim",), ("experiment",), ("sweep",),
+          ("figures", "benchmarks"), ("cli",))
+
+
+def _imported(tree: ast.AST):
+  """(line, deepfound.<part>) of every import of a part of deepfound, also inside functions."""
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+      names = [node.module] + (
+          [f"deepfound.{alias.name}" for alias in node.names] if node.module == "deepfound" else [])
+    else:
+      continue
+    for name in names:
+      parts = name.split(".")
+      if parts[0] == "deepfound" and len(parts) > 1:
+        yield node.lineno, parts[1]
+
+
+def test_layers_import_only_downwards():
+  rank = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+  package = pathlib.Path(ROOT) / "deepfound"
+  wrong = []
+  for path in sorted(package.rglob("*.py")):
+    parts = path.relative_to(package).with_suffix("").parts
+    if parts == ("__init__",):
+      continue
+    assert parts[0] in rank, f"deepfound/{parts[0]} is in no layer of LAYERS"
+    for line, part in _imported(ast.parse(path.read_text())):
+      assert part in rank, f"{path}:{line} imports deepfound.{part}, in no layer of LAYERS"
+      if rank[part] > rank[parts[0]]:
+        wrong.append(f"{path.relative_to(ROOT)}:{line} imports deepfound.{part}")
+  assert not wrong, wrong

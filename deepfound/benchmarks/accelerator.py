@@ -5,7 +5,6 @@ checkpoint/resume path with the state on the device. Writes accelerator.{md,json
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,12 +14,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deepfound.benchmarks.timing import median_seconds
+from deepfound.benchmarks.timing import machine, median_seconds, versions, write_results
 from deepfound.data import make_logistic_data
 from deepfound.experiment import base_config, run_experiment
 from deepfound.optim import driver
 from deepfound.problems import make_problem, solve_optimum
-from deepfound.strict_json import dumps
 from deepfound.sweep.runner import run_sweep
 
 FULL = dict(num_samples=1_000_000, sag_steps=200_000, sweep_runs=4096, sweep_epochs=1,
@@ -94,10 +92,8 @@ def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, c
               log: Callable[[str], None] = print, sizes: dict | None = None) -> dict:
   """Every check, into ``out``; ``sizes`` overrides the FULL or SMALL sizes."""
   sizes = sizes or (SMALL if small else FULL)
-  results = dict(command=command, small=small, backend=jax.default_backend(),
-                 devices=[str(d) for d in jax.devices()],
-                 device_kind=jax.devices()[0].device_kind, jax=jax.__version__,
-                 python=platform.python_version())
+  results = dict(command=command, small=small, **machine("backend", "devices", "device_kind"),
+                 **versions("jax"), **machine("python"))
   for name, fn in (("sag", lambda: sag_run(sizes["num_samples"], sizes["sag_steps"])),
                    ("sweep", lambda: sag_sweep(sizes["sweep_runs"], sizes["sweep_epochs"])),
                    ("mlp", lambda: digits_mlp(digits_config, sizes["net_steps"])),
@@ -108,11 +104,7 @@ def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, c
     except Exception as e:  # noqa: BLE001 - report what failed and go on to the next check
       results[name] = dict(error=f"{type(e).__name__}: {e}")
     log(f"{name}: {time.perf_counter() - tic:.1f} s: {results[name]}")
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "accelerator.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "accelerator.md"), "w") as f:
-    f.write(markdown(results))
+  write_results(out, "accelerator", results, markdown(results))
   return results
 
 

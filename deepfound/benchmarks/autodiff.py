@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +10,8 @@ import numpy as np
 
 from deepfound.autodiff import checkpointing, forward_gradient, reverse_gradient
 from deepfound.autodiff.flops import flops
-from deepfound.benchmarks.timing import median_seconds
+from deepfound.benchmarks.timing import machine, median_seconds, write_results
 from deepfound.figures import io
-from deepfound.strict_json import dumps
 
 HIDDEN = 64
 WIDTH = 32  # d of the checkpointed chain
@@ -70,13 +68,9 @@ def checkpoint_costs(num_layers: int) -> dict:
 def run_benchmark(out: str, command: str) -> dict:
   modes = [mode_costs(m) for m in (16, 64, 256, 1024)]
   chains = [checkpoint_costs(length) for length in (16, 64, 256, 1024)]
-  results = dict(command=command, backend=jax.default_backend(), hidden=HIDDEN, width=WIDTH,
-                 modes=modes, checkpointing=chains)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "autodiff.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "autodiff.md"), "w") as f:
-    f.write(markdown(results))
+  results = dict(command=command, **machine("backend"), hidden=HIDDEN, width=WIDTH, modes=modes,
+                 checkpointing=chains)
+  write_results(out, "autodiff", results, markdown(results))
   _figure(results, out)
   return results
 

@@ -51,10 +51,19 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepfound.benchmarks.timing import interleaved
+from deepfound.benchmarks.timing import (
+    format_load,
+    interleaved,
+    load_average,
+    ratio_per_round,
+    schedulable_cores,
+    spread,
+    torch_record,
+    warm_up,
+    write_results,
+)
 from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import game
-from deepfound.strict_json import dumps
 
 STEPS = 500  # S: the short block; the long block is 3 S
 REPEATS = 7
@@ -194,7 +203,7 @@ class TorchLoop:
   def from_setup(cls, setup, config: ml_collections.ConfigDict, **kwargs) -> TorchLoop:
     """The loop of ``setup``'s game, from its initial weights, with ``config``'s adam settings."""
     return cls(np.asarray(setup.problem.samples), _players(setup), setup.method.batch_size,
-               setup.problem.latent_size, _adam(config), setup.method.discriminator_steps,
+               setup.problem.latent_size, _adam(config), setup.method.option("discriminator_steps"),
                **kwargs)
 
   def step(self):
@@ -251,7 +260,7 @@ def _one_step(problem, method, hyper, key):
   opt_state = tuple(o.init(p) for o, p in zip(optimizers, params, strict=True))
   (theta, xi), _ = game.make_step(problem, method, optimizers)((params, opt_state), key)
   draws = [problem.draw(jax.random.fold_in(key, j), method.batch_size)
-           for j in range(method.discriminator_steps + 1)]
+           for j in range(method.option("discriminator_steps") + 1)]
   return theta, xi, draws
 
 
@@ -330,19 +339,13 @@ def step_parity(setup, config: ml_collections.ConfigDict, seed: int = 0) -> dict
   return dict(update_rel_diff=worst, update_norm=float(np.sqrt(total)))
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-  return dict(median=statistics.median(values), min=min(values), max=max(values),
-              repeats=list(values))
-
-
 def _rates(short: list[float], long: list[float], steps: int) -> dict[str, Any]:
   """Marginal steps per second of each round, 2 S / (T(3 S) - T(S)) (NaN where the difference is
   not positive: noise at toy sizes), and the whole long block's rate 3 S / T(3 S)."""
   marginal = [2 * steps / (b - a) if b > a else float("nan") for a, b in zip(short, long, strict=True)]
-  finite = [r for r in marginal if np.isfinite(r)] or [float("nan")]
-  return dict(steps_per_second=statistics.median(finite), min=min(finite), max=max(finite),
-              repeats=marginal,
-              block_steps_per_second=statistics.median([3 * steps / b for b in long]),
+  rates = spread([r for r in marginal if np.isfinite(r)] or [float("nan")], "steps_per_second")
+  rates["repeats"] = marginal  # every round's, NaN ones too
+  return dict(rates, block_steps_per_second=statistics.median([3 * steps / b for b in long]),
               seconds_short=list(short), seconds_long=list(long))
 
 
@@ -372,10 +375,10 @@ def spin_probe(setup, config: ml_collections.ConfigDict, steps: int, repeats: in
         arrays[f"{p}_{i}_kernel"], arrays[f"{p}_{i}_bias"] = kernel, bias
     np.savez(os.path.join(tmp, "game.npz"), **arrays)
     spec = dict(batch=setup.method.batch_size, latent=setup.problem.latent_size,
-                discriminator_steps=setup.method.discriminator_steps, adam=_adam(config),
+                discriminator_steps=setup.method.option("discriminator_steps"), adam=_adam(config),
                 steps=steps, repeats=repeats, threads=threads)
-    code = ("import sys; from deepfound.benchmarks.gan_speed import _spin_probe_main; "
-            "_spin_probe_main(sys.argv[1], sys.argv[2])")
+    code = ("import sys; from deepfound.benchmarks.gan_speed import spin_probe_main; "
+            "spin_probe_main(sys.argv[1], sys.argv[2])")
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, OMP_WAIT_POLICY="active", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join(filter(None, [package_root,
@@ -390,7 +393,8 @@ def spin_probe(setup, config: ml_collections.ConfigDict, steps: int, repeats: in
               omp_wait_policy="active")
 
 
-def _spin_probe_main(path: str, spec: str) -> None:
+def spin_probe_main(path: str, spec: str) -> None:
+  """The subprocess of ``spin_probe``: prints the seconds of its blocks as one JSON line."""
   import torch
 
   spec = json.loads(spec)
@@ -420,37 +424,34 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
   already built; ``torch_threads``: the thread counts of the PyTorch rows (default: the cores,
   and 1); ``spin``: also run ``spin_probe`` on the first of them. Writes ``gan.json`` and
   ``gan.md`` to ``out``; returns the results."""
-  import torch
+  import torch  # noqa: F401 - missing, fail before building anything
 
-  load_start = os.getloadavg()
-  cores = len(os.sched_getaffinity(0))
-  threads = _thread_counts(torch_threads, cores)
+  load_start = load_average()
+  threads = _thread_counts(torch_threads, schedulable_cores())
   start = time.perf_counter()
   if setup is None:
     setup = build_setup(config)
   build_seconds = time.perf_counter() - start
   log(f"build (data, classifier of the log point's metrics): {build_seconds:.1f} s")
-  impls: dict[str, Callable[[], Any]] = dict(ours=lambda: OursLoop(setup, steps))
+  makers: dict[str, Callable[[], Any]] = dict(ours=lambda: OursLoop(setup, steps))
   for kind in ("torch", "torch_compile") if torch_compile else ("torch",):
     for n in threads:
-      impls[f"{kind}_t{n}"] = lambda kind=kind, n=n: TorchLoop.from_setup(
+      makers[f"{kind}_t{n}"] = lambda kind=kind, n=n: TorchLoop.from_setup(
           setup, config, compile_losses=kind == "torch_compile", threads=n)
-  loops, warmup_seconds = {}, {}
-  for name, make in impls.items():
-    start = time.perf_counter()
-    loop = make()
-    loop.block(steps)  # compilation (ours, torch.compile) and warm-up, untimed
+
+  def warm(name, loop):  # compilation (ours, torch.compile) and warm-up, untimed
+    loop.block(steps)
     loop.block(3 * steps)
     if name == "ours":
       loop.log_point_block()
-    warmup_seconds[name] = time.perf_counter() - start
-    loops[name] = loop
-    log(f"{name}: compilation and warm-up {warmup_seconds[name]:.1f} s")
+
+  loops, warmup_seconds = warm_up(
+      makers, warm, log, lambda name, seconds: f"{name}: compilation and warm-up {seconds:.1f} s")
   start = time.perf_counter()
   seconds = _timed_rounds(loops, steps, repeats)
   timed_seconds = time.perf_counter() - start
   log(f"interleaved rounds: {timed_seconds:.0f} s")
-  load_after_rounds = os.getloadavg()
+  load_after_rounds = load_average()
   rates = {name: dict(_rates(seconds[f"{name}_short"], seconds[f"{name}_long"], steps),
                       threads=None if name == "ours" else loops[name].threads)
            for name in loops}
@@ -459,50 +460,34 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
     rates[f"torch_spin_t{threads[0]}"] = spin_probe(setup, config, steps, repeats, threads[0])
     log(f"spinning PyTorch probe: {time.perf_counter() - start:.0f} s")
   parity = dict(loss=loss_parity(setup), step=step_parity(setup, config))
-  load_end = os.getloadavg()
+  load_end = load_average()
 
   ours = rates["ours"]["steps_per_second"]
   ratios = {name: ours / rate["steps_per_second"] for name, rate in rates.items() if name != "ours"}
   fastest = max((n for n in ratios if np.isfinite(ratios[n])), key=lambda n: rates[n][
       "steps_per_second"], default=next(iter(ratios)))
-  per_round = {}
-  for name in loops:
-    if name == "ours":
-      continue
-    rounds = [o / t for o, t in zip(rates["ours"]["repeats"], rates[name]["repeats"], strict=True)
-              if np.isfinite(o / t)] or [float("nan")]
-    per_round[name] = dict(median=statistics.median(rounds), min=min(rounds), max=max(rounds))
+  per_round = {name: ratio_per_round(rates["ours"]["repeats"], rates[name]["repeats"])
+               for name in loops if name != "ours"}
   problem, method = setup.problem, setup.method
   results = dict(
       command=command, steps_short=steps, steps_long=3 * steps, repeats=repeats,
-      batch=method.batch_size, discriminator_steps=method.discriminator_steps,
+      batch=method.batch_size, discriminator_steps=method.option("discriminator_steps"),
       num_samples=int(problem.samples.shape[0]), data_dim=int(problem.samples.shape[1]),
       latent_size=problem.latent_size,
       generator_sizes=[int(k.shape[0]) for k, _ in layer_arrays(problem.initial_params[0])]
       + [int(problem.samples.shape[1])],
       discriminator_sizes=[int(k.shape[0]) for k, _ in layer_arrays(problem.initial_params[1])] + [1],
-      adam=_adam(config), precision=config.precision, jax_version=jax.__version__,
-      jax_backend=jax.default_backend(), torch_version=torch.__version__,
-      torch_threads=list(threads), cpu_cores=cores, cpu_count=os.cpu_count(),
-      omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
-      loadavg_start=list(load_start), loadavg_after_rounds=list(load_after_rounds),
-      loadavg_end=list(load_end), build_seconds=build_seconds, warmup_seconds=warmup_seconds,
+      adam=_adam(config), precision=config.precision, **torch_record(list(threads)),
+      loadavg_start=load_start, loadavg_after_rounds=load_after_rounds,
+      loadavg_end=load_end, build_seconds=build_seconds, warmup_seconds=warmup_seconds,
       timed_seconds=timed_seconds, rates=rates, ratios=ratios, fastest_torch=fastest,
       ratio=ratios[fastest], ratio_per_round=per_round,
-      log_point_seconds=_spread(seconds["ours_log_point"]),
+      log_point_seconds=spread(seconds["ours_log_point"]),
       final_losses={name: dict(discriminator=loop.last_losses[0], generator=loop.last_losses[1])
                     for name, loop in loops.items()},
       parity=parity)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "gan.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "gan.md"), "w") as f:
-    f.write(_markdown(results))
+  write_results(out, "gan", results, markdown(results))
   return results
-
-
-def _load(values: list[float]) -> str:
-  return " / ".join(f"{v:.2f}" for v in values)
 
 
 def _row_name(name: str) -> str:
@@ -514,7 +499,7 @@ def _row_name(name: str) -> str:
   return f"{what}, {threads} thread{'s' if threads != '1' else ''}"
 
 
-def _markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any]) -> str:
   rates, ratios = results["rates"], results["ratios"]
   rows = []
   for name in [*ratios, "ours"]:
@@ -539,7 +524,7 @@ def _markdown(results: dict[str, Any]) -> str:
     spin_note = [
         f"The spinning row ran after the interleaved rounds, alone, in a subprocess with "
         f"`OMP_WAIT_POLICY=active` (the same blocks and rounds; load average "
-        f"{_load(results['loadavg_after_rounds'])} at its start, {_load(results['loadavg_end'])} "
+        f"{format_load(results['loadavg_after_rounds'])} at its start, {format_load(results['loadavg_end'])} "
         "after the parity checks). Spinning worker threads hold a core between operations (and "
         "after the loop), so this row cannot be interleaved with ours, and its rate depends on "
         "nothing else running: on a shared machine it varies from run to run far more than the "
@@ -574,8 +559,8 @@ def _markdown(results: dict[str, Any]) -> str:
       f"per schedulable core: {results['cpu_cores']}), PyTorch {results['torch_version']} "
       "(`torch.set_num_threads` before each block, `OMP_WAIT_POLICY="
       f"{results.get('omp_wait_policy')}` in this process). Load average (1 / 5 / 15 min) at start "
-      f"{_load(results['loadavg_start'])}, after the interleaved rounds "
-      f"{_load(results['loadavg_after_rounds'])}.",
+      f"{format_load(results['loadavg_start'])}, after the interleaved rounds "
+      f"{format_load(results['loadavg_after_rounds'])}.",
       "",
       "| what | steps per second (median, marginal) | min - max | ours / this row | "
       f"whole {long:,}-step block, steps per second |",

@@ -10,7 +10,10 @@ metrics themselves (``pca_mse``).
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,9 +21,64 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from deepfound.benchmarks.cases import expand_cases, facts, load_config
+from deepfound.benchmarks.timing import write_results, write_text
 from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import driver
 from deepfound.problems.generative import LossFiniteSum, PushForward
+
+# The flows run at CPU sizes (8 couplings of 2 x 64 units, batch 256): configs/density_2d.py's
+# default (16 couplings of 2 x 128, batch 512, 40,000 steps) is for an accelerator.
+FLOW_CPU = dict(model__num_layers=8, model__hidden=(64, 64), optim__batch_size=256, num_steps=20_000)
+LR_10K = 1e-4  # sgd, sag and adam alike (3e-4 sent 2 of 3 sgd seeds to NaN)
+# SAG keeps one gradient per sample and parameter: 10,000 samples of the CPU flow (35k parameters,
+# 1.4 GB a seed in float32, hence 3 seeds); the three rules on the same problem, rate and steps.
+FLOW_10K = dict(FLOW_CPU, data__num_samples=10_000, optim__batch_size=16,
+                optim__learning_rate=LR_10K, num_steps=20_000)
+# name -> (config module, its argument, overrides). Steps and rates are the configs' unless set.
+CASES = {
+    "gmm_ring": ("density_2d", "ring,gmm", {}),
+    "gmm_grid": ("density_2d", "grid,gmm", {}),
+    "flow_ring": ("density_2d", "ring", FLOW_CPU),
+    "flow_grid": ("density_2d", "grid", FLOW_CPU),
+    "flow_ring_10k_sgd": ("density_2d", "ring", dict(FLOW_10K, optim__name="sgd")),
+    "flow_ring_10k_sag": ("density_2d", "ring", dict(FLOW_10K, optim__name="sag")),
+    "flow_ring_10k_adam": ("density_2d", "ring", dict(FLOW_10K, optim__name="adam")),
+    "mmd_ring": ("pushforward_2d", "ring", dict(problem__loss="mmd")),
+    "mmd_grid": ("pushforward_2d", "grid", dict(problem__loss="mmd")),
+    # Sinkhorn runs hundreds of iterations a step: far fewer steps than MMD on a CPU.
+    "sinkhorn_ring": ("pushforward_2d", "ring", dict(problem__loss="sinkhorn", num_steps=4_000,
+                                                     optim__l0=1_000.0, log_every=500)),
+    "sinkhorn_grid": ("pushforward_2d", "grid", dict(problem__loss="sinkhorn", num_steps=1_000,
+                                                     log_every=250)),
+    "ae_linear_2": ("autoencoder_digits", "linear", dict(model__code_size=2)),
+    "ae_linear_8": ("autoencoder_digits", "linear", dict(model__code_size=8)),
+    "ae_linear_16": ("autoencoder_digits", "linear", dict(model__code_size=16)),
+    "ae_mlp_8": ("autoencoder_digits", "mlp", dict(model__code_size=8)),
+}
+# Fewer seeds where a CPU run is long (--num_seeds caps all).
+SEEDS = {"flow_ring_10k_sgd": 3, "flow_ring_10k_sag": 3, "flow_ring_10k_adam": 3,
+         "sinkhorn_ring": 1, "sinkhorn_grid": 1}
+GROUPS = {
+    "cheap": ["gmm_ring", "gmm_grid", "ae_linear_2", "ae_linear_8", "ae_linear_16", "ae_mlp_8",
+              "mmd_ring", "mmd_grid"],
+    "slow": ["flow_ring", "flow_grid", "flow_ring_10k_adam", "flow_ring_10k_sgd",
+             "flow_ring_10k_sag", "sinkhorn_ring", "sinkhorn_grid"],
+}
+GROUPS["all"] = GROUPS["cheap"] + GROUPS["slow"]
+SHOWN = ("objective", "test_nll", "kl_gap", "modes_captured", "high_quality_fraction", "mode_kl",
+         "reconstruction_mse", "pca_mse")
+
+
+def case_names(entries: list[str]) -> list[str]:
+  """The cases of ``entries`` (case or group names); a ValueError names unknown ones."""
+  return expand_cases(entries, GROUPS, CASES)
+
+
+def case_config(name: str, steps_scale: float = 1.0) -> ml_collections.ConfigDict:
+  """The config of case ``name``, its num_steps times ``steps_scale``."""
+  module, arg, overrides = CASES[name]
+  return load_config(module, arg, overrides, steps_scale)
 
 
 def _stack(trees):
@@ -120,3 +178,84 @@ def em_baseline(samples: np.ndarray, test_samples: np.ndarray, num_components: i
   return dict(train_log_likelihood=float(mixture.score(samples)),
               test_log_likelihood=float(mixture.score(test_samples)), seconds=seconds,
               converged=bool(mixture.converged_), iterations=int(mixture.n_iter_))
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark over the cases (scripts/bench_generative.py)
+
+
+def run_cases(names: list[str], out: str, num_seeds: int, steps_scale: float = 1.0,
+              merge: bool = False, render_only: bool = False, out_name: str = "bench",
+              command: str = "", log: Callable[[str], None] = print) -> dict:
+  """Each case of ``names`` over min(``num_seeds``, its ``SEEDS``) seeds in one program
+  (``seed_runs``; seed 0's pictures, and EM on the GMM cases); ``out_name``.json and .md in
+  ``out`` rewritten after each case (a long list cut short keeps its results), with the cases of
+  an existing ``out_name``.json where ``merge``. ``render_only``: rewrites the .md from the
+  existing .json, running nothing."""
+  start = time.perf_counter()
+  results = dict(cases={}, em={})
+  existing = os.path.join(out, out_name + ".json")
+  if (merge or render_only) and os.path.exists(existing):
+    with open(existing) as f:
+      results.update({k: v for k, v in json.load(f).items() if k in ("cases", "em", "facts")})
+  if render_only:
+    write_text(existing[:-len(".json")] + ".md", markdown(results, command))
+    return results
+  for name in names:
+    config = case_config(name, steps_scale)
+    seeds = min(num_seeds, SEEDS.get(name, num_seeds))
+    run = seed_runs(config, seeds)
+    problem, final = run.pop("problem"), run.pop("final_params")
+    with precision_scope(config.precision):
+      pictures = picture_data(problem, jax.tree.map(lambda leaf: leaf[0], final))
+    results["cases"][name] = dict(run, rule=config.optim.name, num_steps=config.num_steps,
+                                  command=command, num_seeds=seeds,
+                                  config=json.loads(config.to_json()), pictures=pictures)
+    log(f"{name}: " + ", ".join(f"{k} {run['mean'][k]:.4g}+-{run['sd'][k]:.2g}"
+                                for k in SHOWN if k in run["mean"])
+        + f" ({run['run_seconds']:.0f} s)")
+    if config.model.name == "gmm":
+      results["em"][name] = em_baseline(np.asarray(problem.samples, np.float64),
+                                        np.asarray(problem.test_samples, np.float64),
+                                        config.model.num_components)
+    results["facts"] = facts(start, num_seeds=num_seeds)
+    base = write_results(out, out_name, results, markdown(results, command), indent=1)
+    log(f"wrote {base}.md and {base}.json")
+  return results
+
+
+def markdown(results: dict, command: str) -> str:
+  """bench.md: a row per case, mean +- sd over its seeds of the last logged metrics; the GMMs
+  against EM."""
+  commands = sorted({r.get("command", command) for r in results["cases"].values()})
+  lines = ["# Section 17.4 over seeds\n", "Made by " + ", then ".join(f"`{c}`" for c in commands)
+           + " (--merge keeps the cases of earlier runs).\n",
+           "Mean +- sd over seeds of the last logged point (all seeds of a case in one vmapped program; "
+           "seeds that diverged, a non-finite objective, are counted apart and left out).\n"]
+  lines.append("| case | rule | seeds (diverged) | steps | " + " | ".join(SHOWN) + " | seeds x steps/s |")
+  lines.append("|---" * (len(SHOWN) + 5) + "|")
+  for name, r in results["cases"].items():
+    cells = [f"{r['mean'][k]:.4g} +- {r['sd'][k]:.2g}" if k in r["mean"] else "" for k in SHOWN]
+    diverged = r.get("diverged", sum(v is None for v in r["per_seed"]["objective"]))
+    lines.append(f"| {name} | {r['rule']} | {r['num_seeds']} ({diverged}) | {r['num_steps']} | "
+                 + " | ".join(cells)
+                 + f" | {r['steps_per_second']:,.0f} |")
+  if results.get("em"):
+    lines += ["", "GMM by our rules against scikit-learn's EM (GaussianMixture, full covariances, "
+              "k-means start, n_init 3, tol 1e-6) on the same 100,000 training points; average "
+              "log-likelihood in nats:", "",
+              "| case | EM train | ours train (mean, worst seed) | ours - EM (mean, worst) | seeds within "
+              "1e-3 of EM or above | EM test | ours test (mean) |", "|---|---|---|---|---|---|---|"]
+    for name, em in results["em"].items():
+      ours = [-v for v in results["cases"][name]["per_seed"]["objective"]]
+      test = [-v for v in results["cases"][name]["per_seed"]["test_nll"]]
+      gaps = [o - em["train_log_likelihood"] for o in ours]
+      close = sum(g >= -1e-3 for g in gaps)
+      lines.append(f"| {name} | {em['train_log_likelihood']:.5f} | {sum(ours) / len(ours):.5f}, "
+                   f"{min(ours):.5f} | {sum(gaps) / len(gaps):+.5f}, {min(gaps):+.5f} | "
+                   f"{close} of {len(gaps)} | {em['test_log_likelihood']:.5f} | "
+                   f"{sum(test) / len(test):.5f} |")
+  found = results["facts"]
+  lines += ["", f"Backend {found['backend']} ({found['device']}), jax {found['jax']}, "
+            f"{found['seconds']:.0f} s in all."]
+  return "\n".join(lines) + "\n"

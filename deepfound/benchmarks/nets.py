@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import functools
-import os
-import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deepfound.benchmarks.timing import median_seconds
+from deepfound.benchmarks.timing import median_seconds, timed, versions, write_results
 from deepfound.experiment import build
 from deepfound.optim import driver
-from deepfound.strict_json import dumps
 
 STEPS = 20_000
 BATCH = 32
@@ -36,8 +33,9 @@ def ours(config: ml_collections.ConfigDict, seeds: int = 1, steps: int = STEPS) 
   return seeds * steps * BATCH / seconds
 
 
-def torch_loop(config: ml_collections.ConfigDict) -> float:
-  """The same architecture, batch and step count as a plain PyTorch loop on the CPU."""
+def torch_loop(config: ml_collections.ConfigDict) -> tuple[float, int]:
+  """(samples per second, threads) of the same architecture, batch and step count as a plain
+  PyTorch loop on the CPU."""
   import torch
 
   problem = build.build_problem(config)
@@ -57,41 +55,39 @@ def torch_loop(config: ml_collections.ConfigDict) -> float:
       optimizer.step()
 
   train()  # warm-up
-  times = []
-  for _ in range(3):
-    start = time.perf_counter()
-    train()
-    times.append(time.perf_counter() - start)
-  return STEPS * BATCH / float(np.median(times)), torch.__version__, torch.get_num_threads()
+  times, _ = timed(train, 3)
+  return STEPS * BATCH / float(np.median(times)), torch.get_num_threads()
 
 
 def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict) -> dict:
   """``config``: the digits MLP experiment (``configs/mlp_digits.py:sgd``)."""
-  torch_rate, torch_version, threads = torch_loop(config)
+  torch_rate, threads = torch_loop(config)
+  found = versions("torch", "jax")
   results = dict(
       command=command, steps=STEPS, batch=BATCH, ours_samples_per_second=ours(config),
       ours_8_seeds_samples_per_second=ours(config, 8), torch_samples_per_second=torch_rate,
-      torch_version=torch_version, torch_threads=threads, jax_version=jax.__version__,
+      torch_version=found["torch"], torch_threads=threads, jax_version=found["jax"],
   )
   results["ratio"] = results["ours_samples_per_second"] / torch_rate
   results["ratio_8_seeds"] = results["ours_8_seeds_samples_per_second"] / torch_rate
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "nets.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "nets.md"), "w") as f:
-    f.write("\n".join([
-        "# Training throughput: MLP 64-128-10 (relu) on digits, minibatch SGD, batch 32",
-        "",
-        f"Command: `{command}`. {STEPS:,} steps, medians of repeated runs, compilation and "
-        f"warm-up excluded; PyTorch {torch_version} on {threads} threads, jax {jax.__version__}.",
-        "",
-        "| what | samples per second | ratio to PyTorch (target >= 1.0) |",
-        "|---|---|---|",
-        f"| PyTorch CPU loop | {torch_rate:,.0f} | 1.00 |",
-        f"| deepfound, one run | {results['ours_samples_per_second']:,.0f} | "
-        f"{results['ratio']:.2f} |",
-        f"| deepfound, 8 seeds vmapped in one program | "
-        f"{results['ours_8_seeds_samples_per_second']:,.0f} | {results['ratio_8_seeds']:.2f} |",
-        "",
-    ]))
+  write_results(out, "nets", results, markdown(results))
   return results
+
+
+def markdown(results: dict) -> str:
+  return "\n".join([
+      "# Training throughput: MLP 64-128-10 (relu) on digits, minibatch SGD, batch 32",
+      "",
+      f"Command: `{results['command']}`. {results['steps']:,} steps, medians of repeated runs, "
+      f"compilation and warm-up excluded; PyTorch {results['torch_version']} on "
+      f"{results['torch_threads']} threads, jax {results['jax_version']}.",
+      "",
+      "| what | samples per second | ratio to PyTorch (target >= 1.0) |",
+      "|---|---|---|",
+      f"| PyTorch CPU loop | {results['torch_samples_per_second']:,.0f} | 1.00 |",
+      f"| deepfound, one run | {results['ours_samples_per_second']:,.0f} | "
+      f"{results['ratio']:.2f} |",
+      f"| deepfound, 8 seeds vmapped in one program | "
+      f"{results['ours_8_seeds_samples_per_second']:,.0f} | {results['ratio_8_seeds']:.2f} |",
+      "",
+  ])

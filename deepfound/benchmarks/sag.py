@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import platform
 import time
 import warnings
 
@@ -12,11 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepfound.benchmarks.timing import median_seconds
+from deepfound.benchmarks.timing import machine, median_seconds, versions, write_results
 from deepfound.data import make_logistic_data
 from deepfound.optim import driver
 from deepfound.problems import make_problem, solve_optimum
-from deepfound.strict_json import dumps
 
 NUM_FEATURES = 100
 SCALING_STEPS = 100_000
@@ -144,23 +141,15 @@ def _row(name, baseline, epochs, ours_s, theirs_s, ours_objective, theirs_object
 
 
 def run_benchmark(out: str, repeats: int, epochs: int, large_n: int, command: str) -> dict:
-  import sklearn
-
   results = dict(
       command=command,
-      machine=dict(platform=platform.platform(), processor=platform.processor(),
-                   cpu_count=os.cpu_count(), backend=jax.default_backend(),
-                   devices=[str(d) for d in jax.devices()]),
-      versions=dict(jax=jax.__version__, sklearn=sklearn.__version__, numpy=np.__version__),
+      machine=machine("platform", "processor", "cpu_count", "backend", "devices"),
+      versions=versions("jax", "sklearn", "numpy"),
       dtype=str(jnp.zeros(()).dtype), num_features=NUM_FEATURES, repeats=repeats,
       scaling=scaling(large_n, repeats),
       versus_sklearn=versus_sklearn(large_n, epochs, repeats),
   )
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "sag.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "sag.md"), "w") as f:
-    f.write(markdown(results, large_n))
+  write_results(out, "sag", results, markdown(results, large_n))
   return results
 
 

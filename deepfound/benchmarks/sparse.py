@@ -18,11 +18,8 @@ Timings are medians of repeated runs of compiled programs, compilation excluded 
 
 from __future__ import annotations
 
-import math
+import functools
 import os
-import platform
-import resource
-import statistics
 import tempfile
 import time
 import warnings
@@ -32,11 +29,23 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
+from deepfound.benchmarks.timing import (
+    OtherLoad,
+    format_load,
+    interleaved,
+    load_average,
+    machine,
+    source_versions,
+    spread,
+    timed,
+    tree_bytes,
+    versions,
+    write_results,
+)
 from deepfound.data import load_libsvm
 from deepfound.optim import driver
 from deepfound.problems import make_sparse_problem
 from deepfound.problems.optimum import solve_linear_optimum
-from deepfound.strict_json import dumps
 
 RCV1_SAMPLES = 20_242
 RCV1_FEATURES = 47_236
@@ -47,6 +56,8 @@ SWEEP_RUNS = 64
 SWEEP_SPAN = 10.0  # the sweep's rates run from auto / SPAN to auto * SPAN, log-spaced
 ZIPF_EXPONENT = 1.1  # feature j (in a random order) is drawn with probability ~ (j + 10)^-1.1
 MAX_ROW_FACTOR = 2.0  # row lengths are clipped to [mean / 4, 2 mean]
+# The files the timed code runs, whose digests the results record.
+SOURCES = ("deepfound/optim/lazy.py", "deepfound/optim/driver.py", "deepfound/problems/sparse.py")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,47 +176,6 @@ def auto_step(matrix, l2: float, saga: bool) -> float:
                                   n_samples=matrix.shape[0], is_saga=saga))
 
 
-class OtherLoad:
-  """CPU time used by other processes while it runs (Linux; None elsewhere): all busy time in
-  /proc/stat minus this process's (and its children's) own, in cores on average."""
-
-  def __init__(self):
-    self.start = self._sample()
-
-  @staticmethod
-  def _sample():
-    try:
-      with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-      return None
-    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
-    own = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return busy, own, time.perf_counter()
-
-  def cores(self) -> float | None:
-    end = self._sample()
-    if self.start is None or end is None:
-      return None
-    (busy0, own0, t0), (busy1, own1, t1) = self.start, end
-    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9))
-
-
-def _spread(times: list[float]) -> dict:
-  return dict(median=float(statistics.median(times)), min=float(min(times)),
-              max=float(max(times)), repeats=[float(t) for t in times])
-
-
-def _timed(fn, repeats: int) -> tuple[list[float], object]:
-  times, out = [], None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return times, out
-
-
 def compiled_run(problem, method, hyper, num_steps: int, log_every: int | None = None, key=None):
   """(compile seconds, run(): (final state, log points)) for ``num_steps`` steps from zero in
   log blocks of ``log_every`` steps (default: one block, one objective evaluation at the end)."""
@@ -270,21 +240,25 @@ def versus_sklearn(matrix, labels, facts: dict, epochs: int, repeats: int, log) 
       programs[block] = (compile_s, run)
     # The sides alternate (scikit-learn, ours per run, ours per epoch, scikit-learn, ...), so
     # that a drift in machine speed hits all of them.
-    theirs_times, ours_times, outputs = [], {b: [] for b in blocks}, {}
-    for _ in range(repeats):
-      seconds, theirs_params = sklearn_fit(matrix, labels, solver, epochs, 1)
-      theirs_times += seconds
-      for block, (_, run) in programs.items():
-        seconds, outputs[block] = _timed(run, 1)
-        ours_times[block] += seconds
-    theirs = _spread([t / epochs for t in theirs_times])
+    sides = {"sklearn": functools.partial(sklearn_fit, matrix, labels, solver, epochs, 1),
+             **{block: functools.partial(timed, run, 1) for block, (_, run) in programs.items()}}
+    outputs = {}  # each side's last outputs
+
+    def keep(name, side, outputs=outputs):
+      seconds, outputs[name] = side()
+      return seconds[0]
+
+    times = interleaved({name: functools.partial(keep, name, side) for name, side in sides.items()},
+                        repeats, pause=0.0)
+    theirs_params = outputs["sklearn"]
+    theirs = spread([t / epochs for t in times["sklearn"]])
     theirs_objective = objective64(matrix, labels, theirs_params, l2)
     for block, log_every in blocks.items():
       state, points = outputs[block]
       compile_s = programs[block][0]
       ours_params = np.asarray(driver.reported_params(state))
       ours_objective = objective64(matrix, labels, ours_params, l2)
-      ours = _spread([t / epochs for t in ours_times[block]])
+      ours = spread([t / epochs for t in times[block]])
       row = dict(
           solver=solver, block=block, log_every=log_every, num_samples=n, epochs=epochs,
           step=step, ours_method=repr(method), ours_s_per_epoch=ours, sklearn_s_per_epoch=theirs,
@@ -322,27 +296,24 @@ def p_scaling(small, large, repeats: int, steps: int, log,
         _, run = compiled_run(problem, method, hyper, count)
         jax.block_until_ready(run())
         programs[p, count] = run
-    per_step = {p: [] for p in problems}
-    for _ in range(repeats):
-      for p in problems:
-        short = _timed(programs[p, steps], 1)[0][0]
-        long = _timed(programs[p, 3 * steps], 1)[0][0]
-        per_step[p].append((long - short) / (2 * steps))
+    # The sizes alternate (p short, p long, 10 p short, 10 p long, p short, ...).
+    seconds = interleaved({f"{p} {count}": functools.partial(lambda run: timed(run, 1)[0][0],
+                                                             programs[p, count])
+                           for p in problems for count in (steps, 3 * steps)}, repeats, pause=0.0)
+    per_step = {p: [(long - short) / (2 * steps) for short, long in
+                    zip(seconds[f"{p} {steps}"], seconds[f"{p} {3 * steps}"], strict=True)]
+                for p in problems}
     (p_small, small_times), (p_large, large_times) = per_step.items()
     ratios = np.asarray(large_times) / np.asarray(small_times)
     row = dict(method=solver, steps=steps, p_small=p_small, p_large=p_large,
-               us_per_step_small=_spread([1e6 * t for t in small_times]),
-               us_per_step_large=_spread([1e6 * t for t in large_times]),
+               us_per_step_small=spread([1e6 * t for t in small_times]),
+               us_per_step_large=spread([1e6 * t for t in large_times]),
                ratio=float(np.median(ratios)), ratio_min=float(ratios.min()),
                ratio_max=float(ratios.max()))
     log(f"  {solver}: {row['us_per_step_small']['median']:.3f} us/step at p = {p_small:,}, "
         f"{row['us_per_step_large']['median']:.3f} at p = {p_large:,}, ratio {row['ratio']:.2f}")
     rows.append(row)
   return rows
-
-
-def _tree_bytes(tree) -> int:
-  return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)))
 
 
 def memory(matrix, labels, epochs: int) -> dict:
@@ -361,8 +332,7 @@ def memory(matrix, labels, epochs: int) -> dict:
 
     carry = jax.eval_shape(lambda: lazy.begin(problem, method, state.params, state.opt_state,
                                               num_steps))
-    carry_bytes = int(sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-                          for leaf in jax.tree.leaves(carry)))
+    carry_bytes = tree_bytes(carry)
   except Exception:  # noqa: BLE001 - an internal API: leave the number out if it changed
     carry_bytes = None
   analysis = compiled.memory_analysis()
@@ -373,8 +343,8 @@ def memory(matrix, labels, epochs: int) -> dict:
       data_padding_overhead=float(problem.indices.size / matrix.nnz),
       dense_data_bytes=int(n * p * itemsize + n * itemsize),
       csr_float32_bytes=int(matrix.nnz * (itemsize + 4) + (n + 1) * 4 + n * itemsize),
-      state_bytes=_tree_bytes(state.opt_state) + _tree_bytes(state.params),
-      state_parts={name: _tree_bytes(leaf) for name, leaf in state.opt_state._asdict().items()},
+      state_bytes=tree_bytes(state.opt_state) + tree_bytes(state.params),
+      state_parts={name: tree_bytes(leaf) for name, leaf in state.opt_state._asdict().items()},
       carry_bytes=carry_bytes, carry_log_every=num_steps,
       program_temp_bytes=temp,
       dense_scalar_state_bytes=int((n + 2 * p) * itemsize),
@@ -403,14 +373,14 @@ def sweep(matrix, labels, epochs: int, repeats: int, sklearn_fits: int, log,
   compiled = program.lower(hyper).compile()
   compile_s = time.perf_counter() - start
   jax.block_until_ready(compiled(hyper))
-  times, (state, points) = _timed(lambda: compiled(hyper), repeats)
+  times, (state, points) = timed(lambda: compiled(hyper), repeats)
   params = np.asarray(state.params, np.float64)
   if optimum is None:
     optimum = solve_linear_optimum(matrix, labels, "logistic", l2=l2).value
   finals = np.array([objective64(matrix, labels, w, l2) if np.all(np.isfinite(w)) else np.nan
                      for w in params])
   diverged = ~np.isfinite(finals) | (finals > 10 * np.log(2.0))  # E(0) = log 2
-  ours = _spread(times)
+  ours = spread(times)
   # scikit-learn chooses SAG's step itself: its sweep is over C (what a user sweeps there), each
   # fit the same epochs. ``sklearn_fits`` evenly spaced fits of the 64 are timed.
   grid = np.geomspace(0.1, 10.0, SWEEP_RUNS)
@@ -429,7 +399,7 @@ def sweep(matrix, labels, epochs: int, repeats: int, sklearn_fits: int, log,
       runs=SWEEP_RUNS, epochs=epochs, auto_step=step, rate_min=float(rates[0]),
       rate_max=float(rates[-1]), ours_s=ours, ours_compile_s=compile_s,
       ours_runs_per_second=SWEEP_RUNS / ours["median"],
-      sklearn_fits_timed=int(len(picked)), sklearn_fit_s=_spread(fit_times),
+      sklearn_fits_timed=int(len(picked)), sklearn_fit_s=spread(fit_times),
       sklearn_s_extrapolated=theirs_s, sklearn_runs_per_second=SWEEP_RUNS / theirs_s,
       speedup=theirs_s / ours["median"], optimum=optimum,
       best_suboptimality=float(np.nanmin(finals) - optimum),
@@ -454,8 +424,6 @@ def run_benchmark(out: str, *, scale: float = 1.0, num_features: int = RCV1_FEAT
                   sweep_fits: int = 64, groups=GROUPS, scaling_methods=("sag", "saga", "sgd"),
                   command: str = "", seed: int = 0,
                   log=print) -> dict:
-  import sklearn
-
   unknown = set(groups) - set(GROUPS)
   if unknown:
     raise ValueError(f"unknown groups {sorted(unknown)}; expected some of {', '.join(GROUPS)}")
@@ -464,15 +432,11 @@ def run_benchmark(out: str, *, scale: float = 1.0, num_features: int = RCV1_FEAT
   n = max(10, int(round(scale * RCV1_SAMPLES)))
   results = dict(
       command=command,
-      machine=dict(platform=platform.platform(), processor=platform.processor(),
-                   cpu_count=os.cpu_count(), cpus_allowed=sorted(os.sched_getaffinity(0)),
-                   backend=jax.default_backend(),
-                   devices=[str(d) for d in jax.devices()]),
-      versions=dict(jax=jax.__version__, sklearn=sklearn.__version__, numpy=np.__version__,
-                    scipy=scipy.__version__),
+      machine=machine("platform", "processor", "cpu_count", "cpus_allowed", "backend", "devices"),
+      versions=versions("jax", "sklearn", "numpy", "scipy"),
       dtype=str(jnp.zeros(()).dtype), scale=scale, num_samples=n, num_features=num_features,
       nnz_per_row=nnz_per_row, epochs=epochs, sweep_epochs=sweep_epochs, repeats=repeats,
-      groups=list(groups), loadavg_start=list(os.getloadavg()), source=_source_versions())
+      groups=list(groups), loadavg_start=load_average(), source=source_versions(SOURCES))
   others = results["other_cores"] = {}  # other processes' CPU use during each part
   whole = OtherLoad()
   with tempfile.TemporaryDirectory() as directory:
@@ -509,38 +473,11 @@ def run_benchmark(out: str, *, scale: float = 1.0, num_features: int = RCV1_FEAT
   others["whole run"] = whole.cores()
   log("other processes' CPU use (cores): " + ", ".join(
       f"{k} {v:.2f}" for k, v in others.items() if v is not None))
-  results["loadavg_end"] = list(os.getloadavg())
+  results["loadavg_end"] = load_average()
   results["total_s"] = time.perf_counter() - began
   log(f"total {results['total_s']:.0f} s")
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "sparse.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "sparse.md"), "w") as f:
-    f.write(markdown(results))
+  write_results(out, "sparse", results, markdown(results))
   return results
-
-
-def _source_versions() -> dict:
-  """The git commit and the SHA-256 (first 12 hex digits) of the files the timed code runs:
-  the working tree may differ from the commit while others edit it."""
-  import hashlib
-  import subprocess
-
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                            text=True, timeout=10).stdout.strip() or None
-  except (OSError, subprocess.SubprocessError):
-    commit = None
-  files = {}
-  for name in ("deepfound/optim/lazy.py", "deepfound/optim/driver.py",
-               "deepfound/problems/sparse.py"):
-    try:
-      with open(os.path.join(root, name), "rb") as f:
-        files[name] = hashlib.sha256(f.read()).hexdigest()[:12]
-    except OSError:
-      files[name] = None
-  return dict(commit=commit, sha256=files)
 
 
 def _mb(value: float) -> str:
@@ -569,8 +506,8 @@ def markdown(results: dict) -> str:
       "working-tree files (SHA-256) "
       + ", ".join(f"`{k.split('/', 1)[-1]}` {v}" for k, v in results["source"]["sha256"].items())
       + ". Load average (1, 5, 15 min) "
-      f"{', '.join(f'{v:.2f}' for v in results['loadavg_start'])} at start, "
-      f"{', '.join(f'{v:.2f}' for v in results['loadavg_end'])} at end. Whole run "
+      f"{format_load(results['loadavg_start'], ', ')} at start, "
+      f"{format_load(results['loadavg_end'], ', ')} at end. Whole run "
       f"{results['total_s']:.0f} s. Other processes' CPU use during each part, in cores (of "
       f"{results['machine']['cpu_count']}): "
       + ", ".join(f"{k} {v:.2f}" for k, v in results.get("other_cores", {}).items()

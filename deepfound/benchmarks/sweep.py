@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -12,9 +11,9 @@ import warnings
 import jax
 import numpy as np
 
+from deepfound.benchmarks.timing import machine, versions, write_results
 from deepfound.data import load_quantum, make_logistic_data
 from deepfound.experiment import base_config
-from deepfound.strict_json import dumps
 from deepfound.sweep.runner import run_sweep
 
 NUM_POINTS = 64
@@ -66,8 +65,6 @@ def sklearn_fits(data: str, epochs: int, num_fits: int, num_samples: int) -> dic
 
 
 def run_benchmark(out: str, epochs: int, num_samples: int, command: str) -> dict:
-  import sklearn
-
   comparisons = []
   for data in ("quantum", "synthetic"):
     mine = ours(data, epochs, NUM_POINTS, num_samples)
@@ -82,17 +79,12 @@ def run_benchmark(out: str, epochs: int, num_samples: int, command: str) -> dict
     scaling.append(mine)
     print(f"{runs} vmapped runs: {mine['run_steps_per_second'] / 1e6:.2f} M run-steps/s", flush=True)
   results = dict(
-      command=command, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
-      machine=dict(platform=platform.platform(), cpu_count=os.cpu_count()),
-      versions=dict(jax=jax.__version__, sklearn=sklearn.__version__),
+      command=command, **machine("backend", "devices"), machine=machine("platform", "cpu_count"),
+      versions=versions("jax", "sklearn"),
       comparisons=comparisons, scaling=scaling,
   )
-  os.makedirs(out, exist_ok=True)
   name = "sweep" if jax.default_backend() == "cpu" else f"sweep_{jax.default_backend()}"
-  with open(os.path.join(out, f"{name}.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, f"{name}.md"), "w") as f:
-    f.write(markdown(results, num_samples))
+  write_results(out, name, results, markdown(results, num_samples))
   return results
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,12 +32,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deepfound.benchmarks.timing import interleaved
+from deepfound.benchmarks.timing import (
+    format_load,
+    interleaved,
+    load_average,
+    ratio_per_round,
+    schedulable_cores,
+    spread,
+    torch_record,
+    warm_up,
+    write_results,
+)
 from deepfound.data import Dataset
 from deepfound.experiment.generative import build_vae
 from deepfound.models import vae as vae_lib
 from deepfound.optim import driver
-from deepfound.strict_json import dumps
 
 BATCH = 100
 LEARNING_RATE = 1e-3
@@ -223,9 +230,7 @@ def loss_parity(config: ml_collections.ConfigDict, num_importance_samples: int =
 
 
 def _summary(seconds: list[float], steps: int) -> dict[str, Any]:
-  rates = [steps * BATCH / s for s in seconds]
-  return dict(samples_per_second=statistics.median(rates), min=min(rates), max=max(rates),
-              repeats=rates)
+  return spread([steps * BATCH / s for s in seconds], "samples_per_second")
 
 
 def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, steps: int = STEPS,
@@ -236,28 +241,29 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
   to ``out``; returns the results."""
   import torch
 
-  load_start = os.getloadavg()
-  threads = len(os.sched_getaffinity(0))
+  load_start = load_average()
+  threads = schedulable_cores()
   torch.set_num_threads(threads)
   dataset = synthetic_dataset(num_samples)
   hidden, latent = tuple(config.model.hidden), config.model.latent_size
-  loops, compile_seconds = {}, {}
+  makers = {}
   for k in importance_samples:
-    impls = dict(ours=lambda k=k: OursLoop(build_problem(config, dataset, k), steps),
-                 torch=lambda k=k: TorchLoop(dataset.features, hidden, latent, k, steps))
+    makers[f"ours_k{k}"] = lambda k=k: OursLoop(build_problem(config, dataset, k), steps)
+    makers[f"torch_k{k}"] = lambda k=k: TorchLoop(dataset.features, hidden, latent, k, steps)
     if torch_compile:
-      impls["torch_compile"] = lambda k=k: TorchLoop(dataset.features, hidden, latent, k, steps,
-                                                     compile_loss=True)
-    for impl, make in impls.items():
-      loop = make()
-      start = time.perf_counter()
-      loop.block()  # compilation (ours, torch.compile) and warm-up, untimed
-      compile_seconds[f"{impl}_k{k}"] = time.perf_counter() - start
-      loops[f"{impl}_k{k}"] = loop
-      log(f"{impl} k={k}: warm-up block {compile_seconds[f'{impl}_k{k}']:.1f} s")
+      makers[f"torch_compile_k{k}"] = lambda k=k: TorchLoop(dataset.features, hidden, latent, k,
+                                                            steps, compile_loss=True)
+
+  def describe(name, seconds):
+    impl, k = name.rsplit("_k", 1)
+    return f"{impl} k={k}: warm-up block {seconds:.1f} s"
+
+  # One block each: compilation (ours, torch.compile) and warm-up, untimed.
+  loops, compile_seconds = warm_up(makers, lambda _, loop: loop.block(), log, describe,
+                                   count_construction=False)
   seconds = interleaved({name: loop.block for name, loop in loops.items()}, repeats)
   parity = {f"k{k}": loss_parity(config, k) for k in importance_samples}
-  load_end = os.getloadavg()
+  load_end = load_average()
 
   variants = {}
   for k in importance_samples:
@@ -265,11 +271,9 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
                for impl in ("ours", "torch", "torch_compile") if f"{impl}_k{k}" in seconds}
     torch_rate = variant["torch"]["samples_per_second"]
     # Ratio per round too: ours and torch of one round ran back to back, under the same load.
-    rounds = [o / t for o, t in zip(variant["ours"]["repeats"], variant["torch"]["repeats"],
-                                    strict=True)]
     variant.update(ratio=variant["ours"]["samples_per_second"] / torch_rate,
-                   ratio_per_round=dict(median=statistics.median(rounds), min=min(rounds),
-                                        max=max(rounds)),
+                   ratio_per_round=ratio_per_round(variant["ours"]["repeats"],
+                                                   variant["torch"]["repeats"]),
                    warmup_seconds={impl: compile_seconds[f"{impl}_k{k}"] for impl in variant},
                    final_loss=dict(ours=loops[f"ours_k{k}"].last_objective,
                                    torch=loops[f"torch_k{k}"].last_loss),
@@ -282,21 +286,10 @@ def run_benchmark(out: str, command: str, config: ml_collections.ConfigDict, ste
   results = dict(
       command=command, steps_per_block=steps, repeats=repeats, batch=BATCH,
       num_samples=num_samples, data_dim=DATA_DIM, hidden=list(hidden), latent_size=latent,
-      learning_rate=LEARNING_RATE, precision="float32", jax_version=jax.__version__,
-      jax_backend=jax.default_backend(), torch_version=torch.__version__,
-      torch_threads=torch.get_num_threads(), cpu_cores=threads, cpu_count=os.cpu_count(),
-      omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
-      loadavg_start=list(load_start), loadavg_end=list(load_end), variants=variants)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "vae.json"), "w") as f:
-    f.write(dumps(results, indent=2) + "\n")
-  with open(os.path.join(out, "vae.md"), "w") as f:
-    f.write(_markdown(results))
+      learning_rate=LEARNING_RATE, precision="float32", **torch_record(torch.get_num_threads()),
+      loadavg_start=load_start, loadavg_end=load_end, variants=variants)
+  write_results(out, "vae", results, markdown(results))
   return results
-
-
-def _load(values: list[float]) -> str:
-  return " / ".join(f"{v:.2f}" for v in values)
 
 
 def _omp_note(policy: str | None) -> list[str]:
@@ -307,7 +300,7 @@ def _omp_note(policy: str | None) -> list[str]:
           "100 x 784 x 200 matmul took 15-20 ms instead of 0.4 ms, a VAE step about 0.5 s).", ""]
 
 
-def _markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any]) -> str:
   names = dict(torch="PyTorch CPU loop (eager)", torch_compile="PyTorch, `torch.compile`d loss",
                ours="deepfound (adam driver, compiled scan)")
   rows = []
@@ -342,7 +335,7 @@ def _markdown(results: dict[str, Any]) -> str:
       f"jax {results['jax_version']} ({results['jax_backend']}; XLA's intra-op pool has one thread "
       f"per schedulable core: {results['cpu_cores']}), PyTorch {results['torch_version']} on "
       f"{results['torch_threads']} threads (`torch.set_num_threads`). Load average (1 / 5 / 15 "
-      f"min) at start {_load(results['loadavg_start'])}, at end {_load(results['loadavg_end'])} "
+      f"min) at start {format_load(results['loadavg_start'])}, at end {format_load(results['loadavg_end'])} "
       "(a shared machine).",
       "",
       *_omp_note(results.get("omp_wait_policy")),

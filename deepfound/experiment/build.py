@@ -15,10 +15,10 @@ import numpy as np
 
 from deepfound import data as data_lib
 from deepfound.errors import ConfigError
-from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
+from deepfound.experiment.kinds import get_kind
 from deepfound.experiment.models import Built, get_model, source_name
-from deepfound.optim import driver, game, lazy
+from deepfound.optim import driver
 from deepfound.optim.memory import memory_bytes
 from deepfound.problems import LinearFiniteSum, SparseLinearFiniteSum, solve_optimum
 from deepfound.problems.linear import LOSS_CURVATURE
@@ -33,71 +33,23 @@ _SKLEARN_CURVATURE = {"logistic": 0.25, "multinomial": 0.25, "least_squares": 1.
 class Setup:
   """Everything a run of one config is made of."""
 
-  problem: Any  # a FiniteSum or an Expectation (deepfound.problems.kinds)
-  method: driver.Method
-  hyper: driver.Hyperparameters  # device arrays in the run's dtype
+  problem: Any  # of a registered problem kind (deepfound.problems.kinds)
+  method: Any  # the engine's static description (driver.Method, game.GameMethod, ...)
+  hyper: Any  # its traced numbers: device arrays in the run's dtype
   resolved: dict[str, Any]  # the same hyperparameters as numbers, and notes (config.json)
   constants: dict[str, Any]  # L, L_max, E* where known
   gradient_memory_mb: float | None  # the SAG-family memory, if the rule keeps one
   fingerprint: dict[str, Any]  # of the problem's arrays (data, initial parameters): resumes check it
+  label: str  # how progress lines and summary.json name the method ("sag", "adam/adam")
+  divergence_note: str = ""  # what a divergence message adds: the rates, and what to do
+  warnings: tuple[str, ...] = ()  # printed when the run starts (e.g. a step above 2/L)
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
-  """Loads the data and builds the run (call inside the precision's x64 scope)."""
+  """Loads the data and builds the run (call inside the precision's x64 scope): the problem
+  from the model's builder, then the rest from the model's problem kind (``kinds.KindSpec``)."""
   problem, notes = build_problem_with_notes(config)
-  if get_model(config.model.name).game:
-    return _build_game(config, problem, notes)
-  method = build_method(config)
-  constants = problem_constants(problem)
-  resolved = resolve_hyperparameters(config, constants)
-  hyper = driver.hyperparameters(**{k: resolved[k] for k in driver.Hyperparameters._fields},
-                                 dtype=precision_dtype(config.precision))
-  if lazy.supports(problem, method):
-    try:
-      lazy.check_shrinkage(resolved["learning_rate"], float(problem.l2))
-    except ValueError as e:
-      raise ConfigError(f"optim.learning_rate: {e}") from e
-  if config.optim.learning_rate == "auto":
-    notes = notes + (f"optim.learning_rate=auto: {resolved['learning_rate']:.6g}, scikit-learn's "
-                     f"get_auto_step_size for {method.name}",)
-  resolved["notes"] = list(notes)
-  memory_mb = check_gradient_memory(config, problem, method)
-  return Setup(problem, method, hyper, resolved, constants, memory_mb, fingerprint(problem))
-
-
-def build_game_method(config) -> game.GameMethod:
-  """Each player's rule (optim.generator.*, optim.discriminator.*) and the scheme."""
-  players = []
-  for player in game.PLAYERS:
-    group = config.optim[player]
-    options = {o.name: group[o.name] for o in driver.get_rule(group.name).options}
-    players.append(driver.Method(group.name, schedule=group.schedule,
-                                 batch_size=config.optim.batch_size, memory="pytree", **options))
-  return game.GameMethod(*players, scheme=config.optim.scheme,
-                         discriminator_steps=config.optim.discriminator_steps,
-                         batch_size=config.optim.batch_size,
-                         snapshot_period=(config.optim.svrg_frequency
-                                          if config.optim.scheme == "svre" else None))
-
-
-def _build_game(config, problem, notes) -> Setup:
-  method = build_game_method(config)
-  if method.scheme == "svre" and problem.num_samples < 1:
-    raise ConfigError(f"optim.scheme=svre needs at least one pack of problem.pack="
-                      f"{config.problem.pack} training samples; the data has fewer")
-  dtype = precision_dtype(config.precision)
-  resolved, hypers = {}, []
-  for player in game.PLAYERS:
-    group = config.optim[player]
-    values = dict(learning_rate=float(group.learning_rate), l0=float(group.l0),
-                  strong_convexity=1.0)
-    hypers.append(driver.hyperparameters(**values, dtype=dtype))
-    resolved.update({f"{player}_{k}": v for k, v in values.items()})
-  resolved["learning_rate"] = resolved["generator_learning_rate"]
-  resolved["notes"] = list(notes)
-  constants = dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
-  return Setup(problem, method, game.GameHyper(*hypers), resolved, constants, None,
-               fingerprint(problem))
+  return get_kind(get_model(config.model.name).kind).build(config, problem, notes)
 
 
 def fingerprint(problem) -> dict[str, Any]:
@@ -151,7 +103,7 @@ def _check_generated_size(config, spec) -> None:
   data = config.data
   rows = data.num_samples if "num_samples" in spec.uses else STREAM_EVALUATION_SAMPLES
   if spec.stream:  # and each page of steps draws its samples at once
-    rows += driver._PAGE_STEPS * config.optim.batch_size
+    rows += driver.PAGE_STEPS * config.optim.batch_size
   columns = data.num_features if "num_features" in spec.uses else 2
   if not ({"num_samples", "num_features"} & set(spec.uses)):
     return

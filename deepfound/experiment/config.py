@@ -3,23 +3,30 @@ boundary (one clear line naming the key)."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import contextlib
+import copy
+
+import jax
 import ml_collections
-import numpy as np
 from ml_collections import config_dict
 
 from deepfound.data.registry import DATASETS
 from deepfound.errors import ConfigError
-from deepfound.experiment.models import MODELS, problem_options
-from deepfound.models.activations import ACTIVATIONS
+from deepfound.experiment.checks import MAX_SEED, PRECISIONS  # noqa: F401
+from deepfound.experiment.checks import number as _number
+from deepfound.experiment.checks import one_of as _one_of
+from deepfound.experiment.checks import positive as _positive
+from deepfound.experiment.checks import positive_int as _positive_int
+from deepfound.experiment.checks import seed as _seed
+from deepfound.experiment.kinds import KINDS, get_kind
+from deepfound.experiment.models import MODELS, SHARED_KEYS, check_shared_keys, problem_options
 from deepfound.optim.driver import SAMPLINGS
-from deepfound.optim.game import PLAYERS, SCHEMES
 from deepfound.optim.memory import LAYOUTS
 from deepfound.optim.registry import RULES
 from deepfound.optim.schedules import SCHEDULES
+from deepfound.optim.schemes import SCHEMES
 from deepfound.registry import MAX_STEPS, Option
 
-PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
 MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: the model's layout (scalar for linear models)
 
 
@@ -28,13 +35,26 @@ def precision_dtype(precision: str):
   return PRECISIONS[precision]
 
 
+def precision_scope(precision: str):
+  """float64 runs trace and run with x64 enabled, within this scope only: JAX's dtype switch
+  is process-wide state, and an experiment leaves it as it found it."""
+  return jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
+
+
 def _placeholder(option: Option):
   return config_dict.placeholder(option.kind) if option.default is None else option.default
 
 
 def stored_config(stored: dict) -> ml_collections.ConfigDict:
   """A config read back from a run's config.json, with the keys added to ``base_config`` since
-  that run was made at their defaults (so an older run resumes and restores)."""
+  that run was made at their defaults (so an older run resumes and restores), and keys renamed
+  since under their new names (``KindSpec.upgrade`` of the model's kind)."""
+  stored = copy.deepcopy(stored)
+  name = (stored.get("model") or {}).get("name")
+  if name in MODELS:
+    upgrade = get_kind(MODELS.get(name).kind).upgrade
+    if upgrade is not None:
+      upgrade(stored)
   config = base_config()
   config.update(stored)
   return config
@@ -64,9 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "linear"  # the linear models of 17.1; perceptron, mlp, cnn: 17.3
-  config.model.hidden = (64,)  # mlp: hidden layer widths
-  config.model.activation = "relu"  # mlp: one of models.ACTIVATIONS
-  config.model.channels = (8, 16)  # cnn: channels of the two convolutions
+  for option in SHARED_KEYS.values():  # read by the models that name them in ModelSpec.uses
+    config.model[option.name] = option.default
   config.model.seed = 0  # parameter initialization
   for option in MODELS.options().values():
     config.model[option.name] = _placeholder(option)
@@ -91,59 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.max_memory_mb = config_dict.placeholder(float)  # None: see build.memory_budget
   for option in RULES.options().values():
     config.optim[option.name] = _placeholder(option)
-  # Games (model.name=gan): each player's rule, a full optim group of its own, and the scheme
-  # (scheme=svre takes its snapshot every optim.svrg_frequency steps, default one epoch).
-  config.optim.scheme = "alternating"
-  config.optim.discriminator_steps = 1
-  for player in PLAYERS:
-    group = ml_collections.ConfigDict()
-    group.name = "adam"
-    group.learning_rate = config_dict.placeholder(float)
-    group.schedule = "constant"
-    group.l0 = 100.0
-    group.strong_convexity = config_dict.placeholder(float)
-    for option in RULES.options().values():
-      group[option.name] = _placeholder(option)
-    config.optim[player] = group
+  for kind in KINDS:  # the keys of each problem kind (a game's scheme and players)
+    kind.add_keys(config)
   return config
-
-
-def _one_of(key: str, value, allowed) -> None:
-  if value not in allowed:
-    raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-
-
-MAX_SEED = 2**32 - 1  # jax.random.PRNGKey takes a uint32 seed
-
-
-def _number(key: str, value) -> float:
-  if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-    raise ConfigError(f"{key} must be a finite number, got {value!r}")
-  return float(value)
-
-
-def _positive(key: str, value, precision: str | None = None) -> None:
-  """A finite number > 0 that stays > 0 and finite in the run's precision."""
-  if value is None or not _number(key, value) > 0:
-    raise ConfigError(f"{key} must be > 0, got {value!r}")
-  if precision is not None:
-    with np.errstate(over="ignore", under="ignore"):
-      rounded = np.asarray(value, PRECISIONS[precision])
-    if not (np.isfinite(rounded) and rounded > 0):
-      raise ConfigError(f"{key} = {value!r} is not representable in {precision} (it becomes "
-                        f"{rounded.item()!r})")
-
-
-def _positive_int(key: str, value, largest: int | None = None) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-  if largest is not None and value > largest:
-    raise ConfigError(f"{key} must be at most {largest:,}, got {value!r}")
-
-
-def _seed(key: str, value) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-    raise ConfigError(f"{key} must be an integer in [0, {MAX_SEED}], got {value!r}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -171,80 +140,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive("problem.l2", config.problem.l2, config.precision)
   if optim.max_memory_mb is not None:
     _positive("optim.max_memory_mb", optim.max_memory_mb)
-  if MODELS.get(config.model.name).game:
-    _validate_game(config)
-  else:
-    _validate_rule(config)
   _validate_data(config)
   _validate_model(config)
-
-
-def _validate_game(config) -> None:
-  optim = config.optim
-  _one_of("optim.scheme", optim.scheme, SCHEMES)
-  _positive_int("optim.discriminator_steps", optim.discriminator_steps)
-  if optim.scheme == "svre":  # the snapshot period, as for svrg (default: one epoch)
-    period, = (o for o in RULES.get("svrg").options if o.name == "svrg_frequency")
-    period.validate("optim", optim.svrg_frequency)
-  elif optim.svrg_frequency is not None:
-    raise ConfigError(f"optim.svrg_frequency={optim.svrg_frequency} is the snapshot period of "
-                      f"optim.scheme=svre; the game's scheme is {optim.scheme}")
-  if optim.scheme != "alternating" and optim.discriminator_steps != 1:
-    raise ConfigError(f"optim.discriminator_steps={optim.discriminator_steps} applies to "
-                      f"optim.scheme=alternating only (the scheme is {optim.scheme})")
-  for player in PLAYERS:
-    group, prefix = optim[player], f"optim.{player}"
-    _one_of(f"{prefix}.name", group.name, RULES.names())
-    spec = RULES.get(group.name)
-    if spec.needs_finite_sum or spec.oracle != "minibatch":
-      raise ConfigError(f"{prefix}.name={group.name} needs a finite sum or its own gradient "
-                        "oracle; a game draws fresh samples every step: use sgd, sga or adam")
-    for option in spec.options:
-      option.validate(prefix, group[option.name])
-    _one_of(f"{prefix}.schedule", group.schedule, SCHEDULES)
-    if group.schedule == "strongly_convex":
-      raise ConfigError(f"{prefix}.schedule=strongly_convex needs a strongly convex objective; "
-                        "a game has none")
-    if group.learning_rate is None:
-      raise ConfigError(f"{prefix}.learning_rate is required (a float > 0)")
-    _positive(f"{prefix}.learning_rate", group.learning_rate, config.precision)
-    if group.schedule in ("inverse_time", "inverse_sqrt"):
-      _positive(f"{prefix}.l0", group.l0, config.precision)
-
-
-def _validate_rule(config) -> None:
-  optim = config.optim
-  spec = RULES.get(optim.name)
-  for option in spec.options:
-    option.validate("optim", optim[option.name])
-  if optim.schedule == "strongly_convex":
-    if optim.strong_convexity is None and not config.problem.l2 > 0:
-      raise ConfigError("optim.strong_convexity must be > 0 for the strongly_convex schedule "
-                        "(or set problem.l2 > 0 to use it as mu)")
-    if optim.strong_convexity is not None:
-      _positive("optim.strong_convexity", optim.strong_convexity, config.precision)
-  elif optim.learning_rate is None:
-    if spec.default_learning_rate is None or config.model.name != "linear":
-      raise ConfigError(f"optim.learning_rate is required for {optim.name} (a float > 0)")
-  elif isinstance(optim.learning_rate, str):
-    if optim.learning_rate != "auto":
-      raise ConfigError(f"optim.learning_rate must be a number > 0 or auto, got "
-                        f"{optim.learning_rate!r}")
-    if spec.auto_learning_rate is None or not MODELS.get(config.model.name).design_matrix:
-      raise ConfigError(f"optim.learning_rate=auto is scikit-learn's step of sag and saga on "
-                        f"model.name=linear; give {optim.name} a number")
-    if optim.schedule != "constant":
-      raise ConfigError("optim.learning_rate=auto is a constant step; use optim.schedule=constant")
-  else:
-    _positive("optim.learning_rate", optim.learning_rate, config.precision)
-  if optim.tol is not None:
-    _positive("optim.tol", optim.tol)
-  l1 = config.problem.get("l1") or 0.0
-  if l1 and not spec.proximal:
-    raise ConfigError(f"problem.l1 > 0 needs a rule that takes proximal steps (sgd, saga); "
-                      f"{optim.name} does not")
-  if optim.schedule in ("inverse_time", "inverse_sqrt"):
-    _positive("optim.l0", optim.l0, config.precision)
+  get_kind(MODELS.get(config.model.name).kind).validate(config)
 
 
 def _validate_data(config) -> None:
@@ -279,10 +177,6 @@ def _validate_model(config) -> None:
   model, data = config.model, config.data
   spec = MODELS.get(model.name)
   _one_of("problem.loss", config.problem.loss, spec.losses)
-  rule = RULES.get(config.optim.name)
-  if not spec.game and not spec.finite_sum and rule.needs_finite_sum:
-    raise ConfigError(f"optim.name={rule.name} needs a finite sum, but model.name={spec.name} "
-                      "draws fresh latents and data every step; use sgd, sga or adam")
   for option in spec.options:
     option.validate("model", model[option.name])
   for option in spec.problem_options:
@@ -296,17 +190,9 @@ def _validate_model(config) -> None:
       if config.problem[option.name] not in (None, option.default):
         raise ConfigError(f"problem.{option.name} needs a finite data set; data.name="
                           f"{data.name} is a stream")
-  if config.optim.memory not in ("auto", spec.memory) and rule.keeps_memory and not spec.game:
-    raise ConfigError(f"optim.memory={config.optim.memory} does not fit model.name={model.name}; "
-                      f"use optim.memory={spec.memory} (or auto)")
   if not 0 < _number("data.test_fraction", data.test_fraction) < 1:
     raise ConfigError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
-  for key in ("hidden", "channels"):
-    widths = model[key]
-    if not isinstance(widths, tuple | list) or any(
-        isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-      raise ConfigError(f"model.{key} must be a tuple of positive integers, got {widths!r}")
-  _one_of("model.activation", model.activation, tuple(ACTIVATIONS))
+  check_shared_keys(spec, model)
 
 
 KEY_HELP = {
@@ -318,9 +204,8 @@ KEY_HELP = {
     "data.num_samples": "n of generated sets", "data.num_features": "p of generated sets",
     "data.seed": "seed of generated sets, shuffles and splits",
     "data.test_fraction": "held-out share for networks on sets without a test split",
-    "model.name": "a registered model (below)", "model.hidden": "hidden widths (mlp and 17.4's nets)",
-    "model.activation": "activation of the hidden layers", "model.channels": "cnn channels",
-    "model.seed": "parameter initialization seed",
+    "model.name": "a registered model (below)", "model.seed": "parameter initialization seed",
+    **{f"model.{o.name}": f"{o.help} (for the models that list it below)" for o in SHARED_KEYS.values()},
     "problem.loss": "the per-sample loss", "problem.l2": "weight of (l2/2)||b||^2",
     "optim.name": "a registered update rule (below)",
     "optim.learning_rate": "constant rate, tau0 of a schedule, or auto (scikit-learn's sag/saga "
@@ -332,6 +217,7 @@ KEY_HELP = {
     "data.weights": "sample weights: a file of one number per line, or column:<j> of the data",
     "optim.schedule": "the step-size schedule", "optim.l0": "warm-up length of the schedules",
     "optim.strong_convexity": "mu of strongly_convex (None: problem.l2)",
+    "optim.scheme": "a game's scheme (below)",
     "optim.batch_size": "samples per step", "optim.sampling": "uniform or shuffle",
     "optim.memory": "SAG-family memory layout",
     "optim.max_memory_mb": "memory budget in MB (None: half the RAM on a CPU, 80% of an "
@@ -344,7 +230,8 @@ def describe() -> str:
   ``--help``."""
   base = base_config()
   options = ({f"optim.{o}" for o in RULES.options()} | {f"data.{o}" for o in DATASETS.options()}
-             | {f"model.{o}" for o in MODELS.options()} | {f"problem.{o}" for o in problem_options()})
+             | {f"model.{o}" for o in MODELS.options()} | {f"problem.{o}" for o in problem_options()}
+             | {f"optim.{o}" for o in SCHEMES.options()})
   lines = ["Config keys (--config.KEY=VALUE), default in brackets:"]
   for group in (None, "data", "model", "problem", "optim"):
     node = base if group is None else base[group]
@@ -362,9 +249,15 @@ def describe() -> str:
   lines += [f"  data.{o.name} (default {o.default}): {o.help}" for o in DATASETS.options().values()]
   lines += ["", "Models (model.name), with their losses (problem.loss, the first is the usual one):"]
   lines += [f"  {spec.name:<14} {spec.summary} [problem.loss: {', '.join(spec.losses)}]"
+            + (f" [keys: {', '.join('model.' + k for k in spec.uses)}]" if spec.uses else "")
             for spec in MODELS]
   lines += [f"  model.{o.name} (default {o.default}): {o.help}" for o in MODELS.options().values()]
   lines += [f"  problem.{o.name} (default {o.default}): {o.help}" for o in problem_options().values()]
+  lines += ["", "Problem kinds (a model's kind: its engine and keys):"]
+  lines += [f"  {spec.name:<14} {spec.summary}" for spec in KINDS]
+  lines += ["", "Game schemes (optim.scheme, for models of kind game):"]
+  lines += [f"  {spec.name:<14} {spec.summary}" for spec in SCHEMES]
+  lines += [f"  optim.{o.name} (default {o.default}): {o.help}" for o in SCHEMES.options().values()]
   lines += ["",
             f"Schedules (optim.schedule): {', '.join(SCHEDULES)}; sampling (optim.sampling): "
             f"{', '.join(SAMPLINGS)}; memory (optim.memory): {', '.join(MEMORY_CHOICES)}",

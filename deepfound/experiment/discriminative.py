@@ -29,7 +29,6 @@ from deepfound.problems.sparse import SPARSE_DENSITY
 from deepfound.registry import Option
 
 STREAM_EVALUATION_SAMPLES = 20_000  # the held-out sample on which a stream's E is estimated
-SPARSE_CHOICES = ("auto", "true", "false")
 
 
 def use_sparse(config, features) -> bool:
@@ -76,33 +75,29 @@ def build_linear(config, dataset: data_lib.Dataset | None):
   return Built(problem, tuple(notes))
 
 
-def build_network(config, dataset: data_lib.Dataset) -> NetFiniteSum:
-  """A perceptron, MLP or CNN (17.3) on standardized features, with its loss."""
-  from flax import nnx
-
-  from deepfound import models
-
+def _labelled_data(config, dataset: data_lib.Dataset, binary: bool):
+  """The standardized (x, y), (x_test, y_test) of a classifier and its number of classes:
+  labels -1/+1 and 0 classes (one score, as (17.4)) if ``binary``, else class ids."""
   (x, y), (x_test, y_test) = train_test(config, dataset)
   check_batch_size(config, len(y))
   source = source_name(config)
-  rngs = nnx.Rngs(config.model.seed)
-  model_config = config.model
-  if model_config.name == "perceptron":  # one score, labels -1/+1 as (17.4)
+  if binary:
     y, y_test = (data_lib.binary_labels(t, source) for t in (y, y_test))
-    num_classes = 0
-  else:
-    y, y_test, num_classes = data_lib.class_ids(y, y_test, source)
-  if model_config.name == "cnn":
-    if x.ndim != 4:
-      raise ConfigError(f"model.name=cnn needs images; {source} has samples of shape {x.shape[1:]}")
-    model = models.CNN(x.shape[1:], num_classes, tuple(model_config.channels), rngs=rngs)
-  else:
-    x, x_test = x.reshape(len(x), -1), x_test.reshape(len(x_test), -1)
-    if model_config.name == "perceptron":
-      model = models.perceptron(x.shape[1], rngs=rngs)
-    else:
-      sizes = [x.shape[1], *map(int, model_config.hidden), num_classes]
-      model = models.MLP(sizes, model_config.activation, rngs=rngs)
+    return (x, y), (x_test, y_test), 0
+  y, y_test, num_classes = data_lib.class_ids(y, y_test, source)
+  return (x, y), (x_test, y_test), num_classes
+
+
+def _flat(x):
+  return x.reshape(len(x), -1)
+
+
+def _net_problem(config, model, train, test) -> NetFiniteSum:
+  """The finite sum of ``model`` (an NNX module) on the train and test samples, in the run's
+  precision, with the config's loss and L2 weight."""
+  from deepfound import models
+
+  (x, y), (x_test, y_test) = train, test
   _, params, apply = models.split(model)
   dtype = precision_dtype(config.precision)
   params = jax.tree.map(lambda p: p.astype(dtype), params)
@@ -110,6 +105,48 @@ def build_network(config, dataset: data_lib.Dataset) -> NetFiniteSum:
   return NetFiniteSum(jnp.asarray(x, dtype), jnp.asarray(y, target_dtype),
                       jnp.asarray(x_test, dtype), jnp.asarray(y_test, target_dtype), params,
                       jnp.asarray(config.problem.l2, dtype), apply, config.problem.loss)
+
+
+def build_perceptron(config, dataset: data_lib.Dataset) -> NetFiniteSum:
+  """One layer, one score, no bias (17.3.2) on standardized, flattened features, labels -1/+1."""
+  from flax import nnx
+
+  from deepfound import models
+
+  (x, y), (x_test, y_test), _ = _labelled_data(config, dataset, binary=True)
+  x, x_test = _flat(x), _flat(x_test)
+  model = models.perceptron(x.shape[1], rngs=nnx.Rngs(config.model.seed))
+  return _net_problem(config, model, (x, y), (x_test, y_test))
+
+
+def build_mlp(config, dataset: data_lib.Dataset) -> NetFiniteSum:
+  """Fully connected layers of widths ``model.hidden`` and activation ``model.activation``
+  (17.3.1) on standardized, flattened features, with class scores."""
+  from flax import nnx
+
+  from deepfound import models
+
+  (x, y), (x_test, y_test), num_classes = _labelled_data(config, dataset, binary=False)
+  x, x_test = _flat(x), _flat(x_test)
+  sizes = [x.shape[1], *map(int, config.model.hidden), num_classes]
+  model = models.MLP(sizes, config.model.activation, rngs=nnx.Rngs(config.model.seed))
+  return _net_problem(config, model, (x, y), (x_test, y_test))
+
+
+def build_cnn(config, dataset: data_lib.Dataset) -> NetFiniteSum:
+  """Two 3x3 convolutions of ``model.channels`` channels with pooling (17.3.3) on standardized
+  images, with class scores."""
+  from flax import nnx
+
+  from deepfound import models
+
+  (x, y), (x_test, y_test), num_classes = _labelled_data(config, dataset, binary=False)
+  if x.ndim != 4:
+    raise ConfigError(f"model.name=cnn needs images; {source_name(config)} has samples of shape "
+                      f"{x.shape[1:]}")
+  model = models.CNN(x.shape[1:], num_classes, tuple(config.model.channels),
+                     rngs=nnx.Rngs(config.model.seed))
+  return _net_problem(config, model, (x, y), (x_test, y_test))
 
 
 FIT_INTERCEPT = Option(
@@ -125,11 +162,11 @@ register_model(ModelSpec(
     summary="linear models of 17.1: logistic, least squares, multinomial (data sets or a stream)",
     problem_options=(FIT_INTERCEPT, L1)))
 register_model(ModelSpec(
-    name="perceptron", build=build_network, losses=("logistic",),
+    name="perceptron", build=build_perceptron, losses=("logistic",),
     summary="one layer, one score, no bias: logistic regression as a network (17.3.2)"))
 register_model(ModelSpec(
-    name="mlp", build=build_network, losses=("cross_entropy",),
+    name="mlp", build=build_mlp, losses=("cross_entropy",), uses=("hidden", "activation"),
     summary="fully connected layers (model.hidden, model.activation), class scores (17.3.1)"))
 register_model(ModelSpec(
-    name="cnn", build=build_network, losses=("cross_entropy",),
+    name="cnn", build=build_cnn, losses=("cross_entropy",), uses=("channels",),
     summary="two 3x3 convolutions with pooling (model.channels), class scores (17.3.3)"))

@@ -155,7 +155,8 @@ def build_gan(config, dataset) -> GAN:
 
 
 register_model(ModelSpec(
-    name="gan", build=build_gan, losses=LOSSES, finite_sum=False, game=True,
+    name="gan", build=build_gan, losses=LOSSES, finite_sum=False, kind="game",
+    uses=("hidden", "activation"),
     summary="GAN: generator and discriminator MLPs, each with its own rule (17.4.3)",
     options=(LATENT_SIZE,
              Option("discriminator_hidden", tuple, (200, 200, 200),

@@ -298,11 +298,13 @@ register_model(ModelSpec(
     problem_options=(DEQUANTIZE,)))
 register_model(ModelSpec(
     name="flow", build=functools.partial(build_density, make_model=_flow), losses=("nll",),
+    uses=("hidden", "activation"),
     summary="RealNVP affine-coupling flow (model.num_layers, model.hidden), fitted by MLE (17.4.1)",
     options=(Option("num_layers", int, 6, "flow: affine coupling layers", _count),),
     problem_options=(DEQUANTIZE,)))
 register_model(ModelSpec(
     name="pushforward", build=build_pushforward, losses=("sinkhorn", "mmd"), finite_sum=False,
+    uses=("hidden", "activation"),
     summary="MLP generator from an N(0, I) latent, fitted by a minibatch divergence (17.4.1)",
     options=(LATENT_SIZE,),
     problem_options=(
@@ -310,10 +312,11 @@ register_model(ModelSpec(
         Option("bandwidth", float, 0.1, "mmd: narrowest of 6 Gaussian kernel widths h 2^k", _positive))))
 register_model(ModelSpec(
     name="autoencoder", build=build_autoencoder, losses=("squared",),
+    uses=("hidden", "activation"),
     summary="encoder and decoder MLPs (model.hidden; () is linear), squared error (17.4.2)",
     options=(Option("code_size", int, 8, "autoencoder: code dimension", _count),)))
 register_model(ModelSpec(
-    name="vae", build=build_vae, losses=("elbo", "iwae"),
+    name="vae", build=build_vae, losses=("elbo", "iwae"), uses=("hidden",),
     summary="variational auto-encoder, Bernoulli pixels, reparameterized bound (17.4.2)",
     options=(LATENT_SIZE,),
     problem_options=(

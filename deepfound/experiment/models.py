@@ -1,8 +1,9 @@
 """The registry of models (``model.name``): how a config and a data set become a problem.
 
 A model is one builder plus one registration: its name, the losses it takes (``problem.loss``,
-the first is its default in the configs), its own config keys (``model.<option>``, and
-``problem.<option>`` for its loss), and the memory layout of the SAG family. Validation, the
+the first is its default in the configs), the shared ``model.*`` keys it reads (``SHARED_KEYS``),
+its own config keys (``model.<option>``, and ``problem.<option>`` for its loss), and the memory
+layout of the SAG family. Validation, the
 config keys and ``--help`` derive from the registry; a user's module can register a model, and
 ``model.name=<name>`` then works in ``scripts/train.py``.
 """
@@ -18,7 +19,28 @@ import ml_collections
 from deepfound import data as data_lib
 from deepfound.data import Dataset
 from deepfound.errors import ConfigError
+from deepfound.models.activations import ACTIVATIONS
 from deepfound.registry import Option, Registry
+
+
+def _widths(value) -> str | None:
+  if not isinstance(value, tuple | list) or any(
+      isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in value):
+    return "must be a tuple of positive integers"
+  return None
+
+
+def _activation(value) -> str | None:
+  return None if value in ACTIVATIONS else f"must be one of {', '.join(ACTIVATIONS)}"
+
+
+# model.<key>s that several models read (``base_config`` defines them, in this order; a model
+# names those it reads in ``ModelSpec.uses`` and adds keys of its own through ``options``).
+SHARED_KEYS: dict[str, Option] = {o.name: o for o in (
+    Option("hidden", tuple, (64,), "hidden layer widths", _widths),
+    Option("activation", str, "relu", "activation of the hidden layers", _activation),
+    Option("channels", tuple, (8, 16), "channels of the two convolutions", _widths),
+)}
 
 
 class Built(NamedTuple):
@@ -39,14 +61,16 @@ class ModelSpec:
   build: Callable[[ml_collections.ConfigDict, Dataset | None], Any]
   summary: str  # one line for --help
   losses: tuple[str, ...]  # the problem.loss values it takes
+  uses: tuple[str, ...] = ()  # the shared model.<key>s it reads (``SHARED_KEYS``)
   options: tuple[Option, ...] = ()  # model.<name> keys of its own
   problem_options: tuple[Option, ...] = ()  # problem.<name> keys of its own
   memory: str = "pytree"  # the SAG-family memory layout that optim.memory=auto picks
   streams: bool = False  # takes a stream data set (draws its samples)
   finite_sum: bool = True  # False: its problem is an expectation (fresh draws every step)
-  # True: its problem is a two-player game (``kinds.Game``), each player with its own rule
-  # (optim.generator.*, optim.discriminator.*) under optim.scheme.
-  game: bool = False
+  # The registered problem kind of its problems (``experiment.kinds``): "objective" (one rule
+  # minimizes it: finite sums, expectations) or "game" (two players, each with its own rule
+  # under optim.scheme), or a kind of a user's own.
+  kind: str = "objective"
   # True: a linear model on a design matrix (17.1): sparse data stay sparse, data.weights and
   # optim.learning_rate=auto apply; other models get sparse data densified.
   design_matrix: bool = False
@@ -64,6 +88,14 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
   """Makes ``model.name=<spec.name>`` available; call it at import time of the builder's module."""
   if not spec.losses:
     raise ValueError(f"model {spec.name!r} must take at least one problem.loss")
+  unknown = set(spec.uses) - set(SHARED_KEYS)
+  if unknown:
+    raise ValueError(f"model {spec.name!r}: uses {sorted(unknown)} are not shared model keys "
+                     f"({', '.join(SHARED_KEYS)}); declare a key of its own in options")
+  taken = {o.name for o in spec.options} & (set(SHARED_KEYS) | {"name", "seed"})
+  if taken:
+    raise ValueError(f"model {spec.name!r}: options {sorted(taken)} are shared model keys; "
+                     "name them in uses")
   shared = {o.name: o for s in MODELS if s.name != spec.name for o in s.problem_options}
   for option in spec.problem_options:
     other = shared.get(option.name)
@@ -75,6 +107,15 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
 
 def get_model(name: str) -> ModelSpec:
   return MODELS.get(name)
+
+
+def check_shared_keys(spec: ModelSpec, model_config: ml_collections.ConfigDict) -> None:
+  """Raises ``ConfigError`` for a shared ``model.<key>`` that ``spec`` reads and that fails its
+  check; the keys it does not read are not looked at."""
+  for key in spec.uses:
+    value = model_config[key]
+    if problem := SHARED_KEYS[key].check(value):
+      raise ConfigError(f"model.{key} {problem}, got {value!r}")
 
 
 def source_name(config) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 
 from deepfound.errors import ConfigError
-from deepfound.optim import driver
+from deepfound.optim.engine import LogPoint
 from deepfound.strict_json import dumps
 
 
@@ -86,15 +87,16 @@ class RunFiles:
       f.writelines(dumps(row) + "\n" for row in rows)
 
 
-def metric_rows(points: driver.LogPoint, first_elapsed: float, chunk_seconds: float,
-                method: driver.Method, num_samples: int | None, optimum: float | None
-                ) -> list[dict]:
-  """One metrics.jsonl row per log point of a chunk (host arrays with a leading axis)."""
+def metric_rows(points: LogPoint, first_elapsed: float, chunk_seconds: float,
+                epochs: Callable[[int], float | None], optimum: float | None) -> list[dict]:
+  """One metrics.jsonl row per log point of a chunk (host arrays with a leading axis);
+  ``epochs(step)`` gives the passes over the data after ``step`` steps (None: no finite n)."""
   steps = np.asarray(points.step)
   rows = []
   for k, step in enumerate(steps):
     objective = float(points.objective[k])
-    epoch = None if num_samples is None else float(driver.epochs_done(method, num_samples, step))
+    epoch = epochs(step)
+    epoch = None if epoch is None else float(epoch)
     rows.append(dict(
         step=int(step), epoch=epoch, objective=objective,
         suboptimality=None if optimum is None else objective - optimum,

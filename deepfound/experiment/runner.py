@@ -3,15 +3,12 @@ and progress; the same call resumes an interrupted run."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -19,33 +16,42 @@ from deepfound.errors import ConfigError
 from deepfound.experiment import outputs
 from deepfound.experiment.build import Setup, build, host_arrays
 from deepfound.experiment.checkpoint import Checkpointer
-from deepfound.experiment.config import stored_config, validate
+from deepfound.experiment.config import precision_scope, stored_config, validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.progress import Progress
-from deepfound.optim import driver, game
-from deepfound.problems.kinds import Game, HasFinalMetrics, num_samples_of
+from deepfound.optim.engine import BLOWUP_FACTOR, engine_for
+from deepfound.problems.kinds import HasFinalMetrics
 
 
 class DivergenceError(RuntimeError):
   """The objective or the parameters became NaN or infinite, or the objective blew up."""
 
 
-# A run has diverged when its objective exceeds BLOWUP_FACTOR * max(|E(start)|, 1): no stable
-# step size takes a convex objective (or a network's loss) a thousand times above its start.
-BLOWUP_FACTOR = 1000.0
-
-
-def precision_scope(precision: str):
-  """float64 runs trace and run with x64 enabled, within this scope only: JAX's dtype switch
-  is process-wide state, and an experiment leaves it as it found it."""
-  return jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
-
-
-def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bool = True):
+def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> dict:
   """Runs (or resumes) the experiment of ``config`` in ``workdir`` and returns its summary.
 
-  Raises ``ConfigError`` / ``DataError`` before writing anything, and ``DivergenceError`` when
-  the run diverges (after writing the metrics up to the first bad point and a summary).
+  The config is validated, the data loaded and the problem built (``build.build``: the model's
+  builder, then its problem kind's ``KindSpec.build``); the problem's engine
+  (``optim.engine.engine_for``) then runs it in compiled chunks of ``checkpoint_every`` steps,
+  writing a metrics line every ``log_every`` steps and a checkpoint after every chunk. The same
+  call on the same workdir resumes from the latest checkpoint (or extends a finished run to a
+  larger ``num_steps``); a run diverges when its engine's check fails (for one rule: E not
+  finite, or above 1000 max(|E(start)|, 1), or parameters not finite).
+
+  Args:
+    config: an experiment config (``base_config`` with a config file's and flags' changes).
+    workdir: the run's directory: config.json, metrics.jsonl, checkpoints/, summary.json and
+      params.npz are written there; a workdir holding another config's run is refused.
+    progress: print a progress line per chunk on stderr.
+
+  Returns:
+    The summary (what summary.json holds): the last metrics line, status "complete", the
+    run's facts (steps per second, compile seconds, backend, E*, L) and the engine's final facts.
+
+  Raises:
+    ConfigError, DataError: a bad key or data file, before anything is written.
+    DivergenceError: the run diverged (after writing the metrics up to the first bad point and a
+      "diverged" summary).
   """
   validate(config)
   outputs.check_workdir(workdir)
@@ -69,7 +75,8 @@ def _differing_keys(old, new, prefix: str = "") -> list[str]:
 def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
   """Writes config.json, or checks that the workdir holds this config's run on the same data (a
   larger num_steps extends it); returns the summary of a run that is already complete."""
-  _warn_unstable_step(setup)
+  for warning in setup.warnings:
+    print(f"warning: {warning}", file=sys.stderr)
   config_json = json.loads(config.to_json())
   if os.path.exists(files.config):
     stored = outputs.read_json(files.config)
@@ -104,19 +111,8 @@ def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
 
 
 def engine(setup: Setup):
-  """The module that runs the setup's problem: ``optim.game`` for a game, else ``driver``."""
-  return game if isinstance(setup.problem, Game) else driver
-
-
-def _warn_unstable_step(setup: Setup) -> None:
-  lipschitz = setup.constants["lipschitz"]
-  if lipschitz is None:
-    return
-  rate = setup.resolved["learning_rate"]
-  if (setup.method.spec.stable_step == "2/L" and setup.method.schedule == "constant"
-      and lipschitz and rate >= 2.0 / lipschitz):
-    print(f"warning: optim.learning_rate = {rate:.4g} is not below 2/L = {2.0 / lipschitz:.4g}; "
-          f"{setup.method.name} may diverge", file=sys.stderr)
+  """The engine that runs the setup's problem (``optim.engine.engine_for``)."""
+  return engine_for(setup.problem)
 
 
 class _Chunks:
@@ -127,7 +123,7 @@ class _Chunks:
     self._setup, self._log_every = setup, log_every
     self._compiled, self.compile_s = {}, 0.0
 
-  def __call__(self, num_logs: int, state: driver.RunState):
+  def __call__(self, num_logs: int, state):
     if num_logs not in self._compiled:
       tic = time.perf_counter()
       self._compiled[num_logs] = engine(self._setup).run_chunk_jit.lower(
@@ -152,8 +148,8 @@ def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpoi
 
 
 def _rows(setup: Setup, points, first_elapsed: float, seconds: float) -> list[dict]:
-  return outputs.metric_rows(points, first_elapsed, seconds, setup.method,
-                             num_samples_of(setup.problem), setup.constants["optimum"])
+  epochs = lambda step: engine(setup).epochs(setup.problem, setup.method, step)  # noqa: E731
+  return outputs.metric_rows(points, first_elapsed, seconds, epochs, setup.constants["optimum"])
 
 
 def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dict:
@@ -165,7 +161,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
                          max(1, config.checkpoint_every // config.log_every))
     chunks = _Chunks(setup, config.log_every)
     chunks(min(logs_per_chunk, (config.num_steps - start_step) // config.log_every or 1), state)
-    bar = Progress(setup.method.name, config.num_steps, start_step, enabled=progress)
+    bar = Progress(setup.label, config.num_steps, start_step, enabled=progress)
     run_seconds, step = 0.0, start_step
     while step < config.num_steps:
       program = chunks(min(logs_per_chunk, (config.num_steps - step) // config.log_every), state)
@@ -201,68 +197,19 @@ def _run_facts(setup: Setup, compile_s: float) -> dict:
 def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compile_s: float,
                       limit: float) -> None:
   """Writes the rows before the first bad one and a "diverged" summary, then raises, if the
-  objective or the parameters stopped being finite or the objective went above ``limit``."""
-  if isinstance(setup.problem, Game):
-    return _stop_if_game_diverged(rows, state, setup, files, compile_s)
-  bad = [r for r in rows if not math.isfinite(r["objective"]) or r["objective"] > limit]
-  params_ok = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params))
-  if not bad and params_ok:
+  engine's divergence check (``Engine.failure``) finds the chunk diverged."""
+  failure = engine(setup).failure(rows, state, limit)
+  if failure is None:
     return
-  files.append_metrics(rows[:rows.index(bad[0])] if bad else rows)
-  step = bad[0]["step"] if bad else rows[-1]["step"]
-  if not bad:
-    what = "the parameters are not finite"
-  elif math.isfinite(bad[0]["objective"]):
-    what = (f"the objective reached {bad[0]['objective']:.4g}, over {BLOWUP_FACTOR:g} times its "
-            "start")
-  else:
-    what = "the objective is not finite"
-  hint, constants = "", setup.constants
-  if constants.get("lipschitz"):
-    hint = f", 2/L = {2.0 / constants['lipschitz']:.4g}"
-    if setup.method.spec.stable_step == "1/L_max":
-      hint += f", 1/L_max = {1.0 / constants['max_sample_lipschitz']:.4g}"
-  message = (f"diverged: {what} at step {step} "
-             f"(optim.learning_rate = {setup.resolved['learning_rate']:.4g}{hint}); "
-             "lower the learning rate")
+  files.append_metrics(rows[:failure.keep])
+  message = f"diverged: {failure.what} at step {failure.step} {setup.divergence_note}".rstrip()
   last = files.metric_lines()
   outputs.write_json(files.summary, dict(last[-1] if last else {}, status="diverged",
                                          message=message, **_run_facts(setup, compile_s)))
   raise DivergenceError(message)
 
 
-def _stop_if_game_diverged(rows, state, setup: Setup, files: outputs.RunFiles,
-                           compile_s: float) -> None:
-  """A game stops at the first log point where a loss or V is not finite (or at the chunk's end
-  if parameters are not). The message names the player whose parameters broke, else the player
-  whose loss did."""
-  def bad_losses(row):
-    found = [p for p in game.PLAYERS if not math.isfinite(row.get(f"{p}_loss", 0.0))]
-    return found or ([None] if not math.isfinite(row["objective"]) else [])
-
-  first = next((k for k, row in enumerate(rows) if bad_losses(row)), None)
-  broken_at = [int(t) for t in np.asarray(state.broken_at)]
-  broken = sorted((t, player) for t, player in zip(broken_at, game.PLAYERS, strict=True) if t >= 0)
-  if first is None and not broken:
-    return
-  files.append_metrics(rows if first is None else rows[:first])
-  step = rows[-1 if first is None else first]["step"]
-  if broken:  # the player whose parameters broke first, at the step they did
-    step, player = broken[0]
-    who = f"the {player}'s parameters are"
-  else:
-    losses = bad_losses(rows[first])
-    who = (f"the {losses[0]}'s loss is" if losses[0] else "the payoff V is")
-  rates = ", ".join(f"optim.{p}.learning_rate = {setup.resolved[f'{p}_learning_rate']:.4g}"
-                    for p in game.PLAYERS)
-  message = f"diverged: {who} not finite at step {step} ({rates}); lower the learning rates"
-  last = files.metric_lines()
-  outputs.write_json(files.summary, dict(last[-1] if last else {}, status="diverged",
-                                         message=message, **_run_facts(setup, compile_s)))
-  raise DivergenceError(message)
-
-
-def _finish(setup: Setup, files: outputs.RunFiles, state: driver.RunState, timing: dict) -> dict:
+def _finish(setup: Setup, files: outputs.RunFiles, state, timing: dict) -> dict:
   """summary.json and params.npz of a complete run."""
   summary = dict(
       files.metric_lines()[-1],
@@ -273,18 +220,11 @@ def _finish(setup: Setup, files: outputs.RunFiles, state: driver.RunState, timin
       max_sample_lipschitz=setup.constants["max_sample_lipschitz"],
       learning_rate_used=setup.resolved["learning_rate"],
       resumed_from_step=timing["start_step"] or None,
-      method=setup.method.name,
+      method=setup.label,
       chunk_steps=timing["chunk_steps"],
       gradient_memory_mb=setup.gradient_memory_mb,
   )
-  if setup.method.tol is not None:
-    stopped_at = int(state.stopped_at)
-    summary.update(tol=setup.method.tol, converged=stopped_at >= 0,
-                   converged_step=stopped_at if stopped_at >= 0 else None,
-                   converged_epoch=(float(driver.epochs_done(setup.method,
-                                                             setup.problem.num_samples,
-                                                             stopped_at))
-                                    if stopped_at >= 0 else None))
+  summary.update(engine(setup).final_facts(setup.problem, setup.method, state))
   if isinstance(setup.problem, HasFinalMetrics):
     reported = engine(setup).reported_params(state)
     final = jax.device_get(jax.jit(lambda problem, p: problem.final_metrics(p))(setup.problem,

@@ -24,24 +24,30 @@ skipped and why. Each picture is ``<out>/<name>.png``; with ``with_json`` (the c
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
-from matplotlib.patches import Circle
 
 from deepfound.data import DataError
 from deepfound.data.mixtures import MIXTURES
 from deepfound.figures import io
-from deepfound.strict_json import dumps
+from deepfound.figures.common import (
+    DrawingLog,
+    MissingInput,
+    coverage_bands,
+    data_name,
+    format_number,
+    load_input,
+    mark_modes,
+    seeds_label,
+)
 
 BENCH_COMMAND = "python scripts/bench_gan.py --out={folder} --cases=all"
 SWEEP_COMMAND = "python scripts/bench_gan.py --out={folder} --sweep=ring_js"
@@ -54,46 +60,22 @@ DIGIT_GRID = 10  # 10 x 10 generated digits a panel
 CLASS_CURVES = (("classes_covered", "classes covered (of 10)"),
                 ("class_kl", "KL(class histogram || uniform) (nats)"),
                 ("frechet_distance", "Frechet distance (classifier features)"))
+BAND = dict(spread="sd", marked_up_to=12, alpha=0.18, markersize=3.5, linewidth=1.4)  # common.band
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
           "tab:gray", "tab:olive", "tab:cyan")
-
-
-class MissingInput(Exception):
-  """A picture's input is absent; the message says which and how to make it."""
-
-
-def _save(fig: plt.Figure, name: str, out: str, data: dict[str, Any], with_json: bool) -> str:
-  if with_json:
-    return io.save(fig, name, out, data)
-  os.makedirs(out, exist_ok=True)
-  png = os.path.join(out, f"{name}.png")
-  fig.savefig(png, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return png
 
 
 # ---- inputs ----------------------------------------------------------------------------------
 
 
-def _load(path: str, what: str, key: str, command: str) -> dict[str, Any]:
-  if not os.path.isfile(path):
-    folder = os.path.dirname(path) or "."
-    raise MissingInput(f"{what}: {path} not found; make it with: {command.format(folder=folder)}")
-  with open(path) as f:
-    value = json.load(f)
-  if not isinstance(value, dict) or key not in value:
-    raise MissingInput(f"{what}: {path} has no {key!r}; is it scripts/bench_gan.py's?")
-  return value
-
-
 def load_bench(path: str) -> dict[str, Any]:
   """bench.json of ``scripts/bench_gan.py``; MissingInput names the command that makes it."""
-  return _load(path, "bench.json", "cases", BENCH_COMMAND)
+  return load_input(path, "cases", "bench.json", BENCH_COMMAND)
 
 
 def load_sweep(path: str) -> dict[str, Any]:
   """sweep.json of ``scripts/bench_gan.py --sweep``; MissingInput names the command."""
-  return _load(path, "sweep.json", "last", SWEEP_COMMAND)
+  return load_input(path, "last", "sweep.json", SWEEP_COMMAND)
 
 
 def _floats(values) -> np.ndarray:
@@ -101,12 +83,8 @@ def _floats(values) -> np.ndarray:
   return np.array(values, dtype=np.float64)
 
 
-def _data_name(case: dict) -> str:
-  return case.get("config", {}).get("data", {}).get("name", "")
-
-
-def _cases_of(bench: dict, data_name: str) -> list[str]:
-  return [n for n, c in bench.get("cases", {}).items() if _data_name(c) == data_name]
+def _cases_of(bench: dict, mixture_name: str) -> list[str]:
+  return [n for n, c in bench.get("cases", {}).items() if data_name(c) == mixture_name]
 
 
 def _describe(case: dict) -> str:
@@ -122,42 +100,24 @@ def _describe(case: dict) -> str:
   return ", ".join(parts)
 
 
-def _seeds(case: dict) -> str:
-  seeds, bad = case.get("num_seeds", "?"), case.get("diverged", 0) or 0
-  return f"{seeds} seed{'' if seeds == 1 else 's'}" + (f", {bad} diverged" if bad else "")
-
-
 def _columns(num_points: int, count: int = SAMPLE_COLUMNS) -> list[int]:
   """``count`` log points spread from the first to the last (fewer when there are fewer)."""
   return sorted({int(round(k * (num_points - 1) / max(count - 1, 1))) for k in range(count)})
 
 
-def _mark_modes(ax, mixture) -> None:
-  """The true modes: centres as red crosses, 3-sd circles (the high-quality zone of the metrics)."""
-  ax.scatter(mixture.means[:, 0], mixture.means[:, 1], marker="x", s=18, c="red", linewidths=0.8,
-             zorder=4)
-  for mean in mixture.means:
-    ax.add_patch(Circle(tuple(mean), 3 * mixture.sd, fill=False, edgecolor="red", linewidth=0.7,
-                        zorder=4))
-
-
-def _fmt(value: float, spec: str) -> str:
-  return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
-
-
 # ---- 2-D pictures from bench.json ------------------------------------------------------------
 
 
-def samples_over_training(out: str, bench: dict, data_name: str, with_json: bool = False
+def samples_over_training(out: str, bench: dict, mixture_name: str, with_json: bool = False
                           ) -> dict[str, Any]:
-  """Rows: the cases on ``data_name``; columns: four log points; seed 0's generated points (dots)
+  """Rows: the cases on ``mixture_name``; columns: four log points; seed 0's generated points (dots)
   over the modes (crosses and 3-sd circles), with seed 0's modes captured and HQ fraction there."""
-  mixture = MIXTURES[data_name]
-  names = [n for n in _cases_of(bench, data_name) if bench["cases"][n].get("samples")]
+  mixture = MIXTURES[mixture_name]
+  names = [n for n in _cases_of(bench, mixture_name) if bench["cases"][n].get("samples")]
   if not names:
-    raise MissingInput(f"samples_{data_name}: bench.json has no {data_name} case with samples")
+    raise MissingInput(f"samples_{mixture_name}: bench.json has no {mixture_name} case with samples")
   num_cols = max(len(_columns(len(bench["cases"][n]["samples"]))) for n in names)
-  half = VIEW.get(data_name, float(np.abs(mixture.means).max()) * 1.4)
+  half = VIEW.get(mixture_name, float(np.abs(mixture.means).max()) * 1.4)
   fig, axes = plt.subplots(len(names), num_cols, figsize=(2.7 * num_cols + 1.0, 2.75 * len(names)),
                            layout="constrained", squeeze=False)
   numbers = {}
@@ -180,48 +140,35 @@ def samples_over_training(out: str, bench: dict, data_name: str, with_json: bool
       finite = points[np.all(np.isfinite(points), axis=1)]
       outside = int(np.sum(np.any(np.abs(finite) > half, axis=1))) + len(points) - len(finite)
       ax.scatter(finite[:, 0], finite[:, 1], s=1.5, c="navy", alpha=0.5, linewidths=0, zorder=3)
-      _mark_modes(ax, mixture)
+      mark_modes(ax, mixture, marker="x", marker_size=18, circle_width=0.7)
       ax.set(xlim=(-half, half), ylim=(-half, half), aspect="equal")
       ax.tick_params(labelsize=7)
       step = steps[k] if k < len(steps) else None
       m = float(modes[k]) if modes is not None and k < len(modes) else float("nan")
       h = float(hq[k]) if hq is not None and k < len(hq) else float("nan")
       title = (f"step {step:,}" if step is not None else f"log point {k + 1}") + \
-          f": {_fmt(m, '.0f')}/{mixture.num_modes} modes, HQ {_fmt(h, '.2f')}"
+          f": {format_number(m, '.0f')}/{mixture.num_modes} modes, HQ {format_number(h, '.2f')}"
       if outside:
         title += f"\n{outside} of {len(points)} points outside the view"
       ax.set_title(title, fontsize=8)
       if col == 0:
-        ax.set_ylabel(f"{name}\n{_describe(case)}\n({_seeds(case)})", fontsize=8)
+        ax.set_ylabel(f"{name}\n{_describe(case)}\n({seeds_label(case)})", fontsize=8)
       numbers[name].append(dict(step=step, modes_captured=m, high_quality_fraction=h, outside=outside))
   steps_run = max(bench["cases"][n].get("num_steps", 0) for n in names)
-  fig.suptitle(f"GANs on {data_name} ({mixture.num_modes} modes, sd {mixture.sd:g}): seed 0's "
+  fig.suptitle(f"GANs on {mixture_name} ({mixture.num_modes} modes, sd {mixture.sd:g}): seed 0's "
                f"{len(bench['cases'][names[0]]['samples'][0]):,} generated points (blue) over "
                f"training ({steps_run:,} steps);\ntrue modes: red crosses with 3-sd circles; titles: "
                "seed 0's modes captured and high-quality fraction at that step", fontsize=10)
-  data = dict(data=data_name, numbers=numbers, inputs={n: f"bench.json cases.{n}.samples" for n in names})
-  _save(fig, f"samples_{data_name}", out, data, with_json)
+  data = dict(data=mixture_name, numbers=numbers, inputs={n: f"bench.json cases.{n}.samples" for n in names})
+  io.save(fig, f"samples_{mixture_name}", out, data, with_json)
   return data
-
-
-def _band(ax, steps, runs, color: str, label: str) -> dict[str, Any]:
-  """Mean over the finite seeds with a +- 1 sd band; markers when there are few log points."""
-  steps, runs = _floats(steps), np.atleast_2d(_floats(runs))
-  with warnings.catch_warnings():  # a log point where every seed diverged: NaN, drawn as a gap
-    warnings.simplefilter("ignore", RuntimeWarning)
-    mean, sd = np.nanmean(runs, axis=0), np.nanstd(runs, axis=0)
-  style = "o-" if len(steps) <= 12 else "-"
-  ax.plot(steps, mean, style, color=color, label=label, markersize=3.5, linewidth=1.4)
-  if runs.shape[0] > 1:
-    ax.fill_between(steps, mean - sd, mean + sd, color=color, alpha=0.18, linewidth=0)
-  return io.series(label, steps, runs)
 
 
 def modes_curves(out: str, bench: dict, with_json: bool = False) -> dict[str, Any]:
   """Per data set (columns): modes captured (top) and high-quality fraction (bottom) over training,
   one line per case, mean over seeds with a +- 1 sd band; the mode count dashed."""
-  def with_curves(data_name: str) -> list[str]:
-    return [n for n in _cases_of(bench, data_name)
+  def with_curves(mixture_name: str) -> list[str]:
+    return [n for n in _cases_of(bench, mixture_name)
             if "modes_captured" in bench["cases"][n].get("curves", {})]
 
   present = [d for d in DATA_SETS if with_curves(d)]
@@ -230,25 +177,23 @@ def modes_curves(out: str, bench: dict, with_json: bool = False) -> dict[str, An
   fig, axes = plt.subplots(2, len(present), figsize=(max(6.2 * len(present), 8.0), 7.5), layout="constrained",
                            squeeze=False)
   series, final = [], {}
-  for col, data_name in enumerate(present):
-    mixture = MIXTURES[data_name]
-    names = with_curves(data_name)
+  for col, mixture_name in enumerate(present):
+    mixture = MIXTURES[mixture_name]
+    names = with_curves(mixture_name)
     for k, name in enumerate(names):
       case = bench["cases"][name]
       curves, color = case["curves"], COLORS[k % len(COLORS)]
-      label = f"{name} ({_describe(case)}; {_seeds(case)})"
-      series.append(dict(_band(axes[0, col], curves["step"], curves["modes_captured"], color, label),
-                         case=name, metric="modes_captured"))
-      if "high_quality_fraction" in curves:
-        series.append(dict(_band(axes[1, col], curves["step"], curves["high_quality_fraction"], color,
-                                 label), case=name, metric="high_quality_fraction"))
+      series += coverage_bands(axes[:, col], name, curves, color,
+                               f"{name} ({_describe(case)}; {seeds_label(case)})", with_metric=True,
+                               **BAND)
       final[name] = dict(mean=case.get("mean", {}), sd=case.get("sd", {}), diverged=case.get("diverged"))
     axes[0, col].axhline(mixture.num_modes, color="black", linestyle="--", linewidth=1,
                          label=f"all {mixture.num_modes} modes")
     axes[0, col].set(ylim=(-0.3, mixture.num_modes + 0.8), ylabel="modes captured",
-                     title=f"{data_name}: modes captured (of {mixture.num_modes}), mean +- 1 sd over seeds")
+                     title=f"{mixture_name}: modes captured (of {mixture.num_modes}), mean +- 1 sd over "
+                           "seeds")
     axes[1, col].set(ylim=(-0.02, 1.02), ylabel="high-quality fraction", xlabel="generator steps",
-                     title=f"{data_name}: fraction of samples within 3 sd of a mode")
+                     title=f"{mixture_name}: fraction of samples within 3 sd of a mode")
     for ax in axes[:, col]:
       ax.grid(alpha=0.3)
       ax.title.set_fontsize(10)
@@ -257,7 +202,7 @@ def modes_curves(out: str, bench: dict, with_json: bool = False) -> dict[str, An
                "latents):\na mode is captured when a sample lies within 3 sd of it; mean over the "
                "seeds, a NaN (diverged) left out", fontsize=11)
   data = dict(final=final, series=series, inputs={n: f"bench.json cases.{n}.curves" for n in final})
-  _save(fig, "modes_curves", out, data, with_json)
+  io.save(fig, "modes_curves", out, data, with_json)
   return data
 
 
@@ -324,7 +269,7 @@ def rate_sweep(out: str, sweep: dict, with_json: bool = False) -> dict[str, Any]
                + (f", {sweep['diverged']} run(s) diverged" if sweep.get("diverged") else ""), fontsize=10)
   data = dict(case=case, generator_rates=g_rates, discriminator_rates=d_rates, num_seeds=seeds,
               num_steps=sweep.get("num_steps"), numbers=numbers, inputs=dict(sweep="sweep.json last"))
-  _save(fig, "rate_sweep", out, data, with_json)
+  io.save(fig, "rate_sweep", out, data, with_json)
   return data
 
 
@@ -401,7 +346,7 @@ def digits_samples(out: str, run: dict, with_json: bool = False,
   data = dict(steps=[steps[i] for i in grid_index],
               metrics={k: np.asarray(v)[grid_index].tolist() for k, v in extras.items()},
               inputs=dict(model=run.get("source", "")))
-  _save(fig, name, out, data, with_json)
+  io.save(fig, name, out, data, with_json)
   return data
 
 
@@ -417,8 +362,8 @@ def _class_curves(axes, steps, extras: dict, label: str, color: str, series: lis
       ax.set_ylim(0, 10.8)
     else:
       ax.set_ylim(0, max(1e-3, float(np.nanmax(values, initial=0.0))) * 1.08)
-    ax.set_title(f"{ylabel.split(' (')[0]}: {_fmt(float(values[-1]), '.3g')} at step {int(steps[-1]):,}",
-                 fontsize=10)
+    last = format_number(float(values[-1]), ".3g")
+    ax.set_title(f"{ylabel.split(' (')[0]}: {last} at step {int(steps[-1]):,}", fontsize=10)
     ax.grid(alpha=0.3)
     series.append(io.series(f"{label} {key}", steps, values))
 
@@ -436,43 +381,29 @@ def digits_curves(out: str, run: dict, with_json: bool = False) -> dict[str, Any
                "generated digits at each log point (lower KL and Frechet distance are better)", fontsize=10)
   data = dict(series=series, final={k: float(np.asarray(v)[-1]) for k, v in extras.items()},
               inputs=dict(model=run.get("source", "")))
-  _save(fig, "digits_curves", out, data, with_json)
+  io.save(fig, "digits_curves", out, data, with_json)
   return data
 
 
 def restore_gan(workdir: str, num_images: int = DIGIT_GRID ** 2) -> dict[str, Any]:
-  """The generator of a GAN run directory at its latest checkpoint (only the latest is kept),
-  through the runner's own restore, and ``num_images`` images from the problem's fixed latents;
-  with its metrics.jsonl rows up to that step."""
-  from deepfound.experiment import build, precision_scope
-  from deepfound.experiment.checkpoint import Checkpointer
-  from deepfound.experiment.config import stored_config
-  from deepfound.experiment.outputs import RunFiles
-  from deepfound.optim import game
+  """The generator of a GAN run directory at its latest checkpoint (``restore_run``) and
+  ``num_images`` images from the problem's fixed latents; with its metrics.jsonl rows up to that
+  step."""
+  from deepfound.experiment import precision_scope
+  from deepfound.experiment.restore import MissingRun, restore_run
 
-  files = RunFiles(workdir)
-  if not os.path.isfile(files.config):
-    raise MissingInput(f"mnist_samples: {files.config} not found; train it with: python "
-                       f"scripts/train.py --config=configs/gan_mnist.py --workdir={workdir}")
-  step = max(Checkpointer.saved_steps(workdir), default=None)
-  if step is None:
-    raise MissingInput(f"mnist_samples: {workdir} has no checkpoint yet")
-  with open(files.config) as f:
-    config = stored_config(json.load(f)["config"])
-  if config.model.name != "gan":
-    raise MissingInput(f"mnist_samples: {workdir} holds a {config.model.name} run, not a gan")
-  with precision_scope(config.precision):
-    setup = build.build(config)
-    like = game.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
-    checkpointer = Checkpointer(workdir)
-    try:
-      state = checkpointer.restore(step, like)
-    finally:
-      checkpointer.close()
-    images = np.asarray(setup.problem.generate(state.params[0], setup.problem.test_latents[:num_images]),
-                        np.float64)
-  rows = [r for r in files.metric_lines() if r["step"] <= step]
-  return dict(images=images, step=step, rows=rows, data=config.data.name, workdir=workdir)
+  try:
+    run = restore_run(workdir)
+  except MissingRun as e:
+    raise MissingInput(f"mnist_samples: {e}; train it with: python scripts/train.py "
+                       f"--config=configs/gan_mnist.py --workdir={workdir}") from e
+  if run.config.model.name != "gan":
+    raise MissingInput(f"mnist_samples: {workdir} holds a {run.config.model.name} run, not a gan")
+  problem = run.setup.problem
+  with precision_scope(run.config.precision):
+    images = np.asarray(problem.generate(run.state.params[0], problem.test_latents[:num_images]), np.float64)
+  rows = [r for r in run.files.metric_lines() if r["step"] <= run.step]
+  return dict(images=images, step=run.step, rows=rows, data=run.config.data.name, workdir=workdir)
 
 
 def mnist_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any]:
@@ -506,7 +437,7 @@ def mnist_samples(out: str, run: dict, with_json: bool = False) -> dict[str, Any
                "10,000 generated digits at each log point", fontsize=10)
   data = dict(step=run.get("step"), last={k: last.get(k) for k, _ in CLASS_CURVES}, series=series,
               inputs=dict(workdir=run.get("workdir")))
-  _save(fig, "mnist_samples", out, data, with_json)
+  io.save(fig, "mnist_samples", out, data, with_json)
   return data
 
 
@@ -519,44 +450,26 @@ def make_all(out: str, bench_path: str, sweep_path: str,
              mnist_config: ml_collections.ConfigDict | None = None,
              mnist_steps: int | None = None, with_json: bool = False,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Every picture whose input is there; returns what was drawn, skipped (and why) and the
-  seconds each took. ``digits_config`` None skips the digits training (``digits_steps`` and
-  ``digits_points``: its length and sample grids; None steps: the config's); with ``with_json`` each
-  PNG gets its JSON and ``<out>/figures.json`` the summary."""
-  start = time.perf_counter()
-  drawn, skipped, seconds = {}, {}, {}
-
-  def attempt(name: str, draw: Callable[[], dict | Sequence[dict]]) -> None:
-    tic = time.perf_counter()
-    try:
-      draw()
-    except MissingInput as e:
-      skipped[name] = str(e)
-      log(f"skipped {name}: {e}")
-      return
-    seconds[name] = time.perf_counter() - tic
-    drawn[name] = os.path.join(out, f"{name}.png")
-    log(f"drew {drawn[name]} ({seconds[name]:.1f} s)")
-
+  """Every picture whose input is there; returns what was drawn (with its key numbers), skipped
+  (and why) and the seconds each took. ``digits_config`` None skips the digits training
+  (``digits_steps`` and ``digits_points``: its length and sample grids; None steps: the config's);
+  with ``with_json`` each PNG gets its JSON and ``<out>/figures.json`` the summary."""
+  record = DrawingLog(out, log)
   try:
     bench = load_bench(bench_path)
   except MissingInput as e:
     bench = None
-    for name in ("samples_ring", "samples_grid", "modes_curves"):
-      skipped[name] = str(e)
-    log(f"skipped samples_ring, samples_grid, modes_curves: {e}")
+    record.skip(["samples_ring", "samples_grid", "modes_curves"], str(e))
   if bench is not None:
-    for data_name in DATA_SETS:
-      if _cases_of(bench, data_name):
-        attempt(f"samples_{data_name}",
-                lambda d=data_name: samples_over_training(out, bench, d, with_json))
-    attempt("modes_curves", lambda: modes_curves(out, bench, with_json))
-  attempt("rate_sweep", lambda: rate_sweep(out, load_sweep(sweep_path), with_json))
+    for mixture_name in DATA_SETS:
+      if _cases_of(bench, mixture_name):
+        record.attempt(f"samples_{mixture_name}",
+                       lambda d=mixture_name: samples_over_training(out, bench, d, with_json))
+    record.attempt("modes_curves", lambda: modes_curves(out, bench, with_json))
+  record.attempt("rate_sweep", lambda: rate_sweep(out, load_sweep(sweep_path), with_json))
 
   if digits_config is None:
-    for name in ("digits_samples", "digits_curves"):
-      skipped[name] = "the digits training is off"
-    log("skipped digits_samples, digits_curves: the digits training is off")
+    record.skip(["digits_samples", "digits_curves"], "the digits training is off")
   else:
     run: dict[str, Any] = {}
 
@@ -565,15 +478,15 @@ def make_all(out: str, bench_path: str, sweep_path: str,
       log(f"trained the digits GAN: {run['steps'][-1]:,} steps in {run['seconds']:.0f} s")
       return digits_samples(out, run, with_json)
 
-    attempt("digits_samples", digits)
+    record.attempt("digits_samples", digits)
     if run:
-      attempt("digits_curves", lambda: digits_curves(out, run, with_json))
+      record.attempt("digits_curves", lambda: digits_curves(out, run, with_json))
   if mnist_workdir:
-    attempt("mnist_samples", lambda: mnist_samples(out, restore_gan(mnist_workdir), with_json))
+    record.attempt("mnist_samples", lambda: mnist_samples(out, restore_gan(mnist_workdir), with_json))
   else:
-    skipped["mnist_samples"] = "no --mnist_workdir"
+    record.skip(["mnist_samples"], "no --mnist_workdir")
   if mnist_config is None:
-    skipped["mnist_over_training"] = "the MNIST training is off"
+    record.skip(["mnist_over_training"], "the MNIST training is off")
   else:
     def mnist():
       try:
@@ -583,11 +496,8 @@ def make_all(out: str, bench_path: str, sweep_path: str,
       log(f"trained the MNIST GAN: {run['steps'][-1]:,} steps in {run['seconds']:.0f} s")
       return digits_samples(out, run, with_json, name="mnist_over_training")
 
-    attempt("mnist_over_training", mnist)
-  summary = dict(bench=bench_path, sweep=sweep_path, mnist_workdir=mnist_workdir, out=out, drawn=drawn,
-                 skipped=skipped, seconds=seconds, total_seconds=time.perf_counter() - start)
+    record.attempt("mnist_over_training", mnist)
+  summary = record.summary(bench=bench_path, sweep=sweep_path, mnist_workdir=mnist_workdir)
   if with_json:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "figures.json"), "w") as f:
-      f.write(dumps(summary, indent=2) + "\n")
+    record.write(summary)
   return summary

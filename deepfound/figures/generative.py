@@ -4,11 +4,12 @@
   (``mean``), their curves over the steps, and seed 0's samples and log-density grid
   (``pictures``): ``density_2d``, ``pushforward_2d``, ``modes_curves``, ``flow_rules``, the MSE
   panel of ``autoencoder_digits`` and the density half of ``training_curves``.
-* A VAE run directory (``configs/vae_mnist.py``), read through the runner's own checkpoint
-  restore: ``vae_mnist`` and the VAE half of ``training_curves``.
-* Small trainings run here, in memory, in seconds: the 2-latent VAE on digits
-  (``vae_digits_latent``) and the linear and MLP auto-encoders at code size 8 (the reconstructions
-  of ``autoencoder_digits``, beside PCA at the same code size).
+* A VAE run directory (``configs/vae_mnist.py``), reopened at its latest checkpoint
+  (``deepfound.experiment.restore.restore_run``): ``vae_mnist`` and the VAE half of
+  ``training_curves``.
+* Small runs made here by the runner (``run_experiment``, seconds each) and reopened the same way:
+  the 2-latent VAE on digits (``vae_digits_latent``) and the linear and MLP auto-encoders at code
+  size 8 (the reconstructions of ``autoencoder_digits``, beside PCA at the same code size).
 
 The drawing functions take plain arrays and dicts and raise ``MissingInput`` (with what is
 missing and how to make it) when they have nothing to draw; ``make_all`` draws what it can,
@@ -19,12 +20,12 @@ in bench.json, which the JSON names.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-import time
+import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import matplotlib.pyplot as plt
@@ -34,7 +35,21 @@ from matplotlib.patches import Circle
 
 from deepfound.data.mixtures import MIXTURES
 from deepfound.figures import io
-from deepfound.strict_json import dumps
+from deepfound.figures.common import (
+    DrawingLog,
+    MissingInput,
+    band,
+    coverage_bands,
+    data_name,
+    diverged_seeds,
+    format_number,
+    load_input,
+    mark_modes,
+    seeds_label,
+)
+
+if TYPE_CHECKING:
+  from deepfound.experiment.restore import RestoredRun
 
 ConfigFactory = Callable[[str], ml_collections.ConfigDict]  # config argument -> config
 BENCH_COMMAND = "python scripts/bench_generative.py --out={folder}"
@@ -51,23 +66,12 @@ LATENT_RADIUS = 2.5  # over [-r, r]^2 of the prior N(0, I)
 NUM_RECONSTRUCTIONS = 10
 
 
-class MissingInput(Exception):
-  """A picture's input is absent; the message says which and how to make it."""
-
-
 # ---- inputs ----------------------------------------------------------------------------------
 
 
 def load_bench(path: str) -> dict[str, Any]:
   """bench.json of ``scripts/bench_generative.py``; MissingInput names the command that makes it."""
-  if not os.path.isfile(path):
-    folder = os.path.dirname(path) or "."
-    raise MissingInput(f"{path} not found; make it with: {BENCH_COMMAND.format(folder=folder)}")
-  with open(path) as f:
-    bench = json.load(f)
-  if not isinstance(bench, dict) or not isinstance(bench.get("cases"), dict):
-    raise MissingInput(f"{path} has no 'cases'; is it bench_generative.py's bench.json?")
-  return bench
+  return load_input(path, "cases", "bench.json", BENCH_COMMAND)
 
 
 def _present(bench: dict | None, names: Sequence[str], what: str, need: Sequence[str] = ()) -> list[str]:
@@ -86,24 +90,16 @@ def _number(case: dict, key: str) -> float | None:
   return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _fmt(value: float | None, spec: str) -> str:
-  return "n/a" if value is None else format(value, spec)
-
-
-def _data_name(case: dict) -> str:
-  return case.get("config", {}).get("data", {}).get("name", "")
-
-
 def _modes(case: dict):
   """The true mixture of a case's data (ring, grid), or None."""
-  return MIXTURES.get(_data_name(case))
+  return MIXTURES.get(data_name(case))
 
 
 def _key_numbers(case: dict) -> dict[str, Any]:
   keys = ("test_nll", "kl_gap", "modes_captured", "high_quality_fraction", "mode_kl", "objective",
           "reconstruction_mse", "pca_mse", "test_reconstruction_mse", "test_pca_mse")
   numbers = {k: _number(case, k) for k in keys if k in case.get("mean", {})}
-  return dict(numbers, num_seeds=case.get("num_seeds"), diverged_seeds=_diverged(case),
+  return dict(numbers, num_seeds=case.get("num_seeds"), diverged_seeds=diverged_seeds(case),
               num_steps=case.get("num_steps"), rule=case.get("rule"))
 
 
@@ -112,44 +108,18 @@ def _mode_line(case: dict) -> str:
   modes, hq = _number(case, "modes_captured"), _number(case, "high_quality_fraction")
   if mixture is None or modes is None:
     return ""
-  return f"modes {modes:.1f}/{mixture.num_modes}, HQ {_fmt(hq, '.3f')}"
-
-
-def _diverged(case: dict) -> int:
-  """The seeds that diverged (bench.json's ``diverged``, else the seeds whose last objective is not
-  finite: NaN is written as null); the means are over the others."""
-  if isinstance(case.get("diverged"), int):
-    return case["diverged"]
-  values = np.asarray(case.get("per_seed", {}).get("objective", []), np.float64)
-  return int(np.sum(~np.isfinite(values)))
-
-
-def _seeds(case: dict) -> str:
-  bad = _diverged(case)
-  seeds = case.get("num_seeds", "?")
-  return f"{seeds} seed{'' if seeds == 1 else 's'}" + (f", {bad} diverged" if bad else "")
+  return f"modes {modes:.1f}/{mixture.num_modes}, HQ {format_number(hq, '.3f')}"
 
 
 def _title(name: str, case: dict) -> str:
   family, _, data = name.partition("_")
-  return f"{family} on {data} ({_seeds(case)}, {case.get('num_steps', 0):,} steps)"
+  return f"{family} on {data} ({seeds_label(case)}, {case.get('num_steps', 0):,} steps)"
 
 
 def _missing_panel(ax, name: str) -> None:
   ax.text(0.5, 0.5, f"{name}:\nnot in bench.json", ha="center", va="center", transform=ax.transAxes,
           color="gray")
   ax.set(xticks=[], yticks=[])
-
-
-def _mark_modes(ax, mixture, circles: bool) -> None:
-  """The true modes: 3-sd circles (the high-quality zone of the mode metrics), or crosses."""
-  if circles:
-    for mean in mixture.means:
-      ax.add_patch(Circle(tuple(mean), 3 * mixture.sd, fill=False, edgecolor="red", linewidth=0.8,
-                          zorder=4))
-  else:
-    ax.scatter(mixture.means[:, 0], mixture.means[:, 1], marker="+", s=40, c="red", linewidths=0.8,
-               zorder=4)
 
 
 def _zoom(ax, mixture, layers: Sequence[tuple[np.ndarray, dict]],
@@ -195,16 +165,16 @@ def density_2d(out: str, bench: dict) -> dict[str, Any]:
     ax.scatter(samples[:, 0], samples[:, 1], s=1.5, c="white", alpha=0.6, linewidths=0)
     mixture = _modes(case)
     if mixture is not None:
-      _mark_modes(ax, mixture, circles=False)
+      mark_modes(ax, mixture, marker="+", marker_size=40, circle_width=None)
     ax.set_xlim(gx[0], gx[-1])
     ax.set_ylim(gy[0], gy[-1])
-    if mixture is not None and _data_name(case) == "ring":  # the flow fills the centre: a corner
+    if mixture is not None and data_name(case) == "ring":  # the flow fills the centre: a corner
       test = np.asarray(pictures["test"], np.float64)
       _zoom(ax, mixture, [(test, dict(c="darkgray", s=10)), (samples, dict(c="navy", alpha=0.6))],
             bounds=(0.01, 0.79, 0.2, 0.2))
     nll, gap = _number(case, "test_nll"), _number(case, "kl_gap")
-    ax.set_title(f"{_title(name, case)}\ntest NLL {_fmt(nll, '.4f')}, KL gap {_fmt(gap, '.3g')}, "
-                 f"{_mode_line(case)}", fontsize=10)
+    ax.set_title(f"{_title(name, case)}\ntest NLL {format_number(nll, '.4f')}, KL gap "
+                 f"{format_number(gap, '.3g')}, {_mode_line(case)}", fontsize=10)
     numbers[name] = _key_numbers(case)
   if image is not None:
     fig.colorbar(image, ax=axes, shrink=0.5, label="log density - its maximum on the grid (nats)")
@@ -238,11 +208,11 @@ def pushforward_2d(out: str, bench: dict) -> dict[str, Any]:
     ax.set(xlim=(low[0] - pad, high[0] + pad), ylim=(low[1] - pad, high[1] + pad), aspect="equal")
     mixture = _modes(case)
     if mixture is not None:
-      _mark_modes(ax, mixture, circles=True)
-      if _data_name(case) == "ring":
+      mark_modes(ax, mixture, marker=None, circle_width=0.8)
+      if data_name(case) == "ring":
         _zoom(ax, mixture, [(test, dict(c="darkgray", s=10)), (samples, dict(c="navy", alpha=0.6))])
-    ax.set_title(f"{_title(name, case)}\nobjective {_fmt(_number(case, 'objective'), '.3g')}, "
-                 f"{_mode_line(case)}, mode KL {_fmt(_number(case, 'mode_kl'), '.3g')}", fontsize=10)
+    ax.set_title(f"{_title(name, case)}\nobjective {format_number(_number(case, 'objective'), '.3g')}, "
+                 f"{_mode_line(case)}, mode KL {format_number(_number(case, 'mode_kl'), '.3g')}", fontsize=10)
     numbers[name] = _key_numbers(case)
   axes.ravel()[0].legend(loc="lower left", fontsize=8, markerscale=3)
   fig.suptitle("Push-forward generators h # N(0, I) fitted by a minibatch divergence (17.4.1): test "
@@ -254,19 +224,6 @@ def pushforward_2d(out: str, bench: dict) -> dict[str, Any]:
   return data
 
 
-def _band(ax, steps, runs, color: str, label: str, **style) -> dict[str, Any]:
-  """Mean over seeds and a min-max band; a marker where there are few points."""
-  runs = np.atleast_2d(np.asarray(runs, np.float64))
-  steps = np.asarray(steps, np.float64)
-  marker = "o" if len(steps) < 6 else None
-  ax.plot(steps, np.nanmean(runs, axis=0), color=color, label=label, marker=marker, markersize=3,
-          **style)
-  if len(runs) > 1:
-    ax.fill_between(steps, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), color=color, alpha=0.2,
-                    linewidth=0)
-  return io.series(label, steps, runs)
-
-
 def modes_curves(out: str, bench: dict) -> dict[str, Any]:
   """Modes captured and high-quality fraction over training, every 2-D case, ring and grid."""
   names = [f"{family}_{data}" for data in ("ring", "grid") for family in FAMILIES]
@@ -276,31 +233,25 @@ def modes_curves(out: str, bench: dict) -> dict[str, Any]:
     raise MissingInput("modes_curves: no 2-D case of bench.json has modes_captured curves")
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
   series, final = [], {}
-  for row, data_name in enumerate(("ring", "grid")):
-    mixture = MIXTURES[data_name]
-    if not any(n.endswith(data_name) for n in present):
+  for row, mixture_name in enumerate(("ring", "grid")):
+    mixture = MIXTURES[mixture_name]
+    if not any(n.endswith(mixture_name) for n in present):
       for ax in axes[row]:
-        _missing_panel(ax, f"{data_name} cases")
+        _missing_panel(ax, f"{mixture_name} cases")
       continue
     for family in FAMILIES:
-      name = f"{family}_{data_name}"
+      name = f"{family}_{mixture_name}"
       if name not in present:
         continue
       case = bench["cases"][name]
-      curves = case["curves"]
-      label = f"{family} ({_seeds(case)})"
-      series.append(_band(axes[row, 0], curves["step"], curves["modes_captured"], COLORS[family],
-                          label))
-      series[-1]["case"] = name
-      series.append(_band(axes[row, 1], curves["step"], curves["high_quality_fraction"],
-                          COLORS[family], label))
-      series[-1]["case"] = name
+      series += coverage_bands(axes[row], name, case["curves"], COLORS[family],
+                               f"{family} ({seeds_label(case)})")
       final[name] = dict(modes_captured=_number(case, "modes_captured"),
                          high_quality_fraction=_number(case, "high_quality_fraction"))
     axes[row, 0].axhline(mixture.num_modes, color="gray", linestyle=":", linewidth=1)
-    axes[row, 0].set(ylabel=f"{data_name}: modes captured (of {mixture.num_modes})",
+    axes[row, 0].set(ylabel=f"{mixture_name}: modes captured (of {mixture.num_modes})",
                      ylim=(0, mixture.num_modes + 1))
-    axes[row, 1].set(ylabel=f"{data_name}: high-quality fraction", ylim=(0, 1.02))
+    axes[row, 1].set(ylabel=f"{mixture_name}: high-quality fraction", ylim=(0, 1.02))
     for ax in axes[row]:
       ax.set_xscale("log")
       ax.grid(alpha=0.3)
@@ -323,11 +274,11 @@ def flow_rules(out: str, bench: dict) -> dict[str, Any]:
     case = bench["cases"][name]
     curves, optim = case["curves"], case.get("config", {}).get("optim", {})
     rule = case.get("rule", name.rsplit("_", 1)[-1])
-    label = f"{rule}, lr {optim.get('learning_rate', float('nan')):g} ({_seeds(case)})"
-    series.append(dict(_band(axes[0], curves["step"], curves["test_nll"], COLORS.get(rule, "k"), label),
+    label = f"{rule}, lr {optim.get('learning_rate', float('nan')):g} ({seeds_label(case)})"
+    series.append(dict(band(axes[0], curves["step"], curves["test_nll"], COLORS.get(rule, "k"), label),
                        case=name))
     if "high_quality_fraction" in curves:
-      series.append(dict(_band(axes[1], curves["step"], curves["high_quality_fraction"],
+      series.append(dict(band(axes[1], curves["step"], curves["high_quality_fraction"],
                                COLORS.get(rule, "k"), label), case=name))
     if "entropy" in case.get("mean", {}):
       entropy = _number(case, "entropy")
@@ -439,22 +390,14 @@ def autoencoder_digits(out: str, reconstructions: dict | None, bench: dict | Non
   return data
 
 
-def _train(config: ml_collections.ConfigDict):
-  """(problem, trained params) of ``config``, in memory (as ``deepfound.figures.nets`` does)."""
-  from deepfound.experiment import build, precision_scope
-  from deepfound.optim import driver
+def _run(config: ml_collections.ConfigDict, workdir: str) -> RestoredRun:
+  """``config`` run by the runner into ``workdir`` (a complete run of it there is reused), reopened
+  at its end."""
+  from deepfound.experiment import run_experiment
+  from deepfound.experiment.restore import restore_run
 
-  with precision_scope(config.precision):
-    problem = build.build_problem(config)
-    method = build.build_method(config)
-    resolved = build.resolve_hyperparameters(config, build.problem_constants(problem))
-    hyper = driver.hyperparameters(**resolved, dtype=build.precision_dtype(config.precision))
-    state, points = driver.run(problem, method, hyper, jax.random.PRNGKey(config.seed),
-                               num_steps=config.num_steps, log_every=config.log_every)
-    points = jax.device_get(points)
-  last = {k: float(np.asarray(v)[-1]) for k, v in (points.extras or {}).items()}
-  last["objective"] = float(np.asarray(points.objective)[-1])
-  return problem, jax.device_get(driver.reported_params(state)), last
+  run_experiment(config, workdir, progress=False)
+  return restore_run(workdir)
 
 
 def _merge(model, params):
@@ -487,32 +430,32 @@ def _test_labels(config: ml_collections.ConfigDict, test_samples) -> np.ndarray:
   return np.asarray(labels)
 
 
-def train_autoencoders(linear_config: ml_collections.ConfigDict, mlp_config: ml_collections.ConfigDict,
-                       num_images: int = NUM_RECONSTRUCTIONS) -> dict[str, Any]:
-  """Trains both auto-encoders (same code size) and reconstructs ``num_images`` test digits (the
-  first of each label, then the next ones) with each and with PCA fitted on the training digits
-  (NumPy, float64)."""
+def autoencoder_reconstructions(linear: RestoredRun, mlp: RestoredRun,
+                                num_images: int = NUM_RECONSTRUCTIONS) -> dict[str, Any]:
+  """Reconstructs ``num_images`` test digits (the first of each label, then the next ones) with the
+  two trained auto-encoders (runs of ``configs/autoencoder_digits.py``, same code size) and with PCA
+  fitted on the training digits (NumPy, float64)."""
   from flax import nnx
 
   from deepfound.models.autoencoder import AutoEncoder
 
-  if linear_config.model.code_size != mlp_config.model.code_size:
+  if linear.config.model.code_size != mlp.config.model.code_size:
     raise ValueError("the two auto-encoders must have the same code size")
-  code = linear_config.model.code_size
+  code = linear.config.model.code_size
   rows, test_mse, steps, x, x_test = {}, {}, {}, None, None
-  for label, config in (("linear AE", linear_config), ("MLP AE", mlp_config)):
-    problem, params, _ = _train(config)
+  for label, run in (("linear AE", linear), ("MLP AE", mlp)):
+    config, problem = run.config, run.setup.problem
     x, x_test = np.asarray(problem.samples, np.float64), np.asarray(problem.test_samples, np.float64)
     model = _merge(AutoEncoder(x.shape[1], code, tuple(config.model.hidden), config.model.activation,
-                               rngs=nnx.Rngs(config.model.seed)), params)
+                               rngs=nnx.Rngs(config.model.seed)), jax.device_get(run.params))
     full = np.asarray(model(problem.test_samples), np.float64)
     rows[label], test_mse[label] = full, float(np.mean((full - x_test) ** 2))
-    steps[label] = config.num_steps
+    steps[label] = run.step
   mean = x.mean(axis=0)
   directions = np.linalg.svd(x - mean, full_matrices=False)[2][:code].T
   pca = mean + ((x_test - mean) @ directions) @ directions.T
   rows["PCA"], test_mse["PCA"] = pca, float(np.mean((pca - x_test) ** 2))
-  labels = _test_labels(linear_config, x_test)
+  labels = _test_labels(linear.config, x_test)
   firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
   shown = (firsts + [i for i in range(len(labels)) if i not in firsts])[:num_images]
   rows = {label: images[shown] for label, images in rows.items()}
@@ -525,34 +468,48 @@ def train_autoencoders(linear_config: ml_collections.ConfigDict, mlp_config: ml_
 # ---- VAEs ------------------------------------------------------------------------------------
 
 
-def train_vae_digits(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Trains the 2-latent VAE on digits; the posterior means of the test digits with their labels
-  (the split of ``train_test``), and the decodes of a grid over [-r, r]^2."""
+def _vae(run: RestoredRun):
+  """The VAE module of a restored run, with its reported parameters."""
   from flax import nnx
 
   from deepfound.models import vae as vae_lib
 
-  if config.model.latent_size != 2:
-    raise ValueError(f"the latent map needs model.latent_size = 2, got {config.model.latent_size}")
-  problem, params, last = _train(config)
-  labels = _test_labels(config, problem.test_samples)
-  model = _merge(vae_lib.VAE(problem.test_samples.shape[1], tuple(config.model.hidden), 2,
-                             rngs=nnx.Rngs(config.model.seed)), params)
-  latents = np.asarray(vae_lib.encode_mean(model, problem.test_samples), np.float64)
+  model = run.config.model
+  return _merge(vae_lib.VAE(run.setup.problem.test_samples.shape[1], tuple(model.hidden), model.latent_size,
+                            rngs=nnx.Rngs(model.seed)), jax.device_get(run.params))
+
+
+def _metrics_up_to(run: RestoredRun) -> list[dict]:
+  """The run's metrics.jsonl rows up to its checkpoint (a run still training has written more)."""
+  return [row for row in run.files.metric_lines() if row["step"] <= run.step]
+
+
+def vae_latent_map(run: RestoredRun) -> dict[str, Any]:
+  """The posterior means of the test digits under a trained 2-latent VAE (a run of
+  ``configs/vae_digits.py:2``) with their labels (the split of ``train_test``), and the decodes of a
+  grid over [-r, r]^2."""
+  from deepfound.models import vae as vae_lib
+
+  latent_size, test = run.config.model.latent_size, run.setup.problem.test_samples
+  if latent_size != 2:
+    raise ValueError(f"the latent map needs model.latent_size = 2, got {latent_size}")
+  labels = _test_labels(run.config, test)
+  model = _vae(run)
+  latents = np.asarray(vae_lib.encode_mean(model, test), np.float64)
   axis = np.linspace(-LATENT_RADIUS, LATENT_RADIUS, LATENT_GRID)
   z1, z2 = np.meshgrid(axis, axis[::-1])  # rows: z2 from +r (top) to -r
-  z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(problem.test_samples.dtype)
+  z = np.stack([z1.ravel(), z2.ravel()], axis=1).astype(test.dtype)
   decoded = np.asarray(jax.nn.sigmoid(model.decode(z)), np.float64)
+  last = (_metrics_up_to(run) or [{}])[-1]
   return dict(latents=latents, labels=np.asarray(labels), decoded=decoded, test_elbo=last.get("test_elbo"),
-              steps=config.num_steps, source=f"configs/vae_digits.py:2, trained here ({config.num_steps:,} "
-                                             "steps)")
+              steps=run.step, source=f"configs/vae_digits.py:2, trained here ({run.step:,} steps)")
 
 
 def vae_digits_latent(out: str, latent: dict) -> dict[str, Any]:
   """The 2-D posterior means of the test digits coloured by label, and the decodes of a grid."""
   for key in ("latents", "labels", "decoded"):
     if key not in latent:
-      raise MissingInput(f"vae_digits_latent: no {key!r} (train_vae_digits makes them)")
+      raise MissingInput(f"vae_digits_latent: no {key!r} (vae_latent_map of a run makes them)")
   latents, labels = np.asarray(latent["latents"]), np.asarray(latent["labels"])
   decoded = np.asarray(latent["decoded"])
   grid = int(round(math.sqrt(len(decoded))))
@@ -582,57 +539,20 @@ def vae_digits_latent(out: str, latent: dict) -> dict[str, Any]:
   return data
 
 
-def restore_vae(workdir: str, attempts: int = 3) -> dict[str, Any]:
-  """The VAE of a run directory at its latest checkpoint, through the runner's own restore: the
-  config from config.json, ``build`` of it, the initial state as the template, ``Checkpointer``.
+def restore_vae(workdir: str) -> dict[str, Any]:
+  """The VAE of a run directory at its latest checkpoint (``restore_run``): dict(model, test_samples,
+  step, config, metrics: its metrics.jsonl rows up to that step, workdir)."""
+  from deepfound.experiment.restore import MissingRun, restore_run
 
-  Returns dict(model, test_samples, step, config, metrics). A run still training replaces its
-  checkpoint as it goes (only the latest is kept): a checkpoint gone between listing and reading
-  is tried again with the new latest."""
-  from flax import nnx
-
-  from deepfound.errors import ConfigError
-  from deepfound.experiment import build, precision_scope
-  from deepfound.experiment.checkpoint import Checkpointer
-  from deepfound.experiment.outputs import RunFiles
-  from deepfound.models import vae as vae_lib
-  from deepfound.optim import driver
-
-  files = RunFiles(workdir)
-  if not os.path.isfile(files.config):
-    raise MissingInput(f"vae_mnist: {files.config} not found; train it with: python scripts/train.py "
-                       f"--config=configs/vae_mnist.py --workdir={workdir}")
-  if not Checkpointer.saved_steps(workdir):
-    raise MissingInput(f"vae_mnist: {workdir} has no checkpoint yet (the first comes after "
-                       "config.checkpoint_every steps)")
-  with open(files.config) as f:
-    config = ml_collections.ConfigDict(json.load(f)["config"])
-  if config.model.name != "vae":
-    raise MissingInput(f"vae_mnist: {workdir} holds a {config.model.name} run, not a vae")
-  with precision_scope(config.precision):
-    setup = build.build(config)
-    like = driver.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
-    for attempt in range(attempts):
-      step = max(Checkpointer.saved_steps(workdir), default=None)
-      if step is None:
-        raise MissingInput(f"vae_mnist: {workdir} has no checkpoint")
-      checkpointer = Checkpointer(workdir)
-      try:
-        state = checkpointer.restore(step, like)
-        break
-      except ConfigError:
-        if attempt == attempts - 1:
-          raise
-        time.sleep(2.0)
-      finally:
-        checkpointer.close()
-    params = jax.device_get(driver.reported_params(state))
-    test = setup.problem.test_samples
-    model = _merge(vae_lib.VAE(test.shape[1], tuple(config.model.hidden), config.model.latent_size,
-                               rngs=nnx.Rngs(0)), params)
-  metrics = [row for row in files.metric_lines() if row["step"] <= step]
-  return dict(model=model, test_samples=np.asarray(test), step=step, config=config, metrics=metrics,
-              workdir=workdir)
+  try:
+    run = restore_run(workdir)
+  except MissingRun as e:
+    raise MissingInput(f"vae_mnist: {e}; train it with: python scripts/train.py "
+                       f"--config=configs/vae_mnist.py --workdir={workdir}") from e
+  if run.config.model.name != "vae":
+    raise MissingInput(f"vae_mnist: {workdir} holds a {run.config.model.name} run, not a vae")
+  return dict(model=_vae(run), test_samples=np.asarray(run.setup.problem.test_samples), step=run.step,
+              config=run.config, metrics=_metrics_up_to(run), workdir=workdir)
 
 
 def vae_images(run: dict, num_samples: int = 100, num_reconstructions: int = 50,
@@ -726,8 +646,8 @@ def training_curves(out: str, bench: dict | None, vae_metrics: list[dict] | None
       for name in (n for n in density if n.endswith(panel)):
         case = bench["cases"][name]
         family = name.split("_")[0]
-        data["series"].append(dict(_band(ax, case["curves"]["step"], case["curves"]["test_nll"],
-                                         COLORS[family], f"{family} ({_seeds(case)})"),
+        data["series"].append(dict(band(ax, case["curves"]["step"], case["curves"]["test_nll"],
+                                         COLORS[family], f"{family} ({seeds_label(case)})"),
                                    case=name))
         data["final"][name] = dict(test_nll=_number(case, "test_nll"), kl_gap=_number(case, "kl_gap"))
         data["inputs"][name] = f"bench.json cases.{name}.curves.test_nll"
@@ -737,7 +657,7 @@ def training_curves(out: str, bench: dict | None, vae_metrics: list[dict] | None
       _limit_from_below(ax, [s for s in data["series"] if s.get("case", "").endswith(panel)], entropy)
       ax.set_xscale("log")
       ax.set(xlabel="steps (log scale)", ylabel="test NLL (nats)")
-      gaps = ", ".join(f"{n.split('_')[0]} {_fmt(data['final'][n]['kl_gap'], '.3g')}"
+      gaps = ", ".join(f"{n.split('_')[0]} {format_number(data['final'][n]['kl_gap'], '.3g')}"
                        for n in density if n.endswith(panel))
       ax.set_title(f"{panel}: test NLL, mean over seeds, band min-max\nlast KL gap (NLL - entropy): {gaps}",
                    fontsize=10)
@@ -753,59 +673,47 @@ def training_curves(out: str, bench: dict | None, vae_metrics: list[dict] | None
 
 def make_all(out: str, bench_path: str, vae_workdir: str, configs: dict[str, ConfigFactory] | None,
              ae_steps: int | None = AE_STEPS, vae_digits_steps: int | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             runs_dir: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Every picture whose input is there; returns (and writes as ``<out>/figures.json``) what was
   drawn from what, with its key numbers, and what was skipped and why.
 
   ``bench_path`` must exist (MissingInput otherwise). ``configs``: ``autoencoder_digits`` and
   ``vae_digits`` config factories for the small trainings (None: skip them); ``ae_steps`` and
-  ``vae_digits_steps`` override their num_steps (None: the config's)."""
-  start = time.perf_counter()
+  ``vae_digits_steps`` override their num_steps (None: the config's). The small trainings are runs
+  of the runner in ``runs_dir`` (``ae_linear``, ``ae_mlp``, ``vae_digits_2``; a complete run there
+  is reused), by default a temporary folder deleted at the end."""
+  record = DrawingLog(out, log)
   bench = load_bench(bench_path)
-  drawn, skipped, seconds = {}, {}, {}
-
-  def attempt(name: str, draw: Callable[[], dict]) -> None:
-    tic = time.perf_counter()
-    try:
-      data = draw()  # its curves stay in <name>.json: figures.json keeps the key numbers
-      drawn[name] = dict(png=os.path.join(out, f"{name}.png"),
-                         **{k: v for k, v in data.items() if k != "series"})
-    except MissingInput as e:
-      skipped[name] = str(e)
-      log(f"skipped {e}")
-      return
-    seconds[name] = time.perf_counter() - tic
-    log(f"drew {name} ({seconds[name]:.1f} s)")
-
   for name, draw in (("density_2d", density_2d), ("pushforward_2d", pushforward_2d),
                      ("modes_curves", modes_curves), ("flow_rules", flow_rules)):
-    attempt(name, lambda draw=draw: draw(out, bench))
-
-  def autoencoders():
-    reconstructions = None
-    if configs is not None:
-      factory = configs["autoencoder_digits"]
-      reconstructions = train_autoencoders(_with_steps(factory("linear"), ae_steps),
-                                           _with_steps(factory("mlp"), ae_steps))
-    return autoencoder_digits(out, reconstructions, bench)
-
-  attempt("autoencoder_digits", autoencoders)
+    record.attempt(name, lambda draw=draw: draw(out, bench))
 
   vae_run: dict[str, Any] = {}
+  with contextlib.ExitStack() as stack:
+    runs = runs_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="generative_figures_"))
 
-  def mnist():
-    vae_run.update(restore_vae(vae_workdir))
-    return vae_mnist(out, vae_images(vae_run))
+    def autoencoders():
+      reconstructions = None
+      if configs is not None:
+        factory = configs["autoencoder_digits"]
+        reconstructions = autoencoder_reconstructions(
+            _run(_with_steps(factory("linear"), ae_steps), os.path.join(runs, "ae_linear")),
+            _run(_with_steps(factory("mlp"), ae_steps), os.path.join(runs, "ae_mlp")))
+      return autoencoder_digits(out, reconstructions, bench)
 
-  attempt("vae_mnist", mnist)
+    def mnist():
+      vae_run.update(restore_vae(vae_workdir))
+      return vae_mnist(out, vae_images(vae_run))
 
-  def latent():
-    if configs is None:
-      raise MissingInput("vae_digits_latent: the small trainings are off (--notrain)")
-    return vae_digits_latent(out, train_vae_digits(_with_steps(configs["vae_digits"]("2"),
-                                                               vae_digits_steps)))
+    def latent():
+      if configs is None:
+        raise MissingInput("vae_digits_latent: the small trainings are off (--notrain)")
+      config = _with_steps(configs["vae_digits"]("2"), vae_digits_steps)
+      return vae_digits_latent(out, vae_latent_map(_run(config, os.path.join(runs, "vae_digits_2"))))
 
-  attempt("vae_digits_latent", latent)
+    record.attempt("autoencoder_digits", autoencoders)
+    record.attempt("vae_mnist", mnist)
+    record.attempt("vae_digits_latent", latent)
 
   def curves():
     from deepfound.experiment.outputs import RunFiles
@@ -815,10 +723,7 @@ def make_all(out: str, bench_path: str, vae_workdir: str, configs: dict[str, Con
       metrics = RunFiles(vae_workdir).metric_lines() or None
     return training_curves(out, bench, metrics, RunFiles(vae_workdir).metrics)
 
-  attempt("training_curves", curves)
-  summary = dict(bench=bench_path, vae_workdir=vae_workdir, out=out, drawn=drawn, skipped=skipped,
-                 seconds=seconds, total_seconds=time.perf_counter() - start)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "figures.json"), "w") as f:
-    f.write(dumps(summary, indent=2) + "\n")
+  record.attempt("training_curves", curves)
+  summary = record.summary(bench=bench_path, vae_workdir=vae_workdir)
+  record.write(summary)
   return summary

@@ -23,14 +23,15 @@ def series(label: str, x, runs, **extra) -> dict[str, Any]:
   return dict(label=label, x=np.asarray(x, np.float64).tolist(), runs=runs.tolist(), **extra)
 
 
-def save(fig: plt.Figure, name: str, out: str, data: dict[str, Any]) -> str:
-  """Writes ``<out>/<name>.png`` and ``<out>/<name>.json``; returns the PNG's path."""
+def save(fig: plt.Figure, name: str, out: str, data: dict[str, Any], with_json: bool = True) -> str:
+  """Writes ``<out>/<name>.png`` and (``with_json``) ``<out>/<name>.json``; returns the PNG's path."""
   os.makedirs(out, exist_ok=True)
   png = os.path.join(out, f"{name}.png")
   fig.savefig(png, dpi=110, bbox_inches="tight")
   plt.close(fig)
-  with open(os.path.join(out, f"{name}.json"), "w") as f:
-    f.write(dumps(dict(figure=name, **data)))
+  if with_json:
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+      f.write(dumps(dict(figure=name, **data)))
   return png
 
 

@@ -20,8 +20,10 @@ touched at those rows only (see ``memory.py``), and indices come from a counter-
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -31,10 +33,12 @@ import optax
 
 from deepfound.optim import lazy, schedules
 from deepfound.optim import memory as memory_lib
+from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
 from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
-from deepfound.optim.sga import averaged_params
+from deepfound.optim.rules.sga import averaged_params
 from deepfound.problems.kinds import (
+  Expectation,
   FiniteSum,
   Proximal,
   StochasticFiniteSum,
@@ -45,6 +49,7 @@ from deepfound.problems.kinds import (
 SAMPLINGS = ("uniform", "shuffle")
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class Method:
   """What is compiled into the program (hashable, static): a registered rule with its schedule,
   batch size, sampling, memory layout and options. Numbers that may vary between the runs of
@@ -54,7 +59,13 @@ class Method:
   rule's options (``RuleSpec.options``), defaults filled in.
   """
 
-  __slots__ = ("name", "schedule", "batch_size", "sampling", "memory", "tol", "options")
+  name: str
+  schedule: str
+  batch_size: int
+  sampling: str
+  memory: str
+  tol: float | None
+  options: tuple[tuple[str, Any], ...]  # the rule's options, sorted by name
 
   def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
                sampling: str = "uniform", memory: str = "scalar", tol: float | None = None,
@@ -81,21 +92,10 @@ class Method:
     for field, value in values.items():
       object.__setattr__(self, field, value)
 
-  def __setattr__(self, name, value):
-    raise AttributeError("Method is immutable")
-
-  def _key(self) -> tuple:
-    return tuple(getattr(self, field) for field in self.__slots__)
-
-  def __eq__(self, other) -> bool:
-    return isinstance(other, Method) and self._key() == other._key()
-
-  def __hash__(self) -> int:
-    return hash(self._key())
-
-  def __repr__(self) -> str:
-    fields = ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._key(), strict=True))
-    return f"Method({fields})"
+  @property
+  def label(self) -> str:
+    """How progress lines and summaries name the method: the rule's name."""
+    return self.name
 
   @property
   def spec(self) -> RuleSpec:
@@ -135,14 +135,6 @@ class RunState(NamedTuple):
   stopped_at: jax.Array
 
 
-class LogPoint(NamedTuple):
-  step: jax.Array  # iterations done at this point
-  objective: jax.Array  # full E at the reported iterate (the average for SGA)
-  learning_rate: jax.Array  # schedule value at this iteration count
-  params: Any = None  # the reported iterate, when asked for (record_params=True)
-  extras: Any = None  # the problem's own metrics (nets: loss, train and test accuracy; else {})
-
-
 def has_l1(problem) -> bool:
   """Whether ``problem`` has an L1 term (``kinds.Proximal`` with l1 > 0)."""
   return isinstance(problem, Proximal) and bool(problem.l1)
@@ -152,19 +144,20 @@ def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | No
                    proximal: bool = False):
   """The optax transformation and the schedule for ``method`` with (traced) ``hyper``; with
   ``proximal`` (the problem has an L1 term) the rule must take proximal steps."""
-  schedule = schedules.make_schedule(
-      method.schedule, hyper.learning_rate, hyper.l0, hyper.strong_convexity
-  )
-  # A constant rate goes in as a number, not a schedule: a schedule's step counter is one more
-  # kernel in the loop body, and on CPU XLA runs bodies of more than 8 kernels through a slower
-  # concurrent executor (measured: 0.2 vs 0.6-0.9 us per SAG step).
-  rate = hyper.learning_rate if method.schedule == "constant" else schedule
+  rate, schedule = rates(method, hyper)
   if method.spec.needs_finite_sum and num_samples is None:
     raise ValueError(f"{method.name} needs a finite sum; a stream has n = infinity")
   if proximal and not method.spec.proximal:
     raise ValueError(f"{method.name} takes no proximal step, so it cannot handle an L1 term; "
                      "use sgd or saga, or l1 = 0")
   return method.spec.build(method.context(rate, num_samples, proximal)), schedule
+
+
+def rates(method: Method, hyper: Hyperparameters) -> tuple[optax.ScalarOrSchedule, optax.Schedule]:
+  """(the rule's step size: a number, or the schedule; the schedule), for ``method``'s schedule
+  at ``hyper`` (``schedules.rate_and_schedule``)."""
+  return schedules.rate_and_schedule(method.schedule, hyper.learning_rate, hyper.l0,
+                                     hyper.strong_convexity)
 
 
 def _optimizer(problem, method: Method, hyper: Hyperparameters):
@@ -304,7 +297,7 @@ def make_step(problem, method: Method, optimizer: optax.GradientTransformationEx
   return step
 
 
-_PAGE_STEPS = 256  # 100 KB of rows at p = 100: leaves the cache to the gradient memory
+PAGE_STEPS = 256  # 100 KB of rows at p = 100: leaves the cache to the gradient memory
 
 
 def _largest_divisor_at_most(value: int, bound: int) -> int:
@@ -332,11 +325,11 @@ def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, 
   optimizer, schedule = _optimizer(problem, method, hyper)
   step = make_step(problem, method, optimizer)
   is_lazy = lazy.supports(problem, method)
-  rate = hyper.learning_rate if method.schedule == "constant" else schedule
+  rate, _ = rates(method, hyper)
 
   # Steps run in pages of samples drawn ahead (see _draw_page); a page divides the log block
   # and, for shuffled epochs, is no longer than an epoch.
-  bound = _PAGE_STEPS
+  bound = PAGE_STEPS
   if _shuffles(problem, method):
     bound = min(bound, steps_per_epoch(problem.num_samples, method.batch_size))
   page = _largest_divisor_at_most(log_every, bound)
@@ -460,14 +453,14 @@ def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax
   optimizer, schedule = _optimizer(problem, method, hyper)
   step = make_step(problem, method, optimizer)
   is_lazy = lazy.supports(problem, method)
-  rate = hyper.learning_rate if method.schedule == "constant" else schedule
+  rate, _ = rates(method, hyper)
 
   def log_block(state, block_b):
     steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
     drawn = (block_b, _batches(problem, block_b, state.key, steps))
     if is_lazy:  # in pages, as run_chunk's, so that the scale's rescales come at the same steps
       carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
-      page = _largest_divisor_at_most(log_every, _PAGE_STEPS)
+      page = _largest_divisor_at_most(log_every, PAGE_STEPS)
       paged = jax.tree.map(lambda a: a.reshape((log_every // page, page) + a.shape[1:]),
                            (steps, steps - state.step, drawn))
       carry = jax.lax.scan(lambda c, x: (lazy.run_steps(problem, method, rate, c, *x), None),
@@ -480,3 +473,43 @@ def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax
     return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, indices.reshape(-1, log_every, method.batch_size))
+
+
+def epochs(problem, method: Method, steps):
+  """Passes over the data after ``steps`` (``epochs_done``); None for an expectation."""
+  num_samples = num_samples_of(problem)
+  return None if num_samples is None else epochs_done(method, num_samples, steps)
+
+
+def failure(rows: list[dict], state: RunState, limit: float) -> Failure | None:
+  """The first log point whose objective is not finite or above ``limit``, or parameters that
+  are not finite at the chunk's end."""
+  bad = [r for r in rows if not math.isfinite(r["objective"]) or r["objective"] > limit]
+  params_ok = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params))
+  if not bad and params_ok:
+    return None
+  if not bad:
+    what = "the parameters are not finite"
+  elif math.isfinite(bad[0]["objective"]):
+    what = (f"the objective reached {bad[0]['objective']:.4g}, over {BLOWUP_FACTOR:g} times its "
+            "start")
+  else:
+    what = "the objective is not finite"
+  return Failure(rows.index(bad[0]) if bad else len(rows),
+                 bad[0]["step"] if bad else rows[-1]["step"], what)
+
+
+def final_facts(problem, method: Method, state: RunState) -> dict[str, Any]:
+  """With a stopping tolerance: whether the run converged, at which step and epoch."""
+  if method.tol is None:
+    return {}
+  stopped_at = int(state.stopped_at)
+  converged = stopped_at >= 0
+  return dict(tol=method.tol, converged=converged,
+              converged_step=stopped_at if converged else None,
+              converged_epoch=(float(epochs_done(method, problem.num_samples, stopped_at))
+                               if converged else None))
+
+
+# This module is the engine (``engine.Engine``) of its problem kinds.
+register_engine((FiniteSum, Expectation), sys.modules[__name__])

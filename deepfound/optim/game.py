@@ -16,12 +16,15 @@ user's own) with its schedule and options, and the scheme that orders their step
 * ``svre``: extragradient on variance-reduced gradients (SVRE, Chavdarova, Gidel, Fleuret,
   Lacoste-Julien 2019), for a game that is a finite sum (``kinds.FiniteGame``). As SVRG does for
   one player, a snapshot w~ of both players and the full gradients mu at it are taken every
-  ``snapshot_period`` steps (``optim.svrg_frequency``; default one epoch, n // batch_size), and
+  ``svre_frequency`` steps (``optim.svre_frequency``; default one epoch, n // batch_size), and
   each minibatch gradient g_I(w) becomes g_I(w) - g_I(w~) + mu, at the extrapolation and at the
   update alike. Per-sample gradients of networks are too large to keep (SVRG's gradient memory
   in ``svrg.py`` holds n of them), so g_I(w~) is recomputed: four minibatch gradients a step and
   n per snapshot. With sgd for both players this is the paper's algorithm; other rules take the
   estimate as their gradient.
+
+The schemes are a registry (``schemes.py``): each is a ``SchemeSpec`` registered at the end of
+this module, with its step, its options and whether it needs a finite game.
 
 One step of the game is one generator update. A run is a pure function of (problem, method,
 hyperparameters, key), in chunks of ``lax.scan`` as for the single-player driver (``driver.py``),
@@ -31,76 +34,77 @@ from checkpoints. The problem is a ``kinds.Game``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
+import sys
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from deepfound.optim import driver, schedules
+from deepfound.optim.engine import Failure, LogPoint, register_engine
 from deepfound.optim.registry import snapshot_period
+from deepfound.optim.schemes import SCHEMES, SchemeSpec, get_scheme, register_scheme
 from deepfound.problems.kinds import FiniteGame, Game
+from deepfound.registry import Option, positive
 
-SCHEMES = ("simultaneous", "alternating", "extragradient", "optimistic", "svre")
 FULL_GRADIENT_CHUNK = 1024  # samples per batch when svre sums the full gradients
 PLAYERS = ("generator", "discriminator")
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class GameMethod:
-  """The static part of a game run: each player's rule (a ``driver.Method``), the scheme, the
-  discriminator steps per generator step (alternating) and the minibatch size."""
+  """The static part of a game run: each player's rule (a ``driver.Method``), the scheme (a
+  registered ``schemes.SchemeSpec``) with its options, and the minibatch size.
 
-  __slots__ = ("generator", "discriminator", "scheme", "discriminator_steps", "batch_size",
-               "snapshot_period")
+  ``GameMethod(sgd, sgd, scheme="alternating", discriminator_steps=5)``: keyword arguments
+  beyond the shared ones are the scheme's options, defaults filled in.
+  """
+
+  generator: driver.Method
+  discriminator: driver.Method
+  scheme: str
+  batch_size: int
+  options: tuple[tuple[str, Any], ...]  # the scheme's options, sorted by name
 
   def __init__(self, generator: driver.Method, discriminator: driver.Method,
-               scheme: str = "simultaneous", discriminator_steps: int = 1, batch_size: int = 64,
-               snapshot_period: int | None = None):
+               scheme: str = "simultaneous", batch_size: int = 64, **options: Any):
     if scheme not in SCHEMES:
-      raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+      raise ValueError(f"scheme must be one of {', '.join(SCHEMES.names())}, got {scheme!r}")
     for player, method in zip(PLAYERS, (generator, discriminator), strict=True):
       spec = method.spec
       if spec.needs_finite_sum or spec.oracle != "minibatch":
         raise ValueError(f"the {player}'s rule {method.name} needs a finite sum or its own "
                          "gradient oracle; a game draws fresh samples every step: use a rule "
                          "taking minibatch gradients (sgd, sga, adam)")
-    for name, value in (("discriminator_steps", discriminator_steps), ("batch_size", batch_size),
-                        ("snapshot_period", 1 if snapshot_period is None else snapshot_period)):
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    for field, value in zip(self.__slots__, (generator, discriminator, scheme,
-                                             discriminator_steps, batch_size, snapshot_period),
-                            strict=True):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+      raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    resolved = get_scheme(scheme).resolve_options(options)
+    for field, value in (("generator", generator), ("discriminator", discriminator),
+                         ("scheme", scheme), ("batch_size", batch_size),
+                         ("options", tuple(sorted(resolved.items())))):
       object.__setattr__(self, field, value)
-
-  def __setattr__(self, name, value):
-    raise AttributeError("GameMethod is immutable")
-
-  def _key(self) -> tuple:
-    return tuple(getattr(self, field) for field in self.__slots__)
-
-  def __eq__(self, other) -> bool:
-    return isinstance(other, GameMethod) and self._key() == other._key()
-
-  def __hash__(self) -> int:
-    return hash(self._key())
-
-  def __repr__(self) -> str:
-    fields = ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._key(), strict=True))
-    return f"GameMethod({fields})"
 
   @property
   def players(self) -> tuple[driver.Method, driver.Method]:
     return (self.generator, self.discriminator)
 
-  def period(self, problem) -> int:
-    """svre: the steps between two snapshots (``snapshot_period``, else one epoch)."""
-    return snapshot_period(problem.num_samples, self.batch_size, self.snapshot_period)
+  @property
+  def spec(self) -> SchemeSpec:
+    return get_scheme(self.scheme)
 
-  # What the runner asks of a method (the single-player driver's Method has the same).
-  name = property(lambda self: f"{self.generator.name}/{self.discriminator.name}")
-  tol = None
+  def option(self, name: str) -> Any:
+    """The value of the scheme's option ``name``."""
+    return dict(self.options)[name]
+
+  @property
+  def label(self) -> str:
+    """How progress lines and summaries name the method: "<generator rule>/<discriminator rule>"."""
+    return f"{self.generator.name}/{self.discriminator.name}"
 
 
 class GameHyper(NamedTuple):
@@ -156,14 +160,12 @@ def optimistic(inner: optax.GradientTransformation) -> optax.GradientTransformat
 
 
 def player_optimizer(method: driver.Method, hyper: driver.Hyperparameters, scheme: str):
-  """(transformation, schedule) of one player."""
-  schedule = schedules.make_schedule(method.schedule, hyper.learning_rate, hyper.l0,
-                                     hyper.strong_convexity)
-  rate = hyper.learning_rate if method.schedule == "constant" else schedule
+  """(transformation, schedule) of one player, its rule wrapped as the scheme asks."""
+  rate, schedule = schedules.rate_and_schedule(method.schedule, hyper.learning_rate, hyper.l0,
+                                               hyper.strong_convexity)
   transformation = method.spec.build(method.context(rate, None))
-  if scheme == "optimistic":
-    transformation = optimistic(transformation)
-  return transformation, schedule
+  wrap = get_scheme(scheme).wrap_rule
+  return (transformation if wrap is None else wrap(transformation)), schedule
 
 
 def gradients(problem: Game, params, batch):
@@ -228,39 +230,62 @@ def _move(optimizer, grad, state, params):
 
 
 def make_step(problem: Game, method: GameMethod, optimizers):
-  """One game step: (params, opt_state), key of the step -> (params, opt_state).
+  """One game step of ``method``'s scheme: carry, key of the step -> carry.
 
-  For ``svre`` the carry is (params, opt_state, snapshot), the snapshot from ``init_snapshot``;
-  the step takes a new one when its count is a multiple of the period (inside ``lax.cond``: keep
-  the count unbatched when vmapping, as ``run`` does, or every run pays the full gradients)."""
+  The carry is (params, opt_states), and (params, opt_states, snapshot) for a scheme with a
+  snapshot (svre: from ``init_snapshot``; it takes a new one when its count is a multiple of the
+  period, inside ``lax.cond``: keep the count unbatched when vmapping, as ``run`` does, or every
+  run pays the full gradients)."""
+  spec = method.spec
+  if spec.finite_game and not isinstance(problem, FiniteGame):
+    raise TypeError(f"the {spec.name} scheme needs a finite-sum game (kinds.FiniteGame: "
+                    f"num_samples, sample_batch); {type(problem).__name__} draws fresh samples")
+  return spec.make_step(problem, method, optimizers)
+
+
+def _draws(problem: Game, key, size: int):
+  return lambda j: problem.draw(jax.random.fold_in(key, j), size)
+
+
+def _simultaneous_step(problem: Game, method: GameMethod, optimizers):
+  """Both players step from the gradients at (theta_t, xi_t) (optimistic: the same step with
+  optimistic rules)."""
   opt_g, opt_d = optimizers
-  size, k = method.batch_size, method.discriminator_steps
-  if method.scheme == "svre":
-    if not isinstance(problem, FiniteGame):
-      raise TypeError(f"the svre scheme needs a finite-sum game (kinds.FiniteGame: num_samples, "
-                      f"sample_batch); {type(problem).__name__} draws fresh samples")
-    return _svre_step(problem, method, optimizers)
 
   def step(carry, key):
     (theta, xi), (state_g, state_d) = carry
-    draw = lambda j: problem.draw(jax.random.fold_in(key, j), size)  # noqa: E731
-    if method.scheme in ("simultaneous", "optimistic"):
-      (grad_g, grad_d), _ = gradients(problem, (theta, xi), draw(0))
-      theta, state_g = _move(opt_g, grad_g, state_g, theta)
+    (grad_g, grad_d), _ = gradients(problem, (theta, xi), _draws(problem, key, method.batch_size)(0))
+    theta, state_g = _move(opt_g, grad_g, state_g, theta)
+    xi, state_d = _move(opt_d, grad_d, state_d, xi)
+    return (theta, problem.project(xi)), (state_g, state_d)
+
+  return step
+
+
+def _alternating_step(problem: Game, method: GameMethod, optimizers):
+  """k discriminator steps, each on a fresh minibatch, then one generator step."""
+  opt_g, opt_d = optimizers
+  k = method.option("discriminator_steps")
+
+  def step(carry, key):
+    (theta, xi), (state_g, state_d) = carry
+    draw = _draws(problem, key, method.batch_size)
+    for j in range(k):
+      grad_d = _discriminator_gradient(problem, (theta, xi), draw(j))
       xi, state_d = _move(opt_d, grad_d, state_d, xi)
       xi = problem.project(xi)
-    elif method.scheme == "alternating":
-      for j in range(k):
-        grad_d = _discriminator_gradient(problem, (theta, xi), draw(j))
-        xi, state_d = _move(opt_d, grad_d, state_d, xi)
-        xi = problem.project(xi)
-      grad_g = _generator_gradient(problem, (theta, xi), draw(k))
-      theta, state_g = _move(opt_g, grad_g, state_g, theta)
-    else:  # extragradient
-      (theta, xi), (state_g, state_d) = _extragradient(
-          problem, optimizers, (theta, xi), (state_g, state_d),
-          lambda point, j: gradients(problem, point, draw(j))[0])
+    grad_g = _generator_gradient(problem, (theta, xi), draw(k))
+    theta, state_g = _move(opt_g, grad_g, state_g, theta)
     return (theta, xi), (state_g, state_d)
+
+  return step
+
+
+def _extragradient_step(problem: Game, method: GameMethod, optimizers):
+  def step(carry, key):
+    draw = _draws(problem, key, method.batch_size)
+    return _extragradient(problem, optimizers, *carry,
+                          lambda point, j: gradients(problem, point, draw(j))[0])
 
   return step
 
@@ -279,8 +304,13 @@ def _extragradient(problem: Game, optimizers, params, states, grads_at):
   return (theta, problem.project(xi)), (state_g, state_d)
 
 
+def svre_period(problem: FiniteGame, method: GameMethod) -> int:
+  """svre: the steps between two snapshots (``svre_frequency``, else one epoch)."""
+  return snapshot_period(problem.num_samples, method.batch_size, method.option("svre_frequency"))
+
+
 def _svre_step(problem: FiniteGame, method: GameMethod, optimizers):
-  n, size, period = problem.num_samples, method.batch_size, method.period(problem)
+  n, size, period = problem.num_samples, method.batch_size, svre_period(problem, method)
 
   def step(carry, key):
     (theta, xi), (state_g, state_d), snapshot = carry
@@ -297,6 +327,28 @@ def _svre_step(problem: FiniteGame, method: GameMethod, optimizers):
   return step
 
 
+register_scheme(SchemeSpec(
+    "simultaneous", "both players step from the gradients at the same point",
+    _simultaneous_step))
+register_scheme(SchemeSpec(
+    "alternating", "k discriminator steps on fresh minibatches, then one generator step",
+    _alternating_step,
+    options=(Option("discriminator_steps", int, 1,
+                    "alternating: discriminator steps per generator step", positive),)))
+register_scheme(SchemeSpec(
+    "extragradient", "a step to an extrapolated point, then from the start along its gradients",
+    _extragradient_step))
+register_scheme(SchemeSpec(
+    "optimistic", "simultaneous steps of 2 u_t - u_(t-1) (optimistic GDA / Adam)",
+    _simultaneous_step, wrap_rule=optimistic))
+register_scheme(SchemeSpec(
+    "svre", "extragradient on variance-reduced gradients (a finite-sum game)",
+    _svre_step, finite_game=True, init_snapshot=init_snapshot,
+    options=(Option("svre_frequency", int, None,
+                    "svre: steps between snapshots (None: one epoch, n // batch_size)",
+                    positive),)))
+
+
 def _optimizers(method: GameMethod, hyper: GameHyper):
   pairs = [player_optimizer(m, h, method.scheme) for m, h in zip(method.players, hyper, strict=True)]
   return tuple(p[0] for p in pairs), pairs[0][1]
@@ -307,7 +359,8 @@ def init_state(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Arr
   params = problem.init_params() if params is None else params
   (opt_g, opt_d), _ = _optimizers(method, hyper)
   opt_state = (opt_g.init(params[0]), opt_d.init(params[1]))
-  snapshot = init_snapshot(params) if method.scheme == "svre" else ()
+  init = method.spec.init_snapshot
+  snapshot = () if init is None else init(params)
   return GameState(tuple(params), opt_state, jnp.zeros((), jnp.int32), key,
                    jnp.full((), -1, jnp.int32), jnp.full((2,), -1, jnp.int32), snapshot)
 
@@ -317,14 +370,14 @@ def _finite(tree) -> jax.Array:
 
 
 def log_point(problem: Game, schedule, state: GameState, record_params: bool = False
-              ) -> driver.LogPoint:
+              ) -> LogPoint:
   """The payoff V on the problem's evaluation batch as ``objective``, both players' losses and
   gradient norms there, and the problem's metrics."""
   (grad_g, grad_d), (loss_g, loss_d) = gradients(problem, state.params, problem.evaluation_batch())
   extras = dict(generator_loss=loss_g, discriminator_loss=loss_d,
                 generator_grad_norm=optax.tree.norm(grad_g),
                 discriminator_grad_norm=optax.tree.norm(grad_d), **problem.metrics(state.params))
-  return driver.LogPoint(state.step, problem.objective(state.params), schedule(state.step),
+  return LogPoint(state.step, problem.objective(state.params), schedule(state.step),
                          state.params if record_params else None, extras)
 
 
@@ -334,7 +387,7 @@ def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameSt
   optimizers, schedule = _optimizers(method, hyper)
   step = make_step(problem, method, optimizers)
 
-  svre = method.scheme == "svre"
+  snapshots = method.spec.init_snapshot is not None
 
   def body(carry, x):
     t, key = x
@@ -346,10 +399,10 @@ def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameSt
   def log_block(state, _):
     steps = state.step + jnp.arange(log_every, dtype=jnp.int32)
     keys = jax.vmap(lambda t: jax.random.fold_in(state.key, t))(steps)
-    players = (state.params, state.opt_state) + ((state.snapshot,) if svre else ())
+    players = (state.params, state.opt_state) + ((state.snapshot,) if snapshots else ())
     (players, broken), _ = jax.lax.scan(body, (players, state.broken_at), (steps, keys))
     state = state._replace(params=players[0], opt_state=players[1], step=state.step + log_every,
-                           broken_at=broken, snapshot=players[2] if svre else ())
+                           broken_at=broken, snapshot=players[2] if snapshots else ())
     return state, log_point(problem, schedule, state, record_params)
 
   return jax.lax.scan(log_block, state, None, length=num_logs)
@@ -361,7 +414,7 @@ run_chunk_jit = jax.jit(run_chunk,
 
 @functools.partial(jax.jit, static_argnames=("method", "record_params"))
 def initial_log_point(problem, method: GameMethod, hyper: GameHyper, state: GameState,
-                      record_params: bool = False) -> driver.LogPoint:
+                      record_params: bool = False) -> LogPoint:
   _, schedule = _optimizers(method, hyper)
   return log_point(problem, schedule, state, record_params)
 
@@ -379,3 +432,42 @@ def run(problem, method: GameMethod, hyper: GameHyper, key: jax.Array, params=No
 
 def reported_params(state: GameState) -> Any:
   return state.params
+
+
+def epochs(problem, method: GameMethod, steps) -> None:
+  """Games log no epochs (a step draws fresh latents)."""
+  return None
+
+
+def failure(rows: list[dict], state: GameState, limit: float) -> Failure | None:
+  """A game stops at the first log point where a loss or V is not finite (or at the chunk's end
+  if parameters are not). ``what`` names the player whose parameters broke first, at the step
+  they did, else the player whose loss did. (The blow-up ``limit`` is not applied to games.)"""
+  del limit
+
+  def bad_losses(row):
+    found = [p for p in PLAYERS if not math.isfinite(row.get(f"{p}_loss", 0.0))]
+    return found or ([None] if not math.isfinite(row["objective"]) else [])
+
+  first = next((k for k, row in enumerate(rows) if bad_losses(row)), None)
+  broken_at = [int(t) for t in np.asarray(state.broken_at)]
+  broken = sorted((t, player) for t, player in zip(broken_at, PLAYERS, strict=True) if t >= 0)
+  if first is None and not broken:
+    return None
+  keep = len(rows) if first is None else first
+  step = rows[-1 if first is None else first]["step"]
+  if broken:
+    step, player = broken[0]
+    what = f"the {player}'s parameters are not finite"
+  else:
+    losses = bad_losses(rows[first])
+    what = f"the {losses[0]}'s loss is not finite" if losses[0] else "the payoff V is not finite"
+  return Failure(keep, step, what)
+
+
+def final_facts(problem, method: GameMethod, state: GameState) -> dict[str, Any]:
+  return {}
+
+
+# This module is the engine (``engine.Engine``) of its problem kinds.
+register_engine(Game, sys.modules[__name__])

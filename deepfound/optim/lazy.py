@@ -19,6 +19,10 @@ Q_last) g_j without L1, and with L1 a closed form of the thresholded walk (it mo
 stops there or crosses it once; the crossing step is found by a binary search in Q). The result
 is the dense iteration's iterate, to rounding (the tests compare them in float64 step by step).
 
+A rule's lazy form is a fact of its spec (``RuleSpec.lazy``, a ``registry.LazyForm``): whether it
+keeps a gradient memory, SAG's or SAGA's direction, and the option that divides by the samples
+seen so far; a new rule with one of these forms registers it and leaves this file alone.
+
 The state between two log points is the rule's gradient memory (``LazyMemory``); within a log
 block the driver carries a ``LazyCarry``. Writes into the large arrays are deferred by one step
 (read, then write at the next step), which keeps XLA updating them in place, as in ``memory.py``.
@@ -27,15 +31,19 @@ block the driver carries a ``LazyCarry``. Writes into the large arrays are defer
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from deepfound.problems.linear import soft_threshold
+from deepfound.numerics import soft_threshold
+from deepfound.optim.registry import LazyForm
+from deepfound.problems.kinds import Objective, SparseLinear
 
-FORMS = ("sgd", "sag", "saga")
+if TYPE_CHECKING:
+  from deepfound.optim.driver import Method
+
 # Every RESCALE_EVERY steps of a log block the scale s is reset to 1 (every weight brought up to
 # date, O(p)). In between it shrinks by at most (1 - tau l2)^RESCALE_EVERY, so runs keep
 # tau l2 < MAX_SHRINK (``check_shrinkage``): s stays above 1e-18, far from float32's underflow.
@@ -74,25 +82,29 @@ class LazyCarry(NamedTuple):
   pending: tuple  # the deferred writes: (columns (m,), packed rows (m, width), table index, row)
 
 
-def form_of(method) -> str:
+def form_of(method: Method) -> LazyForm:
   return method.spec.lazy
 
 
-def _keeps_memory(method) -> bool:
-  return form_of(method) in ("sag", "saga")
+def _keeps_memory(method: Method) -> bool:
+  return form_of(method).memory
 
 
-def _slot(problem) -> tuple[int, ...]:
+def _over_seen(method: Method) -> bool:
+  return form_of(method).over_seen(method.options)
+
+
+def _slot(problem: SparseLinear) -> tuple[int, ...]:
   return (problem.num_classes,) if problem.loss == "multinomial" else ()
 
 
-def init_memory(problem, method, params) -> LazyMemory:
+def init_memory(problem: SparseLinear, method: Method, params) -> LazyMemory:
   """The empty gradient memory of the lazy form of ``method``."""
   del params
   slot, dtype = _slot(problem), problem.dtype
   keeps = _keeps_memory(method)
   table = jnp.zeros((problem.num_samples if keeps else 0, *slot), dtype)
-  if keeps and dict(method.options).get("average_over_seen"):
+  if keeps and _over_seen(method):
     table = jnp.full_like(table, jnp.nan)
   gradient_sum = jnp.zeros(((problem.num_columns + 1) if keeps else 0, *slot), dtype)
   return LazyMemory(table, gradient_sum, jnp.zeros(slot, dtype), jnp.zeros((), jnp.int32))
@@ -113,7 +125,7 @@ def _unpack(packed, slot, keeps):
   return v, g, packed[:, -1]
 
 
-def begin(problem, method, params, memory: LazyMemory, block_steps: int) -> LazyCarry:
+def begin(problem: SparseLinear, method: Method, params, memory: LazyMemory, block_steps: int) -> LazyCarry:
   """The carry at the start of a log block of ``block_steps`` steps from ``params``."""
   p, dtype = problem.num_columns, problem.dtype
   coefficients = problem.coefficients(params)
@@ -160,7 +172,7 @@ def _threshold_walk(v, h, q_from, q_to, lam, cumulative, to_index):
   return sign * jnp.where(hh <= lam, small, large)
 
 
-def _catch_up(problem, v, h, q_from, q_to, lam, cumulative, to_index):
+def _catch_up(problem: SparseLinear, v, h, q_from, q_to, lam, cumulative, to_index):
   """Applies the steps a coordinate missed since Q was ``q_from`` (its stamp); ``h`` is None for
   SGD (no gradient memory)."""
   expand = lambda a: a.reshape(a.shape + (1,) * (v.ndim - a.ndim))  # noqa: E731
@@ -184,19 +196,20 @@ def _flush(carry: LazyCarry, local_step) -> LazyCarry:
   return carry._replace(coordinates=coordinates, table=table, cumulative=cumulative)
 
 
-def _denominator(method, num_seen, num_samples: int, dtype):
-  if form_of(method) == "sag" and dict(method.options).get("average_over_seen"):
+def _denominator(method: Method, num_seen, num_samples: int, dtype):
+  if _over_seen(method):
     return jnp.maximum(num_seen, 1).astype(dtype)
   return jnp.asarray(num_samples, dtype)
 
 
-def _prox_weight(method, problem, denominator):
-  """lam: the L1 threshold per unit of q (den l1 for SAGA, l1 for SGD)."""
-  return problem.l1 * (denominator if form_of(method) == "saga" else 1.0)
+def _prox_weight(method: Method, problem: SparseLinear, denominator):
+  """lam: the L1 threshold per unit of q: den l1 with a memory (q = tau / (s den): SAGA), l1
+  without (q = tau / s: SGD)."""
+  return problem.l1 * (denominator if _keeps_memory(method) else 1.0)
 
 
-def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarry, global_step,
-         local_step, drawn) -> LazyCarry:
+def step(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSchedule,
+         carry: LazyCarry, global_step, local_step, drawn) -> LazyCarry:
   """One step on the sample ``drawn`` = (index (1,), batch of one row)."""
   form, keeps, slot = form_of(method), _keeps_memory(method), _slot(problem)
   index, batch = drawn
@@ -219,18 +232,18 @@ def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarr
                              None if sample_weight is None else sample_weight[None])[0]
 
   intercept_sum, num_seen = carry.intercept_sum, carry.num_seen
-  if form == "sgd":
+  if not keeps:
     direction, intercept_direction, g_new = outer(new), new, None
   else:
     old = carry.table[i]
-    if form == "sag" and dict(method.options).get("average_over_seen"):
+    if _over_seen(method):
       unvisited = jnp.isnan(old.reshape(-1)[0])
       old = jnp.where(jnp.isnan(old), 0.0, old)
       num_seen = num_seen + unvisited.astype(jnp.int32)
       den = jnp.maximum(num_seen, 1).astype(dtype)
     change = new - old
     g_new = g_rows + outer(change)
-    if form == "sag":
+    if not form.unbiased:
       intercept_sum = intercept_sum + change
       direction, intercept_direction = g_new / den, intercept_sum / den
     else:
@@ -248,14 +261,15 @@ def step(problem, method, learning_rate: optax.ScalarOrSchedule, carry: LazyCarr
   intercept = carry.intercept
   if problem.fit_intercept:
     intercept = intercept - rate * intercept_direction
-  q_now = carry.q_now + (ratio if form == "sgd" else ratio / den)
+  q_now = carry.q_now + (ratio / den if keeps else ratio)
   rows = _pack(v_rows, g_new, jnp.broadcast_to(q_now, stamps.shape))
   return carry._replace(intercept=intercept, scale=next_scale, q_now=q_now,
                         intercept_sum=intercept_sum, num_seen=num_seen,
                         pending=(columns, rows, i, new))
 
 
-def current(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyCarry]:
+def current(problem: SparseLinear, method: Method, carry: LazyCarry, local_step
+            ) -> tuple[jax.Array, LazyCarry]:
   """All coordinates brought up to date at ``local_step``: (params, carry with the writes
   flushed)."""
   carry = _flush(carry, local_step)
@@ -271,7 +285,7 @@ def current(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, L
   return w, carry
 
 
-def end(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyMemory]:
+def end(problem: SparseLinear, method: Method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyMemory]:
   """(params, memory) at the end of a log block."""
   params, carry = current(problem, method, carry, local_step)
   keeps = _keeps_memory(method)
@@ -280,7 +294,7 @@ def end(problem, method, carry: LazyCarry, local_step) -> tuple[jax.Array, LazyM
   return params, LazyMemory(carry.table, gradient_sum, carry.intercept_sum, carry.num_seen)
 
 
-def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
+def rebase(problem: SparseLinear, method: Method, carry: LazyCarry, local_step) -> LazyCarry:
   """Brings every coordinate up to date and resets the scale to 1 and Q to 0 (when s has grown
   small). Q restarts too: its increments tau / (s den) shrink back with s, and added to the large
   Q of a small s they would be lost to rounding."""
@@ -301,8 +315,8 @@ def rebase(problem, method, carry: LazyCarry, local_step) -> LazyCarry:
                         q_now=jnp.zeros_like(carry.q_now), cumulative=cumulative, pending=pending)
 
 
-def run_steps(problem, method, learning_rate, carry: LazyCarry, global_steps, local_steps,
-              drawn) -> LazyCarry:
+def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSchedule,
+              carry: LazyCarry, global_steps, local_steps, drawn) -> LazyCarry:
   """``lax.scan`` of ``step`` over a page of samples, after a rescale when the page starts at a
   multiple of ``RESCALE_EVERY`` (pages are at most 256 steps and divide the log block; a test per
   page, not per step: a conditional in the step body costs more than the step)."""
@@ -325,11 +339,9 @@ def check_shrinkage(learning_rate: float, l2: float) -> None:
                      "(data.sparse=false)")
 
 
-def supports(problem, method) -> bool:
+def supports(problem: Objective, method: Method) -> bool:
   """Whether ``method`` runs lazily on ``problem``: a sparse linear problem, a rule with a lazy
   form, one sample a step."""
-  from deepfound.problems.kinds import SparseLinear
-
   return (isinstance(problem, SparseLinear) and method.spec.lazy is not None
           and method.batch_size == 1)
 

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from deepfound.numerics import batch_mean, batch_sum
+
 LAYOUTS = ("pytree", "scalar")
 
 
@@ -45,16 +47,6 @@ def add_batch_axis(tree: Any, index: jax.typing.ArrayLike) -> Any:
   if jnp.ndim(index) == 0:
     return jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], tree)
   return tree
-
-
-def batch_sum(values: jax.Array) -> jax.Array:
-  """Sum over the leading batch axis. For a batch of one it is a plain index: on CPU a reduction
-  over an axis of size 1 is a separate kernel that costs more than the rest of a SAG step."""
-  return values[0] if values.shape[0] == 1 else jnp.sum(values, axis=0)
-
-
-def batch_mean(values: jax.Array) -> jax.Array:
-  return values[0] if values.shape[0] == 1 else jnp.mean(values, axis=0)
 
 
 def first_occurrence(index_b: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -223,7 +215,7 @@ def checked_index(index: jax.Array, num_samples: int) -> jax.Array:
   ``jax.experimental.checkify.checkify`` (then ``err.throw()`` raises on a bad index)::
 
       def step(params, state, i):
-        i = deepfound.optim.checked_index(i, n)
+        i = deepfound.optim.memory.checked_index(i, n)
         ...
       err, (params, state) = jax.jit(checkify.checkify(step))(params, state, i)
       err.throw()

@@ -14,7 +14,7 @@ from typing import Any
 
 import optax
 
-from deepfound.problems.kinds import Objective, Proximal
+from deepfound.problems.kinds import FiniteSum, Objective, Proximal
 
 OracleFn = Callable[[Objective, str, optax.Params, Any], tuple[optax.Updates, dict[str, Any]]]
 
@@ -25,26 +25,26 @@ class Oracle:
   draws_samples: bool = True  # False: the step needs no samples (full-gradient methods)
 
 
-def full(problem, memory, params, drawn):
+def full(problem: FiniteSum, memory: str, params: optax.Params, drawn: None):
   """grad E, the full gradient (batch gradient descent)."""
   del memory, drawn
   return problem.gradient(params), {}
 
 
-def proximal_args(problem) -> dict[str, Any]:
+def proximal_args(problem: Objective) -> dict[str, Any]:
   """``proximal_fn`` for a problem with an L1 term (l1 > 0), which proximal rules apply."""
   if isinstance(problem, Proximal) and problem.l1:
     return dict(proximal_fn=problem.proximal)
   return {}
 
 
-def minibatch(problem, memory, params, drawn):
+def minibatch(problem: Objective, memory: str, params: optax.Params, drawn: Any):
   """The minibatch's mean gradient, without per-sample gradients (SGD, SGA, adam)."""
   del memory
   return problem.mean_gradient(params, drawn[1]), proximal_args(problem)
 
 
-def per_sample(problem, memory, params, drawn):
+def per_sample(problem: FiniteSum, memory: str, params: optax.Params, drawn: Any):
   """Per-sample gradients with the sample indices, what the gradient memory of the SAG family
   stores (the scalar layout's s_k and x_k), the L2 gradient, and ``refresh_fn``: every sample's
   stored gradient and their mean at given params (SVRG's snapshot; traced only where used)."""
@@ -56,7 +56,7 @@ def per_sample(problem, memory, params, drawn):
   return terms.gradients, extra
 
 
-def two_point(problem, memory, params, drawn):
+def two_point(problem: FiniteSum, memory: str, params: optax.Params, drawn: Any):
   """The minibatch gradient, ``gradient_fn`` (the same minibatch's mean gradient at other
   params) and ``full_gradient_fn`` (grad E at given params): SARAH's recursion."""
   del memory

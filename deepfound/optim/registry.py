@@ -47,6 +47,34 @@ def one_batch_per_step(steps: np.ndarray, context: RuleContext) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
+class LazyForm:
+  """How a rule steps in O(nnz of the row) on a sparse linear problem at batch size 1
+  (``lazy.py``): the facts of the rule that the lazy path reads, so that a rule with a lazy form
+  is one ``RuleSpec(lazy=LazyForm(...))`` and no edit of ``lazy.py``.
+
+  With s_i the sampled row's new scale, s_i^old its stored one, g = sum_j x_j s_j^old the sum
+  of the stored gradients and den = n (or the samples seen so far, see ``seen_option``), a step
+  moves the weights along::
+
+      x_i s_i                            memory=False (SGD)
+      (g + x_i (s_i - s_i^old)) / den    memory=True (SAG)
+      x_i (s_i - s_i^old) + g / den      memory=True, unbiased=True (SAGA)
+  """
+
+  # Keeps the per-sample scales s_i and their sum g (SAG, SAGA); False: no gradient memory.
+  memory: bool = False
+  # With memory: the fresh difference enters at full weight (SAGA), not divided by den (SAG).
+  unbiased: bool = False
+  # The rule's bool option (``RuleSpec.options``) that makes den the number of samples seen so
+  # far instead of n (SAG's ``average_over_seen``); None: den is always n.
+  seen_option: str | None = None
+
+  def over_seen(self, options: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> bool:
+    """Whether den counts the samples seen so far, under the rule's ``options``."""
+    return self.seen_option is not None and bool(dict(options).get(self.seen_option))
+
+
+@dataclasses.dataclass(frozen=True)
 class RuleSpec:
   """An update rule as the rest of the package sees it.
 
@@ -69,9 +97,9 @@ class RuleSpec:
   # The step-size bound quoted when a run diverges: "2/L" (gradient descent) or "1/L_max"
   # (methods whose steps follow one sample's gradient at full weight).
   stable_step: str = "2/L"
-  # The rule's O(nnz) form on sparse linear problems at batch size 1, one of ``lazy.FORMS``
-  # ("sgd", "sag", "saga"); None: sparse problems get dense per-sample gradients (O(p) a step).
-  lazy: str | None = None
+  # The rule's O(nnz) form on sparse linear problems at batch size 1; None: sparse problems get
+  # dense per-sample gradients (O(p) a step).
+  lazy: LazyForm | None = None
   # Whether the rule takes the proximal step of an L1 term (problem.l1, ``kinds.Proximal``)
   # after each update; others refuse a problem with l1 > 0.
   proximal: bool = False
@@ -95,7 +123,25 @@ def register_rule(spec: RuleSpec, *, replace: bool = False) -> RuleSpec:
   if spec.oracle not in oracles.ORACLES:
     raise ValueError(f"update rule {spec.name!r}: unknown oracle {spec.oracle!r}; expected one of "
                      f"{', '.join(oracles.ORACLES)}")
+  _check_lazy(spec)
   return RULES.register(spec, replace=replace)
+
+
+def _check_lazy(spec: RuleSpec) -> None:
+  form = spec.lazy
+  if form is None:
+    return
+  if not isinstance(form, LazyForm):
+    raise ValueError(f"update rule {spec.name!r}: lazy must be a LazyForm or None, got {form!r}")
+  if (form.unbiased or form.seen_option) and not form.memory:
+    raise ValueError(f"update rule {spec.name!r}: a lazy form without memory has no unbiased "
+                     "difference or samples seen (set memory=True)")
+  if form.seen_option is not None:
+    bools = [o.name for o in spec.options if o.kind is bool]
+    if form.seen_option not in bools:
+      raise ValueError(f"update rule {spec.name!r}: the lazy form's seen_option "
+                       f"{form.seen_option!r} is not one of the rule's bool options "
+                       f"({', '.join(bools) or 'none'})")
 
 
 def get_rule(name: str) -> RuleSpec:

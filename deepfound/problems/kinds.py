@@ -91,13 +91,26 @@ class Proximal(Protocol):
 
 
 @runtime_checkable
-class SparseLinear(FiniteSum, Protocol):
+class HostDesign(Protocol):
+  """A linear problem that describes itself on the host, for ``optimum.solve_optimum``."""
+
+  def host_design(self) -> dict[str, Any]:
+    """design (float64 (n, p), no column of ones), targets, loss, num_classes, l2, l1, weights
+    (or None) and fit_intercept."""
+
+
+@runtime_checkable
+class SparseLinear(FiniteSum, Proximal, Protocol):
   """A linear finite sum whose rows are sparse on the device (``problems/sparse.py``): the lazy
   rules (``optim/lazy.py``) step in O(nnz of the row) through these methods."""
 
   num_columns: int
   fit_intercept: bool
   indices: jax.Array  # (n, m) columns of each row, padding = num_columns
+  loss: str  # "logistic", "least_squares" or "multinomial"
+  num_classes: int  # K of multinomial (the parameters' second axis)
+  l2: jax.Array  # the weight of (l2/2) ||b||^2
+  dtype: Any  # the float dtype of the parameters
 
   def sample_scale(self, scores: jax.Array, targets: jax.Array, weights: jax.Array | None
                    ) -> jax.Array:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepfound.optim.memory import batch_mean
+from deepfound.numerics import batch_mean, soft_threshold
 from deepfound.problems.kinds import SampleTerms
 
 LOSSES = ("logistic", "multinomial", "least_squares")
@@ -39,11 +39,6 @@ def loss_value(loss: str, scores: jax.Array, targets: jax.Array) -> jax.Array:
     picked = jnp.take_along_axis(scores, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
     return jax.nn.logsumexp(scores, axis=-1) - picked
   raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
-
-
-def soft_threshold(values: jax.Array, threshold: jax.Array) -> jax.Array:
-  """The proximal map of threshold * ||.||_1: sign(v) max(|v| - threshold, 0)."""
-  return jnp.sign(values) * jnp.maximum(jnp.abs(values) - threshold, 0.0)
 
 
 def loss_derivative(loss: str, scores: jax.Array, targets: jax.Array) -> jax.Array:

@@ -31,6 +31,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 import scipy.special
 
+from deepfound.problems.kinds import HostDesign
+
 if TYPE_CHECKING:
   from deepfound.problems.linear import LinearFiniteSum
 
@@ -315,10 +317,11 @@ def solve_optimum(
   """E* of a linear finite sum, to ||grad E|| < ``tolerance`` (where the minimum exists).
 
   Takes the host arrays from ``problem.host_design()`` (a dict with design, targets, loss,
-  num_classes, l2, l1, weights, fit_intercept) when the problem has it; otherwise from its
-  features, targets, loss, num_classes and l2 (no intercept, no weights, no l1).
+  num_classes, l2, l1, weights, fit_intercept) when the problem is a ``kinds.HostDesign``;
+  otherwise from its features, targets, loss, num_classes and l2 (no intercept, no weights, no
+  l1).
   """
-  if hasattr(problem, "host_design"):
+  if isinstance(problem, HostDesign):
     spec = problem.host_design()
     return solve_linear_optimum(
         spec["design"], spec["targets"], spec["loss"], num_classes=spec.get("num_classes", 0),

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from deepfound.optim.memory import batch_mean
+from deepfound.numerics import batch_mean
 from deepfound.problems.kinds import SampleTerms
 from deepfound.problems.linear import (
     LOSS_CURVATURE,

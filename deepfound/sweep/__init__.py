@@ -1,3 +1,10 @@
-"""Sweeps: many runs of one experiment as one vmapped, sharded program per program shape."""
+"""Sweeps: many runs of one experiment as one vmapped, sharded program per program shape.
 
-from deepfound.sweep.spec import GAME_VMAPPED_KEYS, VMAPPED_KEYS, SpecError, expand, parse
+Importing the package registers the sweep programs of the built-in problem kinds
+(``objectives.py``, ``games.py``)."""
+# ruff: noqa: I001
+
+from deepfound.sweep.spec import SpecError, expand, parse
+from deepfound.sweep.common import PROGRAMS, SweepProgram, register_program
+from deepfound.sweep import objectives
+from deepfound.sweep import games

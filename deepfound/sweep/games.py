@@ -1,7 +1,7 @@
 """Sweeps of two-player games (model.name=gan): seeds, initializations and both players' rates
 of one GAN as one vmapped, sharded program (``jax.vmap`` of ``optim.game.run``).
 
-What varies inside one program (``spec.GAME_VMAPPED_KEYS``): ``optim.generator.learning_rate``,
+What varies inside one program (``VMAPPED_KEYS``): ``optim.generator.learning_rate``,
 ``optim.discriminator.learning_rate``, ``optim.generator.l0``, ``optim.discriminator.l0``,
 ``seed`` (the sampling key of the run) and ``model.seed`` (both players' initial parameters).
 Any other swept key makes one program per value, as for single-player sweeps. The top-level
@@ -50,13 +50,26 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from deepfound.experiment import build as experiment
-from deepfound.experiment.config import precision_dtype
-from deepfound.experiment.runner import precision_scope
+from deepfound.experiment.config import precision_dtype, precision_scope
+from deepfound.experiment.games import player_values
 from deepfound.optim import driver, game
-from deepfound.strict_json import dumps
 from deepfound.sweep import plots
-from deepfound.sweep.runner import Group, _tree_bytes, batch_size_for, summarize, write_rows
+from deepfound.sweep.common import (
+  Group,
+  SweepProgram,
+  batch_size_for,
+  register_program,
+  summarize,
+  tree_bytes,
+  write_rows,
+  write_summary,
+)
 from deepfound.sweep.spec import SpecError
+
+# What varies inside one program: both players' rates and warm-ups, the sampling seed, and
+# model.seed (both players' initial parameters).
+VMAPPED_KEYS = ("optim.generator.learning_rate", "optim.discriminator.learning_rate",
+                "optim.generator.l0", "optim.discriminator.l0", "seed", "model.seed")
 
 # (metric, +1 if more is better / -1 if less is), compared in this order; a program is ranked by
 # those of its rows' metrics that appear here.
@@ -67,7 +80,7 @@ RANKING = (("modes_captured", 1), ("high_quality_fraction", 1), ("mode_kl", -1),
 EQUILIBRIUM_PAYOFF = {"js": -math.log(4.0)}
 
 
-def check_game_keys(config, keys: list[str]) -> None:
+def check_keys(config, keys: list[str]) -> None:
   """Refuses a swept key of the single-player optim group that each player has its own of."""
   players = set(config.optim[game.PLAYERS[0]].keys())
   for key in keys:
@@ -76,12 +89,6 @@ def check_game_keys(config, keys: list[str]) -> None:
       raise SpecError(f"{key} is not used by a two-player game (model.name={config.model.name}): "
                       f"each player has its own; sweep optim.generator.{parts[1]} and/or "
                       f"optim.discriminator.{parts[1]}")
-
-
-def player_values(config, player: str) -> dict[str, float]:
-  """A player's numeric settings, as ``experiment.build`` makes them (its ``GameHyper``)."""
-  group = config.optim[player]
-  return dict(learning_rate=float(group.learning_rate), l0=float(group.l0), strong_convexity=1.0)
 
 
 def _model_seeds(group: Group) -> list[int]:
@@ -161,7 +168,7 @@ def state_bytes_per_run(problem, method: game.GameMethod, hyper: game.GameHyper,
   its log points (without the activations' temporaries)."""
   state = jax.eval_shape(lambda: game.init_state(problem, method, hyper, jax.random.PRNGKey(0)))
   point = jax.eval_shape(lambda s: game.initial_log_point(problem, method, hyper, s), state)
-  return 2 * _tree_bytes(state) + num_logs * _tree_bytes(point)
+  return 2 * tree_bytes(state) + num_logs * tree_bytes(point)
 
 
 def _split_leaves(problems: list) -> tuple[Any, list, list]:
@@ -193,9 +200,9 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
   num_logs, devices = config0.num_steps // config0.log_every, jax.devices()
   treedef, shared, stacked = _split_leaves([s.problem for s in setups.values()])
   position = {seed: k for k, seed in enumerate(setups)}
-  shared_bytes = _tree_bytes(shared)
+  shared_bytes = tree_bytes(shared)
   # The data, and the differing leaves of every model.seed, stay on each device all along.
-  resident = shared_bytes + _tree_bytes(stacked)
+  resident = shared_bytes + tree_bytes(stacked)
   mesh = Mesh(np.array(devices), ("runs",))
   across, replicated = NamedSharding(mesh, PartitionSpec("runs")), NamedSharding(mesh, PartitionSpec())
 
@@ -244,7 +251,7 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
     analysis = compiled.memory_analysis()
     if analysis is None:  # no analysis: a lower bound from the state and the log points
       per_run = (state_bytes_per_run(first.problem, method, first.hyper, num_logs)
-                 + sum(_tree_bytes(x[0]) for x in stacked if x is not None))
+                 + sum(tree_bytes(x[0]) for x in stacked if x is not None))
       fitted = batch_size_for(per_run, resident, budget, len(devices), len(group.runs))
       if fitted < batch:
         batch = fitted
@@ -344,8 +351,16 @@ def write_outputs(workdir, spec, values, groups, results, total) -> dict:
                      diverged=sum(r["diverged"] for r in mine), runs=len(group.runs),
                      ranked_by=ranked_by))
   summary = summarize(spec, rows, groups, results, best, total)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    f.write(dumps(summary, indent=2) + "\n")
+  write_summary(workdir, summary)
   metric = next((name for name, _ in RANKING if all(name in r for r in rows)), "final_objective")
   plots.write_game_plots(workdir, rows, [g.label for g in groups], metric)
   return summary
+
+
+def label(config) -> str:
+  return (f"{config.optim.generator.name}/{config.optim.discriminator.name}, "
+          f"{config.optim.scheme}")
+
+
+register_program(SweepProgram("game", VMAPPED_KEYS, label, run_groups, write_outputs,
+                              check_keys=check_keys))

@@ -29,15 +29,6 @@ from typing import Any
 
 import numpy as np
 
-# Numeric keys that vary between the runs of one compiled program (vmapped); any other swept key
-# changes the program and splits the runs into one program per value. ``seed`` seeds the sampling;
-# a network's initialization comes from ``model.seed`` (sweep that for independent inits).
-VMAPPED_KEYS = ("optim.learning_rate", "optim.l0", "optim.strong_convexity", "problem.l2", "seed")
-# The same for a two-player game (model.name=gan): both players' rates and warm-ups, the sampling
-# seed, and model.seed (both players' initial parameters; see deepfound/sweep/games.py).
-GAME_VMAPPED_KEYS = ("optim.generator.learning_rate", "optim.discriminator.learning_rate",
-                     "optim.generator.l0", "optim.discriminator.l0", "seed", "model.seed")
-
 MAX_RUNS = 100_000  # a sweep larger than this is refused before anything is built
 
 

@@ -36,7 +36,7 @@ def setup():
 def test_the_setup_is_the_digits_game(setup):
   problem, method = setup.problem, setup.method
   assert problem.samples.shape == (1348, 64) and problem.samples.dtype == np.float32
-  assert (method.scheme, method.batch_size, method.discriminator_steps) == ("alternating", 64, 1)
+  assert (method.scheme, method.batch_size, method.option("discriminator_steps")) == ("alternating", 64, 1)
   from deepfound.benchmarks import gan_speed
 
   assert [k.shape for k, _ in gan_speed.layer_arrays(problem.initial_params[0])] == [

@@ -13,7 +13,8 @@ import pytest
 
 from deepfound.data import DataError
 from deepfound.experiment import ConfigError, DivergenceError, run_experiment
-from deepfound.optim import checked_index, memory
+from deepfound.optim import memory
+from deepfound.optim.memory import checked_index
 from deepfound.sweep.spec import SpecError, expand, parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -142,7 +142,7 @@ def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
 
 
 @pytest.mark.parametrize("scheme", [[], ["--config.optim.scheme=svre",
-                                          "--config.optim.svrg_frequency=30"]])
+                                          "--config.optim.svre_frequency=30"]])
 def test_a_resumed_game_ends_with_the_same_parameters(tmp_path, scheme):
   # svre: the snapshot (taken at steps 0, 30, 60, 90) travels in the checkpoint of step 50.
   args = ["--config.log_every=25", "--config.checkpoint_every=50", *scheme]

@@ -119,7 +119,7 @@ def test_the_estimate_is_the_full_gradient_at_the_snapshot():
 def test_snapshots_are_taken_every_period():
   problem = _noisy_bilinear()
   method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="svre",
-                           batch_size=2, snapshot_period=5)
+                           batch_size=2, svre_frequency=5)
   hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
   state = game.init_state(problem, method, hyper, jax.random.PRNGKey(1))
   states = [jax.device_get(state)]
@@ -133,9 +133,9 @@ def test_snapshots_are_taken_every_period():
     np.testing.assert_array_equal(states[done].snapshot.params[1]["y"], states[taken].params[1]["y"])
   assert len({float(s.snapshot.params[0]) for s in states[1:]}) == 3
   assert int(state.snapshot.count) == 12
-  assert method.period(problem) == 5
-  assert game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="svre",
-                         batch_size=4).period(problem) == 4  # one epoch: 16 // 4
+  assert game.svre_period(problem, method) == 5
+  assert game.svre_period(problem, game.GameMethod(driver.Method("sgd"), driver.Method("sgd"),
+                                                   scheme="svre", batch_size=4)) == 4  # 16 // 4
 
 
 def test_a_vmapped_run_keeps_the_snapshot_conditional():
@@ -196,32 +196,37 @@ def test_svre_through_the_cli(tmp_path):
              f"--config={os.path.join(ROOT, 'configs', 'gan_2d.py')}:ring",
              f"--workdir={tmp_path / 'run'}", "--config.model.hidden=(16,16)",
              "--config.model.discriminator_hidden=(16,)", "--config.data.num_samples=2000",
-             "--config.optim.scheme=svre", "--config.optim.svrg_frequency=10",
+             "--config.optim.scheme=svre", "--config.optim.svre_frequency=10",
              "--config.num_steps=40", "--config.log_every=20"]
   result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert result.returncode == 0, result.stderr
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [0, 20, 40]
   assert np.isfinite(rows[-1]["objective"]) and rows[-1]["generator_loss"] != rows[0]["generator_loss"]
-  bad = subprocess.run(command[:-3] + ["--config.optim.svrg_frequency=0"], capture_output=True,
+  bad = subprocess.run(command[:-3] + ["--config.optim.svre_frequency=0"], capture_output=True,
                        text=True, cwd=ROOT, timeout=300)
-  assert bad.returncode == 2 and "optim.svrg_frequency" in bad.stderr
+  assert bad.returncode == 2 and "optim.svre_frequency" in bad.stderr
   assert bad.stderr.strip().count("\n") == 0
   config = json.loads((tmp_path / "run" / "config.json").read_text())
-  assert config["config"]["optim"]["svrg_frequency"] == 10
+  assert config["config"]["optim"]["svre_frequency"] == 10
 
 
-def test_svrg_frequency_reaches_the_method():
+def test_svre_frequency_reaches_the_method():
   from configs import gan_2d
   from deepfound.errors import ConfigError
-  from deepfound.experiment import build, validate
+  from deepfound.experiment import games, validate
 
   config = gan_2d.get_config("ring")
-  config.optim.scheme, config.optim.svrg_frequency = "svre", 7
-  assert build.build_game_method(config).snapshot_period == 7
+  config.optim.scheme, config.optim.svre_frequency = "svre", 7
+  assert games.build_method(config).option("svre_frequency") == 7
   config.optim.scheme = "extragradient"
-  with pytest.raises(ConfigError, match="svrg_frequency=7 is the snapshot period"):
+  with pytest.raises(ConfigError, match="svre_frequency=7 applies to optim.scheme=svre only"):
     validate(config)
-  config.optim.svrg_frequency, config.optim.discriminator_steps = None, 5
+  config.optim.svre_frequency, config.optim.discriminator_steps = None, 5
   with pytest.raises(ConfigError, match="applies to optim.scheme=alternating only"):
+    validate(config)
+  # svrg's option is not a game's: refused with the name of svre's own.
+  config.optim.discriminator_steps, config.optim.svrg_frequency = 1, 7
+  with pytest.raises(ConfigError, match="optim.svrg_frequency=7 is an option of the top-level "
+                                        "rule.*optim.svre_frequency"):
     validate(config)

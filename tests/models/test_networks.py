@@ -11,6 +11,7 @@ from flax import nnx
 from deepfound import optim
 from deepfound.models import CNN, MLP, perceptron, split
 from deepfound.optim import driver
+from deepfound.optim.memory import memory_bytes
 from deepfound.problems import NetFiniteSum, make_problem
 
 
@@ -95,7 +96,7 @@ def test_sag_on_a_net_matches_numpy():
     updates, state = opt.update(jax.tree.map(lambda a: a[0], grads), state, params, index=i)
     params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(jax.flatten_util.ravel_pytree(params)[0], b, rtol=1e-4, atol=1e-6)
-  assert optim.memory_bytes("pytree", problem.initial_params, n) == 4 * n * flat0.size
+  assert memory_bytes("pytree", problem.initial_params, n) == 4 * n * flat0.size
 
 
 def test_vmap_over_seeds_on_a_net():

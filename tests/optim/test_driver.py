@@ -10,7 +10,8 @@ import pytest
 
 from deepfound import optim as optim_lib
 from deepfound.data import make_logistic_data
-from deepfound.optim import driver, flushed_table
+from deepfound.optim import driver
+from deepfound.optim.memory import flushed_table
 from deepfound.problems import make_logistic_stream, make_problem, solve_optimum
 
 

@@ -13,6 +13,7 @@ from conftest import INDICES, L2, np_full_gradient, np_sample_gradient, np_sampl
 
 import deepfound
 from deepfound import optim
+from deepfound.optim.memory import flushed_table, memory_bytes
 
 TAU = 0.3
 
@@ -227,7 +228,7 @@ def test_sag_minibatch_with_duplicates(tiny_data):
       params = optax.apply_updates(params, updates)
       got.append(np.asarray(params))
     # The memory as the chapter defines it (deferred write applied) holds the last gradients.
-    table = np.asarray(optim.flushed_table(state[0]))
+    table = np.asarray(flushed_table(state[0]))
   np.testing.assert_allclose(np.array(got), np_sag_minibatch(x, y, batches, TAU), rtol=1e-10)
   assert np.count_nonzero(np.abs(table).sum(axis=1)) == 6
 
@@ -284,7 +285,7 @@ def test_saga_minibatch_with_duplicates(tiny_data, memory):
   np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
   # The memory's sum counts each sample once: g = sum_i G_i over the flushed table.
   with jax.enable_x64(True):
-    table = np.asarray(optim.flushed_table(state[0]))
+    table = np.asarray(flushed_table(state[0]))
     stored = table @ x if scalar else table.sum(axis=0)  # sum_i s_i x_i, or sum_i G_i
     np.testing.assert_allclose(np.asarray(state[0].gradient_sum), stored, rtol=1e-10, atol=1e-12)
 
@@ -332,8 +333,8 @@ def test_state_shapes_and_dtypes(tiny_data):
   scalar_state = optim.sag(0.1, 50, memory="scalar").init(params)[0]
   assert pytree_state.table.shape == (50, 3) and pytree_state.table.dtype == jnp.float32
   assert scalar_state.table.shape == (50,)
-  assert optim.memory_bytes("scalar", params, 1000) == 4000
-  assert optim.memory_bytes("pytree", {"w": jnp.zeros((4, 5)), "b": jnp.zeros(5)}, 10) == 1000
+  assert memory_bytes("scalar", params, 1000) == 4000
+  assert memory_bytes("pytree", {"w": jnp.zeros((4, 5)), "b": jnp.zeros(5)}, 10) == 1000
   multinomial = optim.saga(0.1, 7, memory="scalar").init(jnp.zeros((3, 4)))[0]
   assert multinomial.table.shape == (7, 4)
 

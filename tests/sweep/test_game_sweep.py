@@ -15,7 +15,8 @@ from configs import gan_2d
 from deepfound.experiment import build, precision_scope
 from deepfound.optim import game
 from deepfound.sweep import SpecError, games
-from deepfound.sweep.runner import SweepMemoryError, _tree_bytes, plan, run_sweep
+from deepfound.sweep.common import SweepMemoryError, tree_bytes
+from deepfound.sweep.runner import plan, run_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GAN_2D = os.path.join(ROOT, "configs", "gan_2d.py")
@@ -108,7 +109,7 @@ def test_batched_calls_give_the_same_rows(sweep_dir, tmp_path):
     run_sweep(config, spec, str(tmp_path / "none"), max_memory_mb=0.01, log=lambda _: None)
   assert not (tmp_path / "none").exists()
   with precision_scope(config.precision):
-    data = _tree_bytes(build.build(config).problem)  # one model.seed: all of it shared
+    data = tree_bytes(build.build(config).problem)  # one model.seed: all of it shared
   per_run = sweep_dir[1]["mb_per_run"][0] * 2**20  # in a call of 16 runs (less than in 3)
   summary = run_sweep(config, spec, str(tmp_path / "some"), log=lambda _: None,
                       max_memory_mb=(data + 3.75 * per_run) / 2**20)  # 2 on a CPU
@@ -163,7 +164,7 @@ def test_single_player_keys_are_refused_for_a_game():
     with pytest.raises(SpecError, match=f"sweep optim.generator.{player_key} and/or "
                                         f"optim.discriminator.{player_key}"):
       run_sweep(small_config(), f"{key}=[1, 2]", "/tmp/never", log=lambda _: None)
-  with pytest.raises(SpecError, match="cannot mix two-player games"):
+  with pytest.raises(SpecError, match="cannot mix problem kinds"):
     run_sweep(small_config(), "model.name=[gan, mlp]", "/tmp/never", log=lambda _: None)
 
 

@@ -13,7 +13,9 @@ from deepfound.experiment import build as experiment
 from deepfound.experiment import run_experiment
 from deepfound.optim import driver
 from deepfound.sweep import SpecError
-from deepfound.sweep.runner import SweepMemoryError, _tree_bytes, bytes_per_run, run_sweep
+from deepfound.sweep.common import SweepMemoryError, tree_bytes
+from deepfound.sweep.objectives import bytes_per_run
+from deepfound.sweep.runner import run_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = "optim.learning_rate=[0.02, 0.2]; optim.schedule=[inverse_time, inverse_sqrt]; seed=[0, 3]"
@@ -80,7 +82,7 @@ def test_memory_budget_batches_or_refuses(sweep_dir, tmp_path):
   problem = experiment.build_problem(config)
   per_run = bytes_per_run(problem, experiment.build_method(config),
                           driver.hyperparameters(0.001), config.num_steps // config.log_every)
-  budget_mb = (_tree_bytes(problem) + 2.5 * per_run) / 2**20
+  budget_mb = (tree_bytes(problem) + 2.5 * per_run) / 2**20
   summary = run_sweep(config, spec, str(tmp_path / "two"), max_memory_mb=budget_mb,
                       log=lambda _: None)
   assert summary["runs_per_batch"] == [2]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from deepfound.optim import memory as memory_lib
-from deepfound.optim.registry import RuleSpec, register_rule
+from deepfound.optim.registry import LazyForm, RuleSpec, register_rule
 from deepfound.registry import Option
 
 
@@ -100,7 +100,14 @@ def sag(
     batch_size: int = 1,
     average_over_seen: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """SAG: beta <- beta - tau g / n, with g the sum of the stored per-sample gradients (17.1.5).
+  """SAG: a step along the mean of the stored per-sample gradients (17.1.5).
+
+  With G_i the gradient of term i stored at its last visit, g = sum_i G_i, and i(l) the sampled
+  term::
+
+      g      <- g - G_i(l) + grad E_i(l)(beta^(l))
+      G_i(l) <- grad E_i(l)(beta^(l))
+      beta^(l+1) = beta^(l) - tau g / n
 
   The chapter writes the step as "beta - tau a"; it is the step along g / n. For convergence tau
   should be of the order of 1/L; the linear rate on strongly convex sums is proven for
@@ -110,6 +117,20 @@ def sag(
   all samples (the L2 term, passed as ``regularizer_gradient`` or recovered from the gradient) is
   taken at the current iterate instead of its stale stored copy: the same fixed point, and the
   variant scikit-learn uses. With ``memory="pytree"`` the iteration is the chapter's, verbatim.
+
+  Args:
+    learning_rate: tau, a number or a schedule of the step count.
+    num_samples: n, the number of terms of the finite sum.
+    memory: ``"pytree"`` (any model) or ``"scalar"`` (linear models; see ``memory.py``).
+    batch_size: number of indices per update; ``updates`` then carry a leading batch axis.
+    average_over_seen: divide by the number of distinct samples seen instead of n during the first
+      pass, as scikit-learn does.
+
+  Returns:
+    ``optax.chain(scale_by_sag(...), optax.scale_by_learning_rate(learning_rate))``: its
+    ``update`` takes the sampled gradients and the extra arguments of ``scale_by_sag`` (``index``,
+    and for the scalar layout ``sample_scale``, ``sample_features``, ``regularizer_gradient``);
+    its state is (``ScaleBySAGState``, the learning rate's state).
 
   Example::
 
@@ -137,6 +158,7 @@ register_rule(RuleSpec(
     build=lambda c: sag(c.learning_rate, c.num_samples, c.memory, c.batch_size,
                         c.options["average_over_seen"]),
     summary="stochastic average gradient (17.1.5): the mean of stored per-sample gradients",
-    options=(AVERAGE_OVER_SEEN,), stable_step="1/L_max", lazy="sag",
+    options=(AVERAGE_OVER_SEEN,), stable_step="1/L_max",
+    lazy=LazyForm(memory=True, seen_option=AVERAGE_OVER_SEEN.name),
     auto_learning_rate=lambda constants: 1.0 / constants["auto_lipschitz"],
 ))

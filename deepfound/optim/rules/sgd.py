@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from deepfound.optim.registry import RuleSpec, register_rule
+from deepfound.optim.registry import LazyForm, RuleSpec, register_rule
 
 
 class ProximalStepState(NamedTuple):
@@ -45,29 +45,64 @@ def proximal_step(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransf
 
 
 def bgd(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
-  """Batch gradient descent: beta <- beta - tau grad E(beta), with the full gradient (17.5).
+  """Batch gradient descent, with the full gradient (17.5).
 
-  ``updates`` must be the full gradient. Converges for a constant 0 < tau < 2/L, L the Lipschitz
-  constant of grad E; 1/L is the usual choice, and the rate is linear when E is strongly convex.
-  State: that of ``optax.scale_by_learning_rate``: empty for a constant rate, the iteration
-  count (``optax.ScaleByScheduleState``) for a schedule.
+  ::
+
+      beta^(l+1) = beta^(l) - tau_l grad E(beta^(l))
+
+  Converges for a constant 0 < tau < 2/L, L the Lipschitz constant of grad E; 1/L is the usual
+  choice, and the rate is linear when E is strongly convex.
+
+  Args:
+    learning_rate: tau, a number or a schedule of the step count.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the full gradient
+    grad E as ``updates``. Its state is that of ``optax.scale_by_learning_rate``: empty for a
+    constant rate, the iteration count (``optax.ScaleByScheduleState``) for a schedule.
+
+  Example::
+
+      opt = deepfound.optim.bgd(1.0 / lipschitz)
+      updates, state = opt.update(jax.grad(full_loss)(params), opt.init(params))
+
+  Reference: Cauchy, "Methode generale pour la resolution des systemes d'equations simultanees",
+  1847.
   """
   return optax.chain(optax.scale_by_learning_rate(learning_rate))
 
 
 def sgd(learning_rate: optax.ScalarOrSchedule, proximal: bool = False
         ) -> optax.GradientTransformationExtraArgs:
-  """Stochastic gradient descent: beta <- beta - tau_l grad E_i(l)(beta) (17.1.3).
+  """Stochastic gradient descent, on one sampled term (or a minibatch) per step (17.1.3).
 
-  ``updates`` is the gradient of one sampled term (or the mean over a minibatch), an unbiased
-  estimate of grad E (17.7). tau_l must decay, e.g. ``inverse_time_schedule`` (17.8). Works just
-  as well on an infinite stream of samples (17.2). State: as ``bgd``'s; with ``proximal``, the
-  step is followed by the proximal step of an L1 term (``proximal_step``; the update then takes
-  the extra argument ``proximal_fn``).
+  ::
+
+      beta^(l+1) = beta^(l) - tau_l grad E_i(l)(beta^(l))
+      beta^(l+1) = prox_{tau_l}(beta^(l) - tau_l grad E_i(l)(beta^(l)))        (proximal)
+
+  with prox_tau the proximal map of tau l1 ||.||_1 (soft thresholding). grad E_i(l) is an
+  unbiased estimate of grad E (17.7); tau_l must decay, sum_l tau_l = infinity
+  and sum_l tau_l^2 < infinity, e.g. ``inverse_time_schedule`` (17.8). It works just as well on
+  an infinite stream of samples (17.2).
+
+  Args:
+    learning_rate: tau_l, a number or a schedule of the step count.
+    proximal: follow each step by the proximal step of an L1 term (``proximal_step``; the update
+      then takes the extra argument ``proximal_fn``).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the gradient of the
+    sampled term (or the minibatch mean) as ``updates``. Its state is ``bgd``'s, followed by a
+    ``ProximalStepState`` when ``proximal``.
 
   Example::
 
       opt = deepfound.optim.sgd(deepfound.optim.inverse_time_schedule(0.05, 100))
+
+  Reference: Robbins, Monro, "A stochastic approximation method", Annals of Mathematical
+  Statistics, 1951.
   """
   if proximal:
     return optax.chain(optax.scale_by_learning_rate(learning_rate), proximal_step(learning_rate))
@@ -82,6 +117,6 @@ register_rule(RuleSpec(
 ))
 register_rule(RuleSpec(
     name="sgd", build=lambda c: sgd(c.learning_rate, c.proximal), oracle="minibatch",
-    lazy="sgd", proximal=True,
+    lazy=LazyForm(), proximal=True,
     summary="stochastic gradient descent (17.1.3), on finite sums and streams",
 ))

@@ -8,8 +8,8 @@ import jax
 import optax
 
 from deepfound.optim import memory as memory_lib
-from deepfound.optim.registry import RuleSpec, register_rule
-from deepfound.optim.sgd import proximal_step
+from deepfound.optim.registry import LazyForm, RuleSpec, register_rule
+from deepfound.optim.rules.sgd import proximal_step
 
 
 class ScaleBySAGAState(NamedTuple):
@@ -86,11 +86,39 @@ def saga(
     batch_size: int = 1,
     proximal: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """SAGA: beta <- beta - tau (h - G_i + g / n); step size about 1/(3 L_max) in theory.
+  """SAGA: the unbiased variant of SAG, on the same gradient memory.
 
-  With ``proximal``, each step is followed by the proximal step of an L1 term (the extra
-  argument ``proximal_fn``, see ``sgd.proximal_step``): SAGA on a composite objective, as
-  scikit-learn's ``LogisticRegression(penalty="elasticnet", solver="saga")``.
+  With G_i the gradient of term i stored at its last visit, g = sum_i G_i, h = grad E_i(l)(beta)
+  for the sampled term i = i(l)::
+
+      beta^(l+1) = beta^(l) - tau (h - G_i + g / n)      (g before the update)
+      g   <- g - G_i + h
+      G_i <- h
+
+  h - G_i + g / n is an unbiased estimate of grad E (SAG's direction, g / n after the update, is
+  not); the step size is about 1/(3 L_max) in theory. With ``proximal``, each step is followed
+  by the proximal step of an L1 term (the extra argument ``proximal_fn``, see
+  ``sgd.proximal_step``): SAGA on a composite objective, as scikit-learn's
+  ``LogisticRegression(penalty="elasticnet", solver="saga")``.
+
+  Args:
+    learning_rate: tau, a number or a schedule of the step count.
+    num_samples: n, the number of terms of the finite sum.
+    memory: ``"pytree"`` (any model) or ``"scalar"`` (linear models; see ``memory.py``).
+    batch_size: number of indices per update; ``updates`` then carry a leading batch axis.
+    proximal: follow each step by the proximal step of an L1 term.
+
+  Returns:
+    ``optax.chain(scale_by_saga(...), optax.scale_by_learning_rate(learning_rate))``, then
+    ``proximal_step`` if ``proximal``: its ``update`` takes the sampled gradients and the extra
+    arguments of ``scale_by_saga`` (``index``, and for the scalar layout ``sample_scale``,
+    ``sample_features``, ``regularizer_gradient``; ``proximal_fn`` when proximal); its state
+    starts with a ``ScaleBySAGAState``.
+
+  Example::
+
+      opt = deepfound.optim.saga(learning_rate=0.01, num_samples=n)
+      updates, state = opt.update(grad_i, state, params, index=i)
 
   Reference: Defazio, Bach, Lacoste-Julien, "SAGA: a fast incremental gradient method with
   support for non-strongly convex composite objectives", NeurIPS 2014.
@@ -112,7 +140,7 @@ def saga_auto_step(constants) -> float:
 register_rule(RuleSpec(
     name="saga", oracle="per_sample", needs_finite_sum=True, keeps_memory=True,
     build=lambda c: saga(c.learning_rate, c.num_samples, c.memory, c.batch_size, c.proximal),
-    lazy="saga", proximal=True, auto_learning_rate=saga_auto_step,
+    lazy=LazyForm(memory=True, unbiased=True), proximal=True, auto_learning_rate=saga_auto_step,
     summary="SAGA, the unbiased variant of SAG (Defazio et al. 2014), on the same memory",
     stable_step="1/L_max",
 ))

@@ -69,11 +69,30 @@ def sarah(
     update_frequency: int | None = None,
     batch_size: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
-  """SARAH: w_{t+1} = w_t - tau v_t, with v_t the recursive estimate of ``scale_by_sarah``.
+  """SARAH: steps along a recursive gradient estimate, restarted with a full gradient every m.
+
+  ::
+
+      v_0     = grad E(w_0)                                      (every m steps)
+      v_t     = grad E_i(w_t) - grad E_i(w_{t-1}) + v_{t-1}      (0 < t < m, same sample i)
+      w_{t+1} = w_t - tau v_t
 
   Unlike SAG, SAGA and SVRG it stores no per-sample gradients: two minibatch gradients a step,
-  and a full gradient every m steps. A constant step below 2/L (the paper's analysis asks
-  tau <= 2/L on L-smooth convex sums; L_max in the per-sample form) is the usual choice.
+  and a full gradient every m steps. Unlike SVRG's direction, v_t is a biased estimate of
+  grad E(w_t). A constant step below 2/L (the paper's analysis asks tau <= 2/L on
+  L-smooth convex sums; L_max in the per-sample form) is the usual choice.
+
+  Args:
+    learning_rate: tau, a number or a schedule of the step count.
+    num_samples: n, the number of terms of the finite sum.
+    update_frequency: m, the steps between full gradients; None: one epoch, n // batch_size.
+    batch_size: samples per minibatch (sets the default m).
+
+  Returns:
+    ``optax.chain(scale_by_sarah(...), optax.scale_by_learning_rate(learning_rate))``: its
+    ``update`` takes the minibatch gradient, ``params`` and the extra arguments
+    ``gradient_fn`` and ``full_gradient_fn`` of ``scale_by_sarah``; its state is
+    (``ScaleBySARAHState``, the learning rate's state).
 
   Example::
 

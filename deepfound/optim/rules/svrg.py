@@ -90,7 +90,36 @@ def svrg(
     memory: str = "pytree",
     batch_size: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
-  """SVRG: beta <- beta - tau (h - G~_i + mean G~), snapshot refreshed every m steps.
+  """SVRG: SGD on a control variate taken at a snapshot refreshed every m steps.
+
+  With beta~ the snapshot and G~_i = grad E_i(beta~) kept in the gradient memory, for the
+  sampled term i = i(l)::
+
+      every m steps:  beta~ <- beta^(l),  G~_j <- grad E_j(beta~) for all j
+      beta^(l+1) = beta^(l) - tau (grad E_i(beta^(l)) - G~_i + (1/n) sum_j G~_j)
+
+  The direction is an unbiased estimate of grad E whose variance vanishes as beta^(l) and beta~
+  approach the minimizer, so a constant step (of the order of 1/L_max) converges linearly on
+  strongly convex sums. Each step costs b sample gradients, each refresh n.
+
+  Args:
+    learning_rate: tau, a number or a schedule of the step count.
+    num_samples: n, the number of terms of the finite sum.
+    update_frequency: m, the steps between snapshots; None: one epoch, n // batch_size.
+    memory: ``"pytree"`` (any model) or ``"scalar"`` (linear models; see ``memory.py``).
+    batch_size: number of indices per update; ``updates`` then carry a leading batch axis.
+
+  Returns:
+    ``optax.chain(scale_by_svrg(...), optax.scale_by_learning_rate(learning_rate))``: its
+    ``update`` takes the sampled gradients, ``params`` and the extra arguments of
+    ``scale_by_svrg`` (``index``, ``refresh_fn``, and for the scalar layout ``sample_scale``,
+    ``sample_features``); its state is (``ScaleBySVRGState``, the learning rate's state).
+
+  Example::
+
+      opt = deepfound.optim.svrg(learning_rate=0.01, num_samples=n)
+      refresh = lambda at: (jax.vmap(jax.grad(loss), (None, 0, 0))(at, x, y), jax.grad(full_loss)(at))
+      updates, state = opt.update(grad_i, state, params, index=i, refresh_fn=refresh)
 
   Reference: Johnson, Zhang, "Accelerating stochastic gradient descent using predictive variance
   reduction", NeurIPS 2013.

@@ -55,16 +55,33 @@ def sga(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
       beta^(l)    = (1/l) sum_{k=1}^{l} beta~^(k)
 
   The params an optimizer loop carries are the auxiliary iterates beta~; the estimate to report
-  is ``averaged_params(state)``. Use a slowly decaying step, e.g.
+  is ``averaged_params(state)``. Averaging lets the steps decay slowly (tau_l ~ l^(-1/2) rather
+  than l^(-1)) and still reach the optimal O(1/l) rate on strongly convex problems, without
+  knowing the strong convexity: use e.g.
   ``inverse_sqrt_schedule(tau0, l0)`` = tau0 / (1 + sqrt(l / l0)).
 
-  State: ``CesaroAverageState`` (its count also drives the schedule). The same as
-  ``optax.chain(optax.scale_by_learning_rate(schedule), cesaro_average())``, written as one
-  transformation so that the loop body keeps one counter instead of two (on CPU, fewer kernels
-  per step is faster).
+  Args:
+    learning_rate: tau_l, a number or a schedule of the step count.
 
-  Reference: Bach, "Adaptivity of averaged stochastic gradient descent to local strong convexity
-  for logistic regression", JMLR 2014; Polyak and Juditsky, 1992.
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the gradient of the
+    sampled term (or the minibatch mean) and needs ``params``. Its state is a
+    ``CesaroAverageState`` (whose count also drives the schedule). The same as
+    ``optax.chain(optax.scale_by_learning_rate(schedule), cesaro_average())``, written as one
+    transformation so that the loop body keeps one counter instead of two (on CPU, fewer
+    kernels per step is faster).
+
+  Example::
+
+      opt = deepfound.optim.sga(deepfound.optim.inverse_sqrt_schedule(0.5, 100))
+      state = opt.init(params)
+      updates, state = opt.update(grad_i, state, params)
+      params = optax.apply_updates(params, updates)
+      estimate = deepfound.optim.averaged_params(state)
+
+  Reference: Polyak, Juditsky, "Acceleration of stochastic approximation by averaging", SIAM
+  Journal on Control and Optimization, 1992; Bach, "Adaptivity of averaged stochastic gradient
+  descent to local strong convexity for logistic regression", JMLR 2014.
   """
 
   def init_fn(params):
