@@ -17,18 +17,17 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
-
-import ml_collections
 
 from deepfound.data import Dataset, DatasetSpec, register_dataset
 from deepfound.errors import ConfigError
 from deepfound.experiment import KindSpec, ModelSpec, register_kind, register_model
 from deepfound.experiment.build import Setup, fingerprint
-from deepfound.optim.engine import Failure, LogPoint, engine_for, register_engine
 from deepfound.optim import RuleSpec, driver, register_rule
+from deepfound.optim.engine import Failure, LogPoint, engine_for, register_engine
 from deepfound.problems import make_problem
 from deepfound.problems.generative import LossFiniteSum
 from deepfound.registry import Option
@@ -153,6 +152,7 @@ def _script(name, tmp_path, *args):
   return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
+@pytest.mark.slow
 def test_user_rule_and_data_set_through_train_and_sweep(tmp_path):
   result = _script("train.py", tmp_path, f"--workdir={tmp_path / 'run'}")
   assert result.returncode == 0, result.stderr
@@ -347,6 +347,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow
 def test_user_problem_kind_through_train_with_checkpoints_and_resume(tmp_path):
   config_file = tmp_path / "kind_config.py"
   config_file.write_text(KIND_CONFIG.format(root=ROOT))

@@ -1,13 +1,13 @@
-"""The README's code runs as written and does what it says; its Layout, its layers and its links
-match the tree."""
+"""The README's code runs as written and does what it says; its Layout and its links match the
+tree (the layers it describes are checked by tests/test_package.py)."""
 
-import ast
 import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "deepfound")
@@ -47,6 +47,7 @@ def test_every_readme_python_block_is_run_by_a_test():
         + block[:300])
 
 
+@pytest.mark.slow
 def test_readme_update_rule_example_runs():
   namespace = _run_block("update_rule")
   loss = float(namespace["full_loss"](namespace["params"]))
@@ -56,6 +57,7 @@ def test_readme_update_rule_example_runs():
   assert sag_state.table["w"].shape == (1000, 10) and sag_state.table["bias"].shape == (1000,)
 
 
+@pytest.mark.slow
 def test_readme_vmap_sweep_example_runs():
   namespace = _run_block("vmap_sweep")
   objective = namespace["curves"].objective
@@ -66,6 +68,7 @@ def test_readme_vmap_sweep_example_runs():
   assert float(final.min()) < 0.60
 
 
+@pytest.mark.slow
 def test_readme_autodiff_example_runs():
   namespace = _run_block("autodiff")
   assert namespace["graph"].count("log1p") == 2
@@ -76,6 +79,7 @@ def test_readme_autodiff_example_runs():
   np.testing.assert_allclose(namespace["forward"], want, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_readme_generative_example_runs():
   namespace = _run_block("generative")
   problem, state, ring = namespace["problem"], namespace["state"], namespace["ring"]
@@ -86,6 +90,7 @@ def test_readme_generative_example_runs():
   assert float(modes["modes_captured"]) == 8 and float(modes["high_quality_fraction"]) > 0.9
 
 
+@pytest.mark.slow
 def test_readme_sparse_example_runs():
   namespace = _run_block("sparse")
   state, points, optimum = namespace["state"], namespace["points"], namespace["optimum"]
@@ -137,58 +142,6 @@ def test_readme_layout_lists_every_module():
   missing, gone = sorted(modules - listed), sorted(listed - modules)
   assert not missing, f"modules missing from the README's Layout section: {missing}"
   assert not gone, f"the README's Layout lists modules that do not exist: {gone}"
-
-
-# The README's "Layers", top to bottom: a module may import only from a lower rank (its own
-# top-level package aside). deepfound/__init__.py is the exception the README names.
-LAYERS = {
-    "benchmarks": 9,
-    "figures": 8, "cli": 8,
-    "sweep": 7,
-    "experiment": 6,
-    "optim": 5,
-    "problems": 4,
-    "data": 3, "models": 3, "autodiff": 3,
-    "registry": 2,
-    "errors": 1, "strict_json": 1, "numerics": 1, "_xla_flags": 1,
-}
-
-
-def _imported_parts(path):
-  """The top-level parts of deepfound (``optim``, ``errors``, ...) that the module imports."""
-  parts = os.path.relpath(path, ROOT).replace(os.sep, "/")[: -len(".py")].split("/")
-  package = parts[:-1]  # the module's package (for __init__.py, the package itself)
-  found = set()
-  for node in ast.walk(ast.parse(_read(path))):
-    names = []
-    if isinstance(node, ast.Import):
-      names = [alias.name for alias in node.names]
-    elif isinstance(node, ast.ImportFrom):
-      if node.level:
-        base = package[: len(package) - node.level + 1]
-        names = [".".join(base + ([node.module] if node.module else []))]
-      elif node.module == "deepfound":
-        names = ["deepfound." + alias.name for alias in node.names]
-      else:
-        names = [node.module]
-      if names == ["deepfound"]:  # from . import x at the top
-        names = ["deepfound." + alias.name for alias in node.names]
-    found.update(n.split(".")[1] for n in names if n.startswith("deepfound."))
-  return found
-
-
-def test_imports_go_down_the_layers():
-  wrong = []
-  for module in sorted(_modules() | {
-      os.path.relpath(os.path.join(f, "__init__.py"), ROOT).replace(os.sep, "/")
-      for f, _, files in os.walk(PACKAGE) if "__init__.py" in files and f != PACKAGE}):
-    part = module.split("/")[1].removesuffix(".py")
-    assert part in LAYERS, (f"{module}: deepfound.{part} is in no layer; place it in the README's "
-                            "Layers and in LAYERS of tests/test_readme.py")
-    for target in _imported_parts(os.path.join(ROOT, module)) - {part}:
-      if LAYERS.get(target, 0) >= LAYERS[part]:
-        wrong.append(f"{module} imports deepfound.{target}")
-  assert not wrong, "imports that go up or sideways through the README's Layers: " + "; ".join(wrong)
 
 
 def _slug(heading):

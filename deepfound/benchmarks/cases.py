@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from deepfound.benchmarks.timing import machine, versions
@@ -52,3 +54,8 @@ def facts(start: float, **extra: Any) -> dict[str, Any]:
   found = machine("backend", "device_kind")
   return dict(backend=found["backend"], device=found["device_kind"], **versions("jax"),
               seconds=time.perf_counter() - start, **extra)
+
+
+def stack_trees(trees: list) -> Any:
+  """Pytrees of one structure stacked leaf by leaf on a new leading axis (one row per seed)."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deepfound.benchmarks.cases import expand_cases, facts, load_config
+from deepfound.benchmarks.cases import expand_cases, facts, load_config, stack_trees
 from deepfound.benchmarks.timing import write_results, write_text
 from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import game
@@ -96,10 +96,6 @@ def case_config(name: str, steps_scale: float = 1.0) -> ml_collections.ConfigDic
   return load_config("gan_2d", arg, overrides, steps_scale)
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def _seeded_setups(config: ml_collections.ConfigDict, num_seeds: int) -> list[build.Setup]:
   """The game of ``config`` built for model.seed, model.seed + 1, ...: the same data, each seed's
   initial parameters (call inside the precision's scope)."""
@@ -120,7 +116,7 @@ def game_seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
     setups = _seeded_setups(config, num_seeds)
     setup = setups[0]
     problem = setup.problem  # same data for every seed; only the parameters differ
-    params = _stack([s.problem.init_params() for s in setups])
+    params = stack_trees([s.problem.init_params() for s in setups])
     keys = jax.vmap(jax.random.PRNGKey)(config.seed + jnp.arange(num_seeds))
 
     def one(problem, key, start):

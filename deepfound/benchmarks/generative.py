@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deepfound.benchmarks.cases import expand_cases, facts, load_config
+from deepfound.benchmarks.cases import expand_cases, facts, load_config, stack_trees
 from deepfound.benchmarks.timing import write_results, write_text
 from deepfound.experiment import build, precision_scope, validate
 from deepfound.optim import driver
@@ -81,10 +81,6 @@ def case_config(name: str, steps_scale: float = 1.0) -> ml_collections.ConfigDic
   return load_config(module, arg, overrides, steps_scale)
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, Any]:
   """``num_seeds`` runs of ``config`` (initialization and sampling seeds 0, 1, ...) in one program.
 
@@ -100,7 +96,7 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
       seeded.model.seed = config.model.seed + offset
       problems.append(build.build_problem(seeded))
     problem = problems[0]  # the data are the same for every seed; only the parameters differ
-    params = _stack([p.init_params() for p in problems])
+    params = stack_trees([p.init_params() for p in problems])
     method = build.build_method(config)
     resolved = build.resolve_hyperparameters(config, build.problem_constants(problem))
     hyper = driver.hyperparameters(**resolved, dtype=build.precision_dtype(config.precision))

@@ -38,7 +38,6 @@ from deepfound.benchmarks.timing import (
     source_versions,
     spread,
     timed,
-    tree_bytes,
     versions,
     write_results,
 )
@@ -46,6 +45,7 @@ from deepfound.data import load_libsvm
 from deepfound.optim import driver
 from deepfound.problems import make_sparse_problem
 from deepfound.problems.optimum import solve_linear_optimum
+from deepfound.sweep.common import tree_bytes
 
 RCV1_SAMPLES = 20_242
 RCV1_FEATURES = 47_236

@@ -217,12 +217,6 @@ def source_versions(files: Iterable[str]) -> dict[str, Any]:
   return dict(commit=commit, sha256=digests)
 
 
-def tree_bytes(tree) -> int:
-  """Bytes of a pytree's leaves (arrays or ``jax.ShapeDtypeStruct``s)."""
-  return int(sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-                 for leaf in jax.tree.leaves(tree)))
-
-
 # ----------------------------------------------------------------------------------------------
 # Outputs
 

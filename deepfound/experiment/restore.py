@@ -15,9 +15,9 @@ import optax
 from deepfound.errors import ConfigError
 from deepfound.experiment.build import Setup, build
 from deepfound.experiment.checkpoint import Checkpointer
-from deepfound.experiment.config import stored_config
+from deepfound.experiment.config import precision_scope, stored_config
 from deepfound.experiment.outputs import RunFiles, read_json
-from deepfound.experiment.runner import engine, precision_scope
+from deepfound.optim.engine import engine_for
 
 
 class MissingRun(ConfigError):
@@ -64,7 +64,7 @@ def restore_run(workdir: str, attempts: int = 3) -> RestoredRun:
                      f"after checkpoint_every = {config.checkpoint_every} steps)")
   with precision_scope(config.precision):
     setup = build(config)
-    runs = engine(setup)  # ENGINE-LOOKUP
+    runs = engine_for(setup.problem)
     like = runs.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
     state, step = _restore_latest(workdir, like, attempts)
     params = runs.reported_params(state)

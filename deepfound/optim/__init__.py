@@ -1,4 +1,6 @@
-"""Update rules of section 17.1 as optax transformations, their registry, schedules, the driver.
+"""Update rules of section 17.1 as optax transformations, their registry, schedules, and the
+engines that run them: the driver (one rule on a finite sum or an expectation) and the game
+engine (two players under a registered scheme).
 
 The rules live in ``deepfound.optim.rules`` (one module each, ``rules/sag.py``); importing a
 rule's module registers it (``registry.register_rule``), and the package re-exports each rule's
@@ -15,6 +17,7 @@ from deepfound.optim.schedules import (
     inverse_sqrt_schedule,
     inverse_time_schedule,
     make_schedule,
+    rate_and_schedule,
     strongly_convex_schedule,
 )
 from deepfound.optim import rules  # registers the built-in rules, in the order --help lists them
@@ -24,7 +27,11 @@ from deepfound.optim.rules.sag import ScaleBySAGState, sag, scale_by_sag
 from deepfound.optim.rules.saga import ScaleBySAGAState, saga, scale_by_saga
 from deepfound.optim.rules.svrg import ScaleBySVRGState, scale_by_svrg, svrg
 from deepfound.optim.rules.sarah import ScaleBySARAHState, sarah, scale_by_sarah
+from deepfound.optim.engine import Engine, LogPoint, engine_for, register_engine
 from deepfound.optim.driver import Method, hyperparameters, run, run_on_indices
+from deepfound.optim.schemes import SCHEMES, SchemeSpec, register_scheme
+from deepfound.optim import game  # the engine of two-player games; registers the schemes
+from deepfound.optim.game import GameHyper, GameMethod
 
 __all__ = (
     # update rules, their states and direction transformations
@@ -52,6 +59,7 @@ __all__ = (
     "inverse_sqrt_schedule",
     "inverse_time_schedule",
     "make_schedule",
+    "rate_and_schedule",
     "strongly_convex_schedule",
     # the rule registry
     "RULES",
@@ -60,9 +68,20 @@ __all__ = (
     "RuleSpec",
     "get_rule",
     "register_rule",
-    # running a rule on a problem
+    # running a rule on a problem (the driver: deepfound.optim.driver)
     "Method",
     "hyperparameters",
     "run",
     "run_on_indices",
+    # engines: what runs each problem kind (deepfound.optim.engine)
+    "Engine",
+    "LogPoint",
+    "engine_for",
+    "register_engine",
+    # two-player games (deepfound.optim.game) and their schemes
+    "GameHyper",
+    "GameMethod",
+    "SCHEMES",
+    "SchemeSpec",
+    "register_scheme",
 )

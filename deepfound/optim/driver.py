@@ -47,6 +47,7 @@ from deepfound.problems.kinds import (
 )
 
 SAMPLINGS = ("uniform", "shuffle")
+Problem = FiniteSum | Expectation  # the kinds this engine runs (a StochasticFiniteSum is a FiniteSum)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -135,7 +136,7 @@ class RunState(NamedTuple):
   stopped_at: jax.Array
 
 
-def has_l1(problem) -> bool:
+def has_l1(problem: Problem) -> bool:
   """Whether ``problem`` has an L1 term (``kinds.Proximal`` with l1 > 0)."""
   return isinstance(problem, Proximal) and bool(problem.l1)
 
@@ -160,7 +161,7 @@ def rates(method: Method, hyper: Hyperparameters) -> tuple[optax.ScalarOrSchedul
                                      hyper.strong_convexity)
 
 
-def _optimizer(problem, method: Method, hyper: Hyperparameters):
+def _optimizer(problem: Problem, method: Method, hyper: Hyperparameters):
   return make_optimizer(method, hyper, num_samples_of(problem), has_l1(problem))
 
 
@@ -173,11 +174,11 @@ def epochs_done(method: Method, num_samples: int, steps):
   return method.spec.sample_gradients(steps, context) / num_samples
 
 
-def _shuffles(problem, method: Method) -> bool:
+def _shuffles(problem: Problem, method: Method) -> bool:
   return method.sampling == "shuffle" and method.draws_samples and isinstance(problem, FiniteSum)
 
 
-def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
+def init_state(problem: Problem, method: Method, hyper: Hyperparameters, key: jax.Array,
                params: optax.Params | None = None, *,
                memory_at: optax.Params | None = None) -> RunState:
   """The state before the first step; ``params`` defaults to the problem's start (zero).
@@ -208,13 +209,13 @@ def init_state(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
                   jnp.full((), -1, jnp.int32))
 
 
-def _stop_weights(problem, params):
+def _stop_weights(problem: Problem, params):
   """The weights scikit-learn's stopping test compares: without the intercept for a linear
   model (``kinds.Proximal``), else every parameter."""
   return problem.coefficients(params) if isinstance(problem, Proximal) else params
 
 
-def converged(problem, method: Method, state: RunState, params) -> RunState:
+def converged(problem: Problem, method: Method, state: RunState, params) -> RunState:
   """The epoch-end test: max |w - w_prev| / max |w| <= tol (scikit-learn's SAG criterion);
   records the step of convergence and the new anchor."""
   weights = _stop_weights(problem, params)
@@ -231,7 +232,7 @@ def _permutation(key: jax.Array, epoch: jax.Array, num_samples: int) -> jax.Arra
   return jax.random.permutation(jax.random.fold_in(key, epoch), num_samples).astype(jnp.int32)
 
 
-def _draw_page(problem, method: Method, state: RunState, page: int):
+def _draw_page(problem: Problem, method: Method, state: RunState, page: int):
   """The samples of the next ``page`` steps, drawn at once, and the epoch permutation after them.
 
   Returns ((indices (page, b), batch with leaves (page, b, ...)), order). Every draw is a pure
@@ -267,7 +268,7 @@ def _draw_page(problem, method: Method, state: RunState, page: int):
 _NOISE_STREAM = 1  # fold_in tag of a step's noise key, apart from its sampling key
 
 
-def _batches(problem, indices: jax.Array, key: jax.Array, steps: jax.Array):
+def _batches(problem: Problem, indices: jax.Array, key: jax.Array, steps: jax.Array):
   """The batches of ``indices`` (steps, b); a stochastic finite sum's carry each step's noise key
   (a pure function of the run's key and the step, like the samples)."""
   if not isinstance(problem, StochasticFiniteSum):
@@ -276,7 +277,7 @@ def _batches(problem, indices: jax.Array, key: jax.Array, steps: jax.Array):
   return jax.vmap(problem.noisy_batch)(indices, noise)
 
 
-def make_step(problem, method: Method, optimizer: optax.GradientTransformationExtraArgs):
+def make_step(problem: Problem, method: Method, optimizer: optax.GradientTransformationExtraArgs):
   """One iteration of ``method`` (whose transformation is ``optimizer``, from
   ``make_optimizer``): (params, opt_state), drawn samples -> (params, opt_state).
 
@@ -309,7 +310,7 @@ def reported_params(state: RunState) -> optax.Params:
   return averaged_params(state.opt_state, state.params)
 
 
-def log_point(problem, schedule: optax.Schedule, state: RunState, record_params: bool = False
+def log_point(problem: Problem, schedule: optax.Schedule, state: RunState, record_params: bool = False
               ) -> LogPoint:
   """The metrics of ``state``: E and the problem's metrics at the reported iterate."""
   reported = reported_params(state)
@@ -317,7 +318,7 @@ def log_point(problem, schedule: optax.Schedule, state: RunState, record_params:
                   reported if record_params else None, problem.metrics(reported))
 
 
-def run_chunk(problem, method: Method, hyper: Hyperparameters, state: RunState, *,
+def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: RunState, *,
               num_logs: int, log_every: int, record_params: bool = False
               ) -> tuple[RunState, LogPoint]:
   """``num_logs * log_every`` iterations; evaluates E every ``log_every`` of them (and keeps the
@@ -406,7 +407,7 @@ run_chunk_jit = jax.jit(run_chunk,
 
 
 @functools.partial(jax.jit, static_argnames=("method", "record_params"))
-def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: RunState,
+def initial_log_point(problem: Problem, method: Method, hyper: Hyperparameters, state: RunState,
                       record_params: bool = False) -> LogPoint:
   """The log point of ``state`` before a run's first step."""
   _, schedule = _optimizer(problem, method, hyper)
@@ -414,7 +415,7 @@ def initial_log_point(problem, method: Method, hyper: Hyperparameters, state: Ru
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every", "record_params"))
-def run(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
+def run(problem: Problem, method: Method, hyper: Hyperparameters, key: jax.Array,
         params: optax.Params | None = None, *, num_steps: int, log_every: int,
         record_params: bool = False) -> tuple[RunState, LogPoint]:
   """A whole run in one program: the pure function that sweeps ``vmap`` over hyper and key.
@@ -431,7 +432,7 @@ def run(problem, method: Method, hyper: Hyperparameters, key: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=("method", "log_every", "record_params"))
-def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax.Array,
+def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, indices: jax.Array,
                    params: optax.Params | None = None, memory_at: optax.Params | None = None, *,
                    log_every: int = 1, record_params: bool = True) -> tuple[RunState, LogPoint]:
   """Steps through given samples: step t uses ``indices[t]`` (int, (T,) or (T, batch_size)).
@@ -475,7 +476,7 @@ def run_on_indices(problem, method: Method, hyper: Hyperparameters, indices: jax
   return jax.lax.scan(log_block, state, indices.reshape(-1, log_every, method.batch_size))
 
 
-def epochs(problem, method: Method, steps):
+def epochs(problem: Problem, method: Method, steps):
   """Passes over the data after ``steps`` (``epochs_done``); None for an expectation."""
   num_samples = num_samples_of(problem)
   return None if num_samples is None else epochs_done(method, num_samples, steps)
@@ -499,7 +500,7 @@ def failure(rows: list[dict], state: RunState, limit: float) -> Failure | None:
                  bad[0]["step"] if bad else rows[-1]["step"], what)
 
 
-def final_facts(problem, method: Method, state: RunState) -> dict[str, Any]:
+def final_facts(problem: Problem, method: Method, state: RunState) -> dict[str, Any]:
   """With a stopping tolerance: whether the run converged, at which step and epoch."""
   if method.tol is None:
     return {}

@@ -90,19 +90,29 @@ _ENGINES: list[tuple[type, Engine]] = []
 
 def register_engine(kind: type | tuple[type, ...], engine: Engine) -> Engine:
   """Runs problems of ``kind`` (a runtime-checkable protocol, or a tuple of them) with
-  ``engine``. A later registration takes precedence over an earlier one for the problems that
-  both kinds describe, so a more specific kind of a user's own can be registered after the
-  built-in ones."""
+  ``engine``; call it at import time of the engine's module."""
   for one in kind if isinstance(kind, tuple) else (kind,):
-    _ENGINES.insert(0, (one, engine))
+    _ENGINES.append((one, engine))
   return engine
 
 
+def _members(kind: type) -> int:
+  return len(getattr(kind, "__protocol_attrs__", ()) or
+             [name for name in dir(kind) if not name.startswith("_")])
+
+
 def engine_for(problem) -> Engine:
-  """The engine registered for ``problem``'s kind; ``TypeError`` if no registered kind fits."""
-  for kind, engine in _ENGINES:
-    if isinstance(problem, kind):
-      return engine
+  """The engine registered for ``problem``'s kind; ``TypeError`` if no registered kind fits.
+
+  Protocols are structural, so a problem may satisfy several kinds (a finite sum that also has
+  a ``sample`` method satisfies a small protocol that asks for ``sample`` only): the most
+  specific kind that ``problem`` satisfies wins (the one with the most members), and among
+  equally specific ones the one registered last.
+  """
+  matches = [(_members(kind), order, engine) for order, (kind, engine) in enumerate(_ENGINES)
+             if isinstance(problem, kind)]
+  if matches:
+    return max(matches, key=lambda match: match[:2])[2]
   kinds = ", ".join(sorted({kind.__name__ for kind, _ in _ENGINES}))
   raise TypeError(f"no engine runs {type(problem).__name__}: it is none of the registered "
                   f"problem kinds ({kinds}; see deepfound.problems.kinds and "

@@ -216,11 +216,11 @@ def variance_reduced_gradients(problem: FiniteGame, params, snapshot: Snapshot, 
                for trees in zip(now, then, snapshot.mean, strict=True))
 
 
-def _generator_gradient(problem, params, batch):
+def _generator_gradient(problem: Game, params, batch):
   return jax.grad(lambda g: problem.losses((g, params[1]), batch)[0])(params[0])
 
 
-def _discriminator_gradient(problem, params, batch):
+def _discriminator_gradient(problem: Game, params, batch):
   return jax.grad(lambda d: problem.losses((params[0], d), batch)[1])(params[1])
 
 
@@ -413,14 +413,14 @@ run_chunk_jit = jax.jit(run_chunk,
 
 
 @functools.partial(jax.jit, static_argnames=("method", "record_params"))
-def initial_log_point(problem, method: GameMethod, hyper: GameHyper, state: GameState,
+def initial_log_point(problem: Game, method: GameMethod, hyper: GameHyper, state: GameState,
                       record_params: bool = False) -> LogPoint:
   _, schedule = _optimizers(method, hyper)
   return log_point(problem, schedule, state, record_params)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "num_steps", "log_every", "record_params"))
-def run(problem, method: GameMethod, hyper: GameHyper, key: jax.Array, params=None, *,
+def run(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Array, params=None, *,
         num_steps: int, log_every: int, record_params: bool = False):
   """A whole game in one program (what a sweep vmaps over seeds and both players' rates)."""
   if num_steps % log_every:
@@ -434,7 +434,7 @@ def reported_params(state: GameState) -> Any:
   return state.params
 
 
-def epochs(problem, method: GameMethod, steps) -> None:
+def epochs(problem: Game, method: GameMethod, steps) -> None:
   """Games log no epochs (a step draws fresh latents)."""
   return None
 
@@ -465,7 +465,7 @@ def failure(rows: list[dict], state: GameState, limit: float) -> Failure | None:
   return Failure(keep, step, what)
 
 
-def final_facts(problem, method: GameMethod, state: GameState) -> dict[str, Any]:
+def final_facts(problem: Game, method: GameMethod, state: GameState) -> dict[str, Any]:
   return {}
 
 

@@ -5,9 +5,11 @@
 * ``StochasticFiniteSum``: E_i(b, xi) also takes a PRNG key (a VAE's reparameterized loss, 17.4).
 * ``Game``: two players' gradients from one call (a GAN, 17.4).
 
-The driver (``deepfound.optim.driver``) runs the first three (a stochastic finite sum is a finite
-sum whose batches carry a key); ``deepfound.optim.game`` runs games. A new kind is a new
-protocol here plus the driver's support.
+Each kind has an engine that runs it (``deepfound.optim.engine``): ``deepfound.optim.driver``
+runs the first three (a stochastic finite sum is a finite sum whose batches carry a key) and
+``deepfound.optim.game`` runs games. A new kind is a new protocol (here, or in a user's module),
+an engine registered for it (``engine.register_engine``) and its experiment side
+(``deepfound.experiment.kinds.register_kind``); ``tests/test_extension.py`` adds one.
 A ``Batch`` is the problem's own minibatch pytree (leaves with a leading axis of size b), made
 by ``FiniteSum.batch`` or ``Expectation.draw`` and handed back to its gradient methods.
 """

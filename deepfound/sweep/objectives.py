@@ -43,6 +43,10 @@ from deepfound.sweep.common import (
 VMAPPED_KEYS = ("optim.learning_rate", "optim.l0", "optim.strong_convexity", "problem.l2", "seed")
 
 
+# The problem as an argument, not a constant: one compile per problem shape, not per group.
+_objective = jax.jit(lambda problem, params: problem.objective(params))
+
+
 def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
   """Device memory one run of the batched program needs, beyond the shared data.
 
@@ -52,7 +56,7 @@ def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
   """
   state = jax.eval_shape(lambda: driver.init_state(problem, method, hyper, jax.random.PRNGKey(0)))
   # One evaluation of the objective (scores or activations over all n samples), as compiled.
-  analysis = jax.jit(problem.objective).lower(problem.init_params()).compile().memory_analysis()
+  analysis = _objective.lower(problem, problem.init_params()).compile().memory_analysis()
   scores = analysis.temp_size_in_bytes if analysis is not None else 0
   if isinstance(problem, FiniteSum):
     sample = jax.eval_shape(problem.batch, jnp.zeros((method.batch_size,), jnp.int32))
@@ -139,7 +143,7 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
         f"steps on {len(devices)} device(s) in {time.perf_counter() - tic:.2f} s")
   optimum = [constants[float(c.problem.l2)]["optimum"] for c in group.configs]
   # A run has diverged by train.py's rule: not finite, or BLOWUP_FACTOR times its start.
-  limit = BLOWUP_FACTOR * max(abs(float(jax.jit(problem.objective)(problem.init_params()))), 1.0)
+  limit = BLOWUP_FACTOR * max(abs(float(_objective(problem, problem.init_params()))), 1.0)
   return dict(objective=objective, steps=steps, optimum=optimum, hyper=hyper_rows, limit=limit,
               compile_s=compile_s, run_seconds=run_seconds, batch=batch, per_run_bytes=per_run,
               method=method)

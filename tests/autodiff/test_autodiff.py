@@ -39,6 +39,7 @@ def mlp_loss(activation, loss):
   return f
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_both_modes_match_jax_grad_for_every_loss_spelling(activation):
   for loss in LOSSES:
@@ -136,6 +137,7 @@ def test_flops_count_scan_bodies_length_times():
       10 * per_layer + 4)
 
 
+@pytest.mark.slow
 def test_checkpointing_schemes_same_gradient_less_memory():
   x = jnp.asarray(rng.normal(size=16), jnp.float32)
   temp, ratio = {}, {}

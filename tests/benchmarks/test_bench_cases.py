@@ -36,6 +36,7 @@ def test_case_tables_expand_groups_and_apply_nested_overrides():
   assert generative.case_names(["cheap"]) == generative.GROUPS["cheap"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["bench_gan.py", "bench_generative.py"])
 def test_an_unknown_case_is_one_line(tmp_path, script):
   done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), f"--out={tmp_path}",
@@ -44,6 +45,7 @@ def test_an_unknown_case_is_one_line(tmp_path, script):
   assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --cases: unknown nope")
 
 
+@pytest.mark.slow
 def test_a_case_over_seeds_and_its_rate_sweep(tmp_path, monkeypatch):
   from deepfound.benchmarks import gans
   from deepfound.strict_json import strict
@@ -71,6 +73,7 @@ def test_a_case_over_seeds_and_its_rate_sweep(tmp_path, monkeypatch):
   assert len(np.unique(np.asarray(sweep["last"]["mode_kl"]))) > 1  # the runs differ
 
 
+@pytest.mark.slow
 def test_rate_sweep_keeps_the_sweeps_outputs_where_asked(tmp_path, monkeypatch):
   from configs import gan_2d
   from deepfound.benchmarks import gans

@@ -33,6 +33,7 @@ def setup():
     return gan_speed.build_setup(_config())
 
 
+@pytest.mark.slow
 def test_the_setup_is_the_digits_game(setup):
   problem, method = setup.problem, setup.method
   assert problem.samples.shape == (1348, 64) and problem.samples.dtype == np.float32
@@ -49,6 +50,7 @@ def test_the_setup_is_the_digits_game(setup):
     gan_speed.build_setup(config)
 
 
+@pytest.mark.slow
 def test_our_loop_runs_blocks_that_carry_the_state(setup):
   from deepfound.benchmarks import gan_speed
 
@@ -57,6 +59,7 @@ def test_our_loop_runs_blocks_that_carry_the_state(setup):
   assert int(loop.state.step) == 4 * STEPS and all(math.isfinite(v) for v in loop.last_losses)
 
 
+@pytest.mark.slow
 def test_torch_computes_our_losses_gradients_and_step(setup, monkeypatch):
   monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # read when torch first loads
   pytest.importorskip("torch")
@@ -71,6 +74,7 @@ def test_torch_computes_our_losses_gradients_and_step(setup, monkeypatch):
   assert step["update_norm"] > 0 and step["update_rel_diff"] < 1e-3, step
 
 
+@pytest.mark.slow
 def test_benchmark_writes_its_table(setup, tmp_path, monkeypatch):
   monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
   pytest.importorskip("torch")

@@ -18,6 +18,7 @@ def _config():
   return vae_mnist.get_config()
 
 
+@pytest.mark.slow
 def test_our_loop_trains_in_blocks_that_carry_the_state():
   from deepfound.benchmarks import vae
 
@@ -30,6 +31,7 @@ def test_our_loop_trains_in_blocks_that_carry_the_state():
   assert int(loop.state.step) == 6 and math.isfinite(loop.last_objective)
 
 
+@pytest.mark.slow
 def test_torch_computes_our_loss_and_gradient(monkeypatch):
   monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # read when torch first loads
   pytest.importorskip("torch")
@@ -41,6 +43,7 @@ def test_torch_computes_our_loss_and_gradient(monkeypatch):
     assert parity["grad_rel_diff"] < 1e-3, parity
 
 
+@pytest.mark.slow
 def test_benchmark_writes_its_table(tmp_path, monkeypatch):
   monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
   pytest.importorskip("torch")

@@ -6,7 +6,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -72,11 +71,6 @@ def test_torch_record_has_the_keys_of_the_committed_comparisons():
       keys = list(json.load(f))
     start = keys.index("jax_version")
     assert keys[start:start + len(record)] == list(record), name
-
-
-def test_tree_bytes_counts_arrays_and_shapes():
-  tree = {"a": jnp.zeros((3, 4), jnp.float32), "b": jax.ShapeDtypeStruct((5,), jnp.int8)}
-  assert timing.tree_bytes(tree) == 3 * 4 * 4 + 5
 
 
 def test_write_results_writes_strict_json_and_markdown(tmp_path):

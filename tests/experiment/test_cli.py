@@ -21,6 +21,7 @@ def train(workdir, *args, env=None, config=QUANTUM + ":sag"):
                         env=dict(os.environ, **(env or {})))
 
 
+@pytest.mark.slow
 def test_run_writes_the_contract(tmp_path):
   workdir = tmp_path / "run"
   result = train(workdir, "--config.num_steps=2000", "--config.log_every=100",
@@ -41,6 +42,7 @@ def test_run_writes_the_contract(tmp_path):
   assert "step 2000/2000" in result.stderr  # progress line
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_parameters(tmp_path):
   """SIGKILL from outside once the first checkpoint exists; the rerun resumes from it."""
   args = ("--config.num_steps=200000", "--config.log_every=1000", "--config.checkpoint_every=2000",
@@ -80,6 +82,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", BAD_INPUTS)
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
   (tmp_path / "broken.csv").write_text("1,2,x\n")
@@ -91,6 +94,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
   assert not workdir.exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_workdir_that_is_a_file(tmp_path):
   (tmp_path / "file").write_text("x")
   result = train(tmp_path / "file", "--config.num_steps=100")
@@ -98,6 +102,7 @@ def test_workdir_that_is_a_file(tmp_path):
   assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_unknown_method_and_missing_step_size(tmp_path):
   result = train(tmp_path / "r", config=QUANTUM + ":newton")
   assert result.returncode == 2 and "unknown update rule 'newton'; registered: bgd" in result.stderr
@@ -114,6 +119,7 @@ def test_unknown_method_and_missing_step_size(tmp_path):
   assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_divergence_stops_and_reports(tmp_path):
   result = train(tmp_path / "d", "--config.optim.name=bgd", "--config.problem.loss=least_squares",
                  "--config.optim.learning_rate=10", "--config.num_steps=1000")
@@ -123,6 +129,7 @@ def test_divergence_stops_and_reports(tmp_path):
   assert summary["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_bgd_defaults_to_one_over_lipschitz_and_stream_runs_sga(tmp_path):
   config_file = tmp_path / "bc.py"
   config_file.write_text(
@@ -151,6 +158,7 @@ def test_bgd_defaults_to_one_over_lipschitz_and_stream_runs_sga(tmp_path):
 MLP_DIGITS = os.path.join(ROOT, "configs", "mlp_digits.py")
 
 
+@pytest.mark.slow
 def test_mlp_on_digits_through_the_cli(tmp_path):
   result = train(tmp_path / "mlp", "--config.num_steps=420", "--config.checkpoint_every=210",
                  config=MLP_DIGITS + ":sag")
@@ -163,6 +171,7 @@ def test_mlp_on_digits_through_the_cli(tmp_path):
   assert summary["gradient_memory_mb"] == pytest.approx(1348 * (64 * 128 + 128 + 1290) * 4 / 2**20)
 
 
+@pytest.mark.slow
 def test_net_memory_refusal_and_bad_model_keys(tmp_path):
   result = train(tmp_path / "big", "--config.optim.max_memory_mb=10", config=MLP_DIGITS + ":sag")
   assert result.returncode == 2 and "keeps one gradient per sample" in result.stderr

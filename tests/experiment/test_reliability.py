@@ -43,6 +43,7 @@ def wait_for_checkpoint(process, workdir, timeout=120):
 LONG = ("--config.num_steps=200000", "--config.log_every=1000", "--config.checkpoint_every=2000")
 
 
+@pytest.mark.slow
 def test_second_run_on_a_locked_workdir_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
   workdir = tmp_path / "run"
   first = start(workdir, *LONG)
@@ -61,6 +62,7 @@ def test_second_run_on_a_locked_workdir_is_refused_and_the_lock_dies_with_its_ho
   assert rows == list(range(0, 200001, 1000))
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_one_line_and_the_run_resumes(tmp_path):
   workdir = tmp_path / "run"
   process = start(workdir, *LONG)
@@ -72,6 +74,7 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_resumes(tmp_path):
       "error: interrupted; run the same command again to resume from the last checkpoint"]
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_gives_one_line(tmp_path):
   workdir = tmp_path / "run"
   process = start(workdir, *LONG)
@@ -194,6 +197,7 @@ def _libsvm(path, seed):
   path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_data_and_num_steps_extends_a_run(tmp_path):
   _libsvm(tmp_path / "a.svm", 0)
   config = _quantum("sag", data__name="libsvm", data__path=str(tmp_path / "a.svm"),
@@ -215,6 +219,7 @@ def test_resume_refuses_changed_data_and_num_steps_extends_a_run(tmp_path):
     run_experiment(config, workdir, progress=False)
 
 
+@pytest.mark.slow
 def test_blow_up_without_nan_is_divergence(tmp_path):
   config = _quantum("sag", optim__learning_rate=1e6)
   with pytest.raises(DivergenceError, match="over 1000 times its start at step 100") as error:
@@ -319,6 +324,7 @@ def test_methods_and_problems_of_two_kinds_are_refused():
     driver.init_state(both, driver.Method("sag"), driver.hyperparameters(0.1), jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_sweep_marks_a_blow_up_as_diverged(tmp_path):
   from deepfound.sweep.runner import run_sweep
 

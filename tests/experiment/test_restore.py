@@ -29,6 +29,7 @@ def _assert_final_params(run: RestoredRun) -> None:
         np.testing.assert_array_equal(value, saved[prefix + key], err_msg=prefix + key)
 
 
+@pytest.mark.slow
 def test_restores_the_final_state_of_a_linear_run(tmp_path):
   config = logreg_quantum.get_config("sgd")
   config.num_steps, config.log_every, config.checkpoint_every = 100, 50, 50
@@ -54,12 +55,14 @@ def vae_run(tmp_path_factory) -> str:
   return workdir
 
 
+@pytest.mark.slow
 def test_restores_the_final_state_of_a_vae_run(vae_run):
   run = restore_run(vae_run)
   assert run.step == 42 and run.config.model.latent_size == 2
   _assert_final_params(run)
 
 
+@pytest.mark.slow
 def test_an_older_config_json_restores(vae_run, tmp_path):
   """config.json written before LATER_KEYS existed: restore_run fills them at their defaults (a
   bare ConfigDict of the file has no such attribute and build fails), and the VAE pictures' own

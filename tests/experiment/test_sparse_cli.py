@@ -33,6 +33,7 @@ def train(workdir, data, *args, method="saga"):
   return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_zero_one_labels_are_mapped_with_a_note_and_tol_stops(tmp_path):
   data = tmp_path / "zo.svm"
   _write(data, labels=(0, 1))
@@ -49,6 +50,7 @@ def test_zero_one_labels_are_mapped_with_a_note_and_tol_stops(tmp_path):
   assert summary["suboptimality"] < 1e-3
 
 
+@pytest.mark.slow
 def test_other_labels_are_refused(tmp_path):
   data = tmp_path / "twelve.svm"
   _write(data, labels=(1, 2))
@@ -59,6 +61,7 @@ def test_other_labels_are_refused(tmp_path):
   assert not (tmp_path / "run" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_a_million_features_stay_sparse(tmp_path):
   data = tmp_path / "wide.svm"
   rng = np.random.default_rng(0)
@@ -80,6 +83,7 @@ def test_a_million_features_stay_sparse(tmp_path):
   assert summary["suboptimality"] >= -1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
     (["--config.optim.learning_rate=auto", "--config.optim.name=sgd"], "sag and saga"),
     (["--config.problem.l1=0.1", "--config.optim.name=sag"],

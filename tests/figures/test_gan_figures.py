@@ -56,6 +56,7 @@ def _drawn(path: str) -> None:
   assert float(image[..., :3].std()) > 0.05, f"{path} looks blank"
 
 
+@pytest.mark.slow
 def test_script_draws_every_picture(tmp_path, inputs):
   folder, _, _ = inputs
   out = tmp_path / "out"

@@ -66,6 +66,7 @@ def _written(out, name: str) -> None:
     assert json.load(f)["figure"] == name
 
 
+@pytest.mark.slow
 def test_bench_pictures(tmp_path, bench):
   for draw in (generative.density_2d, generative.pushforward_2d, generative.modes_curves,
                generative.flow_rules):
@@ -137,6 +138,7 @@ def test_make_all_skips_what_is_missing(tmp_path, bench):
     assert json.load(f)["skipped"].keys() == summary["skipped"].keys()
 
 
+@pytest.mark.slow
 def test_script_without_bench_is_one_line_exit_2(tmp_path):
   missing = str(tmp_path / "bench.json")
   result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "generative_figures.py"),

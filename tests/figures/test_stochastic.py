@@ -4,10 +4,12 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from deepfound.figures import stochastic
 
 
+@pytest.mark.slow
 def test_theorem_52_bound_holds_and_rate_is_one_over_l():
   """E||b_l - b*||^2 <= R / (l + 1) (17.9), estimated over 2000 SGD runs.
 
@@ -28,6 +30,7 @@ def test_theorem_52_bound_holds_and_rate_is_one_over_l():
   assert mean[-1] < mean[0] / 10
 
 
+@pytest.mark.slow
 def test_theorem_52_on_a_quadratic_with_known_expectation():
   """E_i(b) = (b - y_i)^2 / 2 with y = (+1, -1): mu = 1, and SGD with tau_l = 1/(l + 1) makes b_l
   the mean of the l targets drawn, so E[b_l^2] = 1/l exactly. Along the iterates |b| <= 1, hence

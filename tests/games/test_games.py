@@ -53,8 +53,8 @@ class Bilinear:
 
 
 def _bilinear(scheme, steps=200, discriminator_steps=1):
-  method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme=scheme,
-                           discriminator_steps=discriminator_steps)
+  options = dict(discriminator_steps=discriminator_steps) if scheme == "alternating" else {}
+  method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme=scheme, **options)
   hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
   _, points = game.run(Bilinear(jnp.array([1.0, 1.0])), method, hyper, jax.random.PRNGKey(0),
                        num_steps=steps, log_every=steps // 4)
@@ -127,6 +127,7 @@ def train(workdir, *args, config="ring"):
   return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss,scheme", [("js", "alternating"), ("wgan_gp", "extragradient")])
 def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
   result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
@@ -141,6 +142,7 @@ def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
   assert rows[-1]["generator_loss"] != rows[0]["generator_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", [[], ["--config.optim.scheme=svre",
                                           "--config.optim.svre_frequency=30"]])
 def test_a_resumed_game_ends_with_the_same_parameters(tmp_path, scheme):
@@ -157,6 +159,7 @@ def test_a_resumed_game_ends_with_the_same_parameters(tmp_path, scheme):
     np.testing.assert_array_equal(straight[name], resumed[name])
 
 
+@pytest.mark.slow
 def test_a_diverging_game_names_the_player(tmp_path):
   result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
                  "--config.problem.loss=wgan_gp", "--config.optim.discriminator.name=sgd",
@@ -167,6 +170,7 @@ def test_a_diverging_game_names_the_player(tmp_path):
   assert summary["status"] == "diverged"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
     (["--config.optim.scheme=leapfrog"], "optim.scheme"),
     (["--config.optim.generator.name=sag"], "optim.generator.name=sag"),
@@ -179,6 +183,7 @@ def test_bad_game_settings_exit_2(tmp_path, flags, message):
   assert message in result.stderr and result.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_rate_sweep_is_one_program_of_every_pair_and_seed():
   from configs import gan_2d
   from deepfound.benchmarks.gans import game_rate_sweep
@@ -193,6 +198,7 @@ def test_rate_sweep_is_one_program_of_every_pair_and_seed():
   assert len(np.unique(np.asarray(result["last"]["high_quality_fraction"]))) > 1  # runs differ
 
 
+@pytest.mark.slow
 def test_seed_runs_are_one_program_with_each_seeds_own_start():
   from configs import gan_2d
   from deepfound.benchmarks.gans import game_seed_runs
@@ -229,6 +235,7 @@ def test_maxout_units_are_the_largest_of_their_pieces():
   np.testing.assert_allclose(net(x), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_maxout_gan_through_the_cli(tmp_path):
   result = train(tmp_path / "run", "--config.num_steps=40", "--config.log_every=20",
                  "--config.model.maxout_pieces=3")
@@ -239,6 +246,7 @@ def test_a_maxout_gan_through_the_cli(tmp_path):
   assert bad.returncode == 2 and "model.maxout_pieces" in bad.stderr
 
 
+@pytest.mark.slow
 def test_a_run_made_before_a_config_key_existed_resumes(tmp_path):
   args = ["--config.log_every=20", "--config.checkpoint_every=20"]
   assert train(tmp_path / "run", "--config.num_steps=20", *args).returncode == 0

@@ -93,6 +93,7 @@ def test_svre_reaches_the_equilibrium_where_stochastic_extragradient_hovers():
   assert reduced < 1e-5, (stochastic, reduced)  # float32: 2e-7 measured
 
 
+@pytest.mark.slow
 def test_full_gradients_are_the_mean_of_the_sample_gradients():
   problem = _noisy_bilinear(n=11)
   params = (jnp.asarray(0.3), {"y": jnp.asarray(-0.7)})
@@ -149,6 +150,7 @@ def test_a_vmapped_run_keeps_the_snapshot_conditional():
   assert " cond[" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["js", "wgan_gp"])
 def test_a_packed_gans_full_gradients_are_the_gradient_of_every_pack(loss):
   from configs import gan_2d
@@ -174,6 +176,7 @@ def test_svre_refuses_a_game_that_is_not_a_finite_sum():
     game.make_step(Bilinear(jnp.array([1.0, 1.0])), method, (None, None))
 
 
+@pytest.mark.slow
 def test_a_gan_sample_batch_is_a_function_of_the_indices():
   from configs import gan_2d
   from deepfound.experiment import build
@@ -191,6 +194,7 @@ def test_a_gan_sample_batch_is_a_function_of_the_indices():
   np.testing.assert_array_equal(one[2][0], again[2][1])
 
 
+@pytest.mark.slow
 def test_svre_through_the_cli(tmp_path):
   command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
              f"--config={os.path.join(ROOT, 'configs', 'gan_2d.py')}:ring",

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 import sklearn.decomposition
 from flax import nnx
 
@@ -28,6 +29,7 @@ def test_pca_reconstruction_matches_sklearn():
   assert pca_reconstruction_mse(x_train, x_eval, 6) < 1e-20  # full code: exact reconstruction
 
 
+@pytest.mark.slow
 def test_shapes_and_nonlinear_layers():
   model = AutoEncoder(10, 3, hidden=(8, 5), rngs=nnx.Rngs(0))
   x = jnp.ones((4, 10))

@@ -34,6 +34,7 @@ def test_partitions():
   assert coupling_partitions(4, 1, "checkerboard") == [((0, 2), (1, 3))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dim, mask", [(2, "halves"), (6, "checkerboard")])
 def test_flow_log_det_and_inverse(dim, mask):
   rng = np.random.default_rng(dim)
@@ -64,6 +65,7 @@ def test_flow_log_det_and_inverse(dim, mask):
   assert model.sample(jax.random.key(0), 7).shape == (7, dim)
 
 
+@pytest.mark.slow
 def test_flow_is_normalized_and_splits():
   model = perturbed(RealNVP(2, 4, hidden=(16,), activation="tanh", rngs=nnx.Rngs(0),
                             data_loc=[1.0, -1.0], data_scale=[0.5, 2.0]), jax.random.key(1), 0.1)
@@ -81,6 +83,7 @@ def test_flow_is_normalized_and_splits():
   assert mass == pytest.approx(inside, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_gmm_log_density_against_scipy():
   rng = np.random.default_rng(0)
   num_components, dim = 3, 2

@@ -56,6 +56,7 @@ def test_sinkhorn_gradient_moves_generated_points_toward_the_data(clouds):
   assert float(stepped) < float(value) - 0.1
 
 
+@pytest.mark.slow
 def test_sinkhorn_runs_under_vmap_of_a_scan_of_gradient_steps(clouds, sinkhorn):
   x, y = clouds
   xs = jnp.stack([x, x + 1.0, 2.0 * x])
@@ -73,6 +74,7 @@ def test_sinkhorn_runs_under_vmap_of_a_scan_of_gradient_steps(clouds, sinkhorn):
   np.testing.assert_allclose(values[:, 0], [sinkhorn(xi, y) for xi in xs], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_sinkhorn_in_float64(clouds):
   x, _ = clouds
   with jax.enable_x64(True):
@@ -97,6 +99,7 @@ def np_mmd(x, y, bandwidths, unbiased):
   return within(x) + within(y) - 2.0 * cross
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unbiased", [True, False])
 @pytest.mark.parametrize("bandwidth", [0.7, (0.2, 1.0, 3.0)])
 def test_mmd_matches_a_double_loop(unbiased, bandwidth):

@@ -34,6 +34,7 @@ def rows_of(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_gmm_on_the_ring_learns_the_modes(tmp_path):
   config = config_of("density_2d", "ring,gmm", data__num_samples=4000, num_steps=600, log_every=300,
                      checkpoint_every=300, optim__batch_size=64)
@@ -48,6 +49,7 @@ def test_gmm_on_the_ring_learns_the_modes(tmp_path):
   assert summary["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_flow_on_moons_and_sag_on_its_finite_sum(tmp_path):
   config = config_of("density_2d", "moons", data__num_samples=300, model__num_layers=2,
                      model__hidden=(16,), num_steps=200, log_every=100, optim__name="sag",
@@ -60,6 +62,7 @@ def test_flow_on_moons_and_sag_on_its_finite_sum(tmp_path):
   assert rows[-1]["epoch"] == pytest.approx(200 / 225)  # 75 % of 300 samples train
 
 
+@pytest.mark.slow
 def test_pushforward_mmd_and_its_kind(tmp_path):
   config = config_of("pushforward_2d", "ring", problem__loss="mmd", data__num_samples=2000,
                      model__hidden=(32, 32), num_steps=300, log_every=150, optim__batch_size=64)
@@ -72,6 +75,7 @@ def test_pushforward_mmd_and_its_kind(tmp_path):
   assert rows[-1]["epoch"] is None and "modes_captured" in rows[-1]
 
 
+@pytest.mark.slow
 def test_linear_autoencoder_approaches_pca(tmp_path):
   config = config_of("autoencoder_digits", "linear", model__code_size=4, num_steps=3000,
                      log_every=1500)
@@ -81,6 +85,7 @@ def test_linear_autoencoder_approaches_pca(tmp_path):
   assert last["test_reconstruction_mse"] > 0
 
 
+@pytest.mark.slow
 def test_vae_on_digits_reports_its_bounds(tmp_path):
   config = config_of("vae_digits", num_steps=420, log_every=210, problem__eval_importance_samples=50,
                      problem__eval_test_samples=40)
@@ -93,6 +98,7 @@ def test_vae_on_digits_reports_its_bounds(tmp_path):
   assert summary["test_log_likelihood_k"] == 50 and summary["test_log_likelihood_images"] == 40
 
 
+@pytest.mark.slow
 def test_noise_keys_are_a_function_of_the_step():
   """A stochastic finite sum gets a fresh key every step, the same however the run is cut:
   two chunks give the parameters of one run (what makes a resumed VAE run identical)."""
@@ -126,6 +132,7 @@ def test_bad_pushforward_configs_are_refused(overrides, message):
     validate(config_of("pushforward_2d", "ring", **overrides))
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_vae_on_unbounded_data(tmp_path):
   command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
              f"--config={os.path.join(ROOT, 'configs', 'vae_digits.py')}",

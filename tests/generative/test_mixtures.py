@@ -48,6 +48,7 @@ def test_data_sets_load_through_the_registry(name):
   assert not set(map(tuple, x_test.tolist())) & set(map(tuple, x.tolist()))  # no shared point
 
 
+@pytest.mark.slow
 def test_log_density_and_entropy_of_the_ring():
   mixture = ring()
   # At a mode the other components are >= 76 sd away: log p = -log K - log(2 pi sd^2).

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from deepfound.models import vae
@@ -49,6 +50,7 @@ def np_terms(model, x, eps):
           np_log_normal(z, mean, var), mean, var)
 
 
+@pytest.mark.slow
 def test_elbo_matches_numpy_formula():
   model, x = tiny_vae(), tiny_data()
   eps = np.random.default_rng(7).normal(size=(3, 8, 2))  # k = 3 samples of each of 8 images
@@ -64,6 +66,7 @@ def test_elbo_matches_numpy_formula():
   np.testing.assert_allclose(vae.elbo_analytic_kl(model, x, key), log_lik[0] - kl, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_iwae_bounds_and_chunked_estimate():
   model, x = tiny_vae(1), tiny_data(1)
   graphdef, params = nnx.split(model, nnx.Param)
@@ -102,6 +105,7 @@ def test_binarize():
   np.testing.assert_allclose(jnp.mean(b, axis=0), probs, atol=0.015)
 
 
+@pytest.mark.slow
 def test_architecture_init_and_samplers():
   model = VAE(rngs=nnx.Rngs(0))
   shapes = [layer.kernel.shape for layer in (*model.encoder.layers, *model.decoder.layers)]

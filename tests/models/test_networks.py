@@ -30,6 +30,7 @@ def net_problem(model, train, test, loss="cross_entropy", l2=0.0):
                       jnp.asarray(test[1]), params, jnp.asarray(l2, jnp.float32), apply, loss)
 
 
+@pytest.mark.slow
 def test_shapes_and_dtypes():
   rngs = nnx.Rngs(0)
   for model, x, out in ((MLP([64, 32, 16, 10], "tanh", rngs=rngs), jnp.ones((5, 64)), (5, 10)),
@@ -42,6 +43,7 @@ def test_shapes_and_dtypes():
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 def test_perceptron_is_the_logistic_problem():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(30, 4)).astype(np.float32)
@@ -62,6 +64,7 @@ def test_perceptron_is_the_logistic_problem():
                              rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, rate", [("sgd", 0.1), ("sag", 0.05), ("adam", 3e-3)])
 def test_mlp_learns_digits(name, rate):
   train, test = digits()
@@ -74,6 +77,7 @@ def test_mlp_learns_digits(name, rate):
   assert float(points.objective[-1]) < 0.5 * float(problem.objective(problem.initial_params))
 
 
+@pytest.mark.slow
 def test_sag_on_a_net_matches_numpy():
   train, _ = digits(12, 1)
   problem = net_problem(MLP([64, 5, 10], rngs=nnx.Rngs(0)), train, train)
@@ -99,6 +103,7 @@ def test_sag_on_a_net_matches_numpy():
   assert memory_bytes("pytree", problem.initial_params, n) == 4 * n * flat0.size
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_on_a_net():
   train, test = digits(200, 50)
   problem = net_problem(MLP([64, 16, 10], rngs=nnx.Rngs(0)), train, test)
@@ -110,3 +115,27 @@ def test_vmap_over_seeds_on_a_net():
   single = run(keys[2])
   np.testing.assert_allclose(batched.objective[2], single.objective, rtol=1e-5)
   assert len({float(v) for v in batched.objective[:, -1]}) == 3
+
+
+def test_a_model_checks_the_shared_model_keys_it_reads_and_no_others():
+  """model.activation and model.hidden are checked for the models whose ModelSpec.uses names
+  them (mlp), not for the others (linear, cnn); a spec cannot name a key that is not shared."""
+  from deepfound.experiment import ConfigError, ModelSpec, base_config, get_model, validate
+  from deepfound.experiment.models import SHARED_KEYS, register_model
+
+  assert get_model("mlp").uses == ("hidden", "activation") and get_model("linear").uses == ()
+  assert set(get_model("cnn").uses) <= set(SHARED_KEYS)
+  config = base_config()
+  config.optim.learning_rate, config.model.activation, config.model.hidden = 0.1, "swish", (0,)
+  validate(config)  # linear: neither key applies
+  config.model.name, config.data.name, config.problem.loss = "cnn", "digits", "cross_entropy"
+  validate(config)
+  config.model.name = "mlp"
+  with pytest.raises(ConfigError, match=r"model.hidden must be a tuple of positive integers"):
+    validate(config)
+  config.model.hidden = (8,)
+  with pytest.raises(ConfigError, match=r"model.activation must be one of .*relu.*got 'swish'"):
+    validate(config)
+  with pytest.raises(ValueError, match="not shared model keys"):
+    register_model(ModelSpec(name="bad", build=None, summary="", losses=("nll",),
+                             uses=("widths",)))

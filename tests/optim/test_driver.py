@@ -55,6 +55,7 @@ def test_chunks_never_retrace(small_data):
   assert int(state.step) == 200 and points.objective.shape == (2,)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_the_run(small_data):
   """Indices are a function of (key, step): the same run whatever the log/chunk blocking."""
   x, y = small_data
@@ -69,6 +70,7 @@ def test_chunking_does_not_change_the_run(small_data):
   np.testing.assert_allclose(final_a.params, state.params, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_vmap_over_hyperparameters_and_seeds_equals_single_runs(small_data):
   x, y = small_data
   problem = make_problem(x, y, l2=0.01)
@@ -98,6 +100,7 @@ def test_same_seed_same_run_and_different_seed_differs(small_data):
   assert not np.allclose(a[0].params, c[0].params)
 
 
+@pytest.mark.slow
 def test_shuffled_epochs_visit_every_sample_once(small_data):
   x, y = small_data
   problem = make_problem(x[:40], y[:40])
@@ -123,6 +126,7 @@ def test_minibatch_sag_converges(small_data):
   assert float(points.objective[-1]) - optimum < 1e-5
 
 
+@pytest.mark.slow
 def test_stream_runs_sgd_and_refuses_sag():
   stream = make_logistic_stream(num_features=4, seed=0, num_eval=2000)
   method = driver.Method("sga", schedule="inverse_sqrt")

@@ -46,6 +46,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,schedule,l1,intercept,weighted,loss,options", CASES)
 def test_sparse_steps_are_the_dense_steps(name, schedule, l1, intercept, weighted, loss, options):
   x, y, w = _data(loss=loss)
@@ -65,6 +66,7 @@ def test_sparse_steps_are_the_dense_steps(name, schedule, l1, intercept, weighte
     np.testing.assert_array_equal(dense_points.params[-1] == 0, sparse_points.params[-1] == 0)
 
 
+@pytest.mark.slow
 def test_runs_in_pages_and_log_blocks_match_dense():
   x, y, _ = _data(n=40, p=15, seed=3)
   dense = make_problem(x.toarray(), y, l2=0.01, dtype=jnp.float64, fit_intercept=True)
@@ -78,6 +80,7 @@ def test_runs_in_pages_and_log_blocks_match_dense():
     np.testing.assert_allclose(points_s.objective, points_d.objective, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_threshold_walk_is_the_stepwise_walk():
   rng = np.random.default_rng(0)
   size, cases = 16, 400
@@ -97,6 +100,7 @@ def test_threshold_walk_is_the_stepwise_walk():
     assert float(got[0]) == pytest.approx(v, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_intercept_and_weights_converge_to_scikit_learn():
   from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -124,6 +128,7 @@ def test_intercept_and_weights_converge_to_scikit_learn():
   assert float(state.params[-1]) == pytest.approx(float(ridge.intercept_), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_two_is_a_duplicated_row():
   x, y, _ = _data(n=20, p=8, seed=7)
   weights = np.ones(20)
@@ -138,6 +143,7 @@ def test_weight_two_is_a_duplicated_row():
   assert solve_optimum(weighted).value == pytest.approx(solve_optimum(duplicated).value, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_elastic_net_saga_matches_scikit_learn():
   from sklearn.linear_model import LogisticRegression
 
@@ -172,6 +178,7 @@ def _criterion_epoch(problem, method, hyper, key, epochs, tol):
   return None, None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparse", [False, True])
 def test_tol_stops_at_the_epoch_the_criterion_names(sparse):
   x, y, _ = _data(n=30, p=12, seed=2)
@@ -207,6 +214,7 @@ def test_auto_step_is_scikit_learns():
         assert get_rule(rule).auto_learning_rate(constants) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_a_rule_with_a_lazy_form_is_its_spec_only(monkeypatch):
   """A rule of one's own that declares SAGA's lazy form in its spec steps lazily on sparse rows,
   with no edit of lazy.py, and matches its dense iteration; inconsistent forms are refused."""
@@ -236,6 +244,7 @@ def test_a_rule_with_a_lazy_form_is_its_spec_only(monkeypatch):
       registry.register_rule(dataclasses.replace(saga, name="bad_saga", lazy=form))
 
 
+@pytest.mark.slow
 def test_sgd_and_generic_rules_run_on_sparse_rows():
   x, y, _ = _data(n=30, p=12, seed=8)
   dense = make_problem(x.toarray(), y, l2=0.05, dtype=jnp.float64)
@@ -258,6 +267,7 @@ def test_labels_other_than_pm_one():
     make_sparse_problem(x, zero_one + 1)
 
 
+@pytest.mark.slow
 def test_vmapped_runs_stop_independently():
   x, y, _ = _data(n=40, p=30, seed=9)
   rates = jnp.array([0.02, 0.05, 0.1])
@@ -279,6 +289,7 @@ def test_vmapped_runs_stop_independently():
   assert len(set(stops[0].tolist())) == 3 and (stops[0] > 0).all()  # three different epochs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,l1", [("sag", 0.0), ("saga", 0.02), ("sgd", 0.01)])
 def test_rescaling_in_a_long_block_keeps_the_dense_iterates(name, l1):
   # tau l2 = 0.009: the scale falls to about 1e-16 by the rescale every 4,096 steps, which

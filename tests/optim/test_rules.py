@@ -156,6 +156,7 @@ def np_bgd(x, y, steps, tau):
 N = 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, make_opt, reference, kwargs",
     [
@@ -196,6 +197,7 @@ def test_sgd_and_sga_match_numpy(tiny_data):
   np.testing.assert_allclose(np.array(averages), np_sga(x, y, INDICES, 0.5, 3.0), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_bgd_matches_numpy(tiny_data):
   x, y = tiny_data
   got, _ = run_rule(optim.bgd(TAU), x, y, range(8), full=True)
@@ -214,6 +216,7 @@ def np_sag_minibatch(x, y, batches, tau):
   return np.array(out)
 
 
+@pytest.mark.slow
 def test_sag_minibatch_with_duplicates(tiny_data):
   x, y = tiny_data
   batches = [[0, 3, 3], [1, 5, 0], [2, 2, 2], [4, 3, 1]]
@@ -275,6 +278,7 @@ def np_svrg_minibatch(x, y, batches, tau, period):
   return np.array(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", ["pytree", "scalar"])
 def test_saga_minibatch_with_duplicates(tiny_data, memory):
   x, y = tiny_data
@@ -290,6 +294,7 @@ def test_saga_minibatch_with_duplicates(tiny_data, memory):
     np.testing.assert_allclose(np.asarray(state[0].gradient_sum), stored, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", ["pytree", "scalar"])
 def test_svrg_minibatch_matches_numpy(tiny_data, memory):
   x, y = tiny_data
@@ -339,6 +344,7 @@ def test_state_shapes_and_dtypes(tiny_data):
   assert multinomial.table.shape == (7, 4)
 
 
+@pytest.mark.slow
 def test_rules_on_nested_pytree_and_in_chain():
   """A nested pytree gives the same iterates as its flattened vector, inside an optax.chain whose
   clipping really acts (global norm is the same for the tree and the vector)."""

@@ -32,6 +32,7 @@ def np_sarah(x, y, steps, tau, period):
   return np.array(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps, period", [(INDICES, 4), (BATCHES, 3)])
 def test_sarah_update_matches_numpy(tiny_data, steps, period):
   """Driven as a user drives an optax optimizer, with the two gradient functions it needs."""
@@ -59,6 +60,7 @@ def test_sarah_update_matches_numpy(tiny_data, steps, period):
                              atol=1e-12)
 
 
+@pytest.mark.slow
 def test_sarah_through_the_driver_matches_numpy_and_converges(tiny_data):
   x, y = tiny_data
   with jax.enable_x64(True):

@@ -16,6 +16,7 @@ def data():
   return x, np.where(rng.random(40) < 0.5, -1.0, 1.0), rng.integers(0, 3, 40)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["logistic", "least_squares", "multinomial"])
 def test_gradients_match_autodiff_and_lipschitz_bounds_hessian(data, loss):
   x, y, labels = data
@@ -63,6 +64,7 @@ def test_optimum_is_a_minimum(data, loss):
       assert float(problem.objective(nudged)) > optimum.value
 
 
+@pytest.mark.slow
 def test_logistic_lipschitz_is_the_hessian_norm_at_zero(data):
   """At b = 0 the logistic Hessian is exactly X^T X / (4 n) + l2 I: L must equal its top
   eigenvalue there (an overestimate would make 1/L steps needlessly small)."""

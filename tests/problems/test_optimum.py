@@ -171,6 +171,7 @@ def test_weight_two_is_a_duplicated_row(data, loss):
   assert weighted.value == pytest.approx(duplicated.value, abs=1e-13)
 
 
+@pytest.mark.slow
 def test_a_million_sparse_features_are_never_densified():
   n, p = 100, 1_000_000
   rng = np.random.default_rng(0)

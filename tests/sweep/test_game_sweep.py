@@ -44,6 +44,7 @@ def sweep_dir(tmp_path_factory):
   return workdir, summary
 
 
+@pytest.mark.slow
 def test_all_runs_are_one_program_with_their_values(sweep_dir):
   workdir, summary = sweep_dir
   assert summary["num_runs"] == 16 and summary["num_programs"] == 1
@@ -70,6 +71,7 @@ def test_all_runs_are_one_program_with_their_values(sweep_dir):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
 
 
+@pytest.mark.slow
 def test_best_run_ranks_by_modes_then_quality(sweep_dir):
   workdir, summary = sweep_dir
   (best,) = summary["best"]
@@ -82,6 +84,7 @@ def test_best_run_ranks_by_modes_then_quality(sweep_dir):
   assert json.load(open(os.path.join(workdir, "summary.json")))["best"][0]["best"] == best["best"]
 
 
+@pytest.mark.slow
 def test_a_row_equals_the_game_run_alone(sweep_dir):
   rows = rows_of(sweep_dir[0])
   row = next(r for r in rows if (r[GEN], r[DISC], r["model.seed"], r["seed"]) == (1e-3, 3e-3, 1, 7))
@@ -99,6 +102,7 @@ def test_a_row_equals_the_game_run_alone(sweep_dir):
   assert list(np.asarray(state.broken_at)) == [-1, -1]
 
 
+@pytest.mark.slow
 def test_batched_calls_give_the_same_rows(sweep_dir, tmp_path):
   """A budget for fewer runs per call than the sweep has: several calls (the last one padded),
   each row as in the one-call sweep."""
@@ -145,6 +149,7 @@ def test_functions_that_change_with_model_seed_split_the_program():
       ("adam/adam, alternating, model.seed=1", [2, 3], [1, 1])]
 
 
+@pytest.mark.slow
 def test_diverged_runs_are_marked_with_the_player_and_not_ranked(tmp_path):
   config = small_config()
   config.problem.loss, config.optim.discriminator.name = "wgan_gp", "sgd"
@@ -177,6 +182,7 @@ def sweep_cli(workdir, spec, *flags, env=None):
                         env=dict(os.environ, **(env or {})))
 
 
+@pytest.mark.slow
 def test_a_game_sweep_through_the_cli_sharded_over_two_devices(sweep_dir, tmp_path):
   """Three runs on two devices: one call of four runs, the last one padding; the rows are
   those of the unsharded sweep."""
@@ -219,6 +225,7 @@ def test_game_plots_with_diverged_runs_and_no_rate_varied(tmp_path):
   assert all(os.path.getsize(p) > 0 for p in written)
 
 
+@pytest.mark.slow
 def test_sweeping_optim_learning_rate_on_a_game_exits_2(tmp_path):
   result = sweep_cli(tmp_path / "bad", "optim.learning_rate=[1e-4, 1e-3]")
   assert result.returncode == 2

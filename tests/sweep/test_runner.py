@@ -39,6 +39,7 @@ def sweep_dir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_rows_equal_runs_done_one_by_one(sweep_dir, tmp_path):
   rows = rows_of(sweep_dir)
   assert [r["run"] for r in rows] == list(range(8))
@@ -71,6 +72,7 @@ def test_diverged_runs_are_marked_not_dropped(tmp_path):
   assert best["best"]["run"] == 0 and best["diverged"] == 1
 
 
+@pytest.mark.slow
 def test_memory_budget_batches_or_refuses(sweep_dir, tmp_path):
   config = small_config()
   config.optim.name, config.optim.schedule = "sag", "constant"
@@ -106,6 +108,7 @@ def sweep_cli(workdir, spec, env=None):
                         env=dict(os.environ, **(env or {})))
 
 
+@pytest.mark.slow
 def test_sharded_over_four_devices_equals_unsharded(sweep_dir, tmp_path):
   result = sweep_cli(tmp_path / "sharded", SPEC,
                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
@@ -117,6 +120,7 @@ def test_sharded_over_four_devices_equals_unsharded(sweep_dir, tmp_path):
       [r["final_objective"] for r in plain], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_spec_through_the_cli(tmp_path):
   result = sweep_cli(tmp_path / "bad", "optim.learning_rate=logspace(-3, 0)")
   assert result.returncode == 2
@@ -125,6 +129,7 @@ def test_bad_spec_through_the_cli(tmp_path):
   assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_sweep_over_a_network(tmp_path):
   from configs import mlp_digits
 
