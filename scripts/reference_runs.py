@@ -129,7 +129,7 @@ def _libsvm_file(folder: str) -> str:
       columns = np.sort(rng.choice(np.arange(1, 41), size=rng.integers(2, 8), replace=False))
       values = rng.normal(size=len(columns))
       label = 1 if values.sum() + 0.3 * rng.normal() > 0 else -1
-      f.write(f"{label} " + " ".join(f"{c}:{v:.6f}" for c, v in zip(columns, values)) + "\n")
+      f.write(f"{label} " + " ".join(f"{c}:{v:.6f}" for c, v in zip(columns, values, strict=True)) + "\n")
   return path
 
 

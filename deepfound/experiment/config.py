@@ -25,7 +25,7 @@ from deepfound.optim.memory import LAYOUTS
 from deepfound.optim.registry import RULES
 from deepfound.optim.schedules import SCHEDULES
 from deepfound.optim.schemes import SCHEMES
-from deepfound.registry import MAX_STEPS, Option
+from deepfound.registry import MAX_STEPS
 
 MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: the model's layout (scalar for linear models)
 
@@ -39,10 +39,6 @@ def precision_scope(precision: str):
   """float64 runs trace and run with x64 enabled, within this scope only: JAX's dtype switch
   is process-wide state, and an experiment leaves it as it found it."""
   return jax.enable_x64(True) if precision == "float64" else contextlib.nullcontext()
-
-
-def _placeholder(option: Option):
-  return config_dict.placeholder(option.kind) if option.default is None else option.default
 
 
 def stored_config(stored: dict) -> ml_collections.ConfigDict:
@@ -80,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.sparse = "auto"  # linear models: keep sparse data sparse (auto: below 10 % density)
   config.data.weights = config_dict.placeholder(str)  # sample weights: a file, or column:<j>
   for option in DATASETS.options().values():
-    config.data[option.name] = _placeholder(option)
+    config.data[option.name] = option.config_default()
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "linear"  # the linear models of 17.1; perceptron, mlp, cnn: 17.3
@@ -88,13 +84,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.model[option.name] = option.default
   config.model.seed = 0  # parameter initialization
   for option in MODELS.options().values():
-    config.model[option.name] = _placeholder(option)
+    config.model[option.name] = option.config_default()
 
   config.problem = ml_collections.ConfigDict()
   config.problem.loss = "logistic"
   config.problem.l2 = 0.0
   for option in problem_options().values():
-    config.problem[option.name] = _placeholder(option)
+    config.problem[option.name] = option.config_default()
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"
@@ -109,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.memory = "auto"
   config.optim.max_memory_mb = config_dict.placeholder(float)  # None: see build.memory_budget
   for option in RULES.options().values():
-    config.optim[option.name] = _placeholder(option)
+    config.optim[option.name] = option.config_default()
   for kind in KINDS:  # the keys of each problem kind (a game's scheme and players)
     kind.add_keys(config)
   return config

@@ -11,7 +11,9 @@ instead, to compare against a reference implementation step for step.
 
 What a step computes comes from the rule's spec (``registry.RuleSpec``): its transformation and
 the gradient oracle it needs (``oracles.py``). The problem is a ``FiniteSum`` or an
-``Expectation`` (``deepfound.problems.kinds``).
+``Expectation`` (``deepfound.problems.kinds``); this module is their engine (``engine.Engine``:
+``init_state``, ``run_chunk_jit``, ``initial_log_point``, ``run``, ``reported_params``,
+``epochs``, ``failure``, ``final_facts``), registered at its end.
 
 Per-step cost does not depend on n: one sample (or minibatch) is gathered, the gradient memory is
 touched at those rows only (see ``memory.py``), and indices come from a counter-based PRNG

@@ -23,13 +23,16 @@ user's own) with its schedule and options, and the scheme that orders their step
   n per snapshot. With sgd for both players this is the paper's algorithm; other rules take the
   estimate as their gradient.
 
-The schemes are a registry (``schemes.py``): each is a ``SchemeSpec`` registered at the end of
-this module, with its step, its options and whether it needs a finite game.
+The schemes are a registry (``schemes.py``): each is a ``SchemeSpec``, registered in this module
+after its step, with its options and whether it needs a finite game; a user's scheme registers
+the same way.
 
 One step of the game is one generator update. A run is a pure function of (problem, method,
 hyperparameters, key), in chunks of ``lax.scan`` as for the single-player driver (``driver.py``),
 so seeds and both players' learning rates ``vmap`` into one program, and the runner resumes it
-from checkpoints. The problem is a ``kinds.Game``.
+from checkpoints. The problem is a ``kinds.Game``; this module is its engine
+(``engine.Engine``: ``init_state``, ``run_chunk_jit``, ``initial_log_point``, ``run``,
+``reported_params``, ``epochs``, ``failure``, ``final_facts``).
 """
 
 from __future__ import annotations

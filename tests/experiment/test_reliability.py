@@ -65,7 +65,8 @@ def test_second_run_on_a_locked_workdir_is_refused_and_the_lock_dies_with_its_ho
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_one_line_and_the_run_resumes(tmp_path):
   workdir = tmp_path / "run"
-  process = start(workdir, *LONG)
+  # Ten times LONG: a 200,000-step run can end on a loaded machine before the signal is sent.
+  process = start(workdir, "--config.num_steps=2000000", *LONG[1:])
   wait_for_checkpoint(process, workdir)
   process.send_signal(signal.SIGINT)
   _, stderr = process.communicate(timeout=60)
