@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from deepfound.optim import driver, game
@@ -74,6 +75,56 @@ def test_simultaneous_steps_spiral_out_extragradient_and_optimistic_converge():
 def test_alternating_takes_k_discriminator_steps_per_generator_step(k):
   _, count = _bilinear("alternating", steps=40, discriminator_steps=k)
   np.testing.assert_allclose(count, 0.1 * k * np.array([10, 20, 30, 40]), rtol=1e-5)
+
+
+def _discriminator_only_step(problem, method, optimizers):
+  """A scheme of a test's own: k discriminator steps a step and no generator step."""
+  _, opt_d = optimizers
+
+  def step(carry, key):
+    (theta, xi), (state_g, state_d) = carry
+    for j in range(method.option("test_scheme_steps")):
+      batch = problem.draw(jax.random.fold_in(key, j), method.batch_size)
+      grad = jax.grad(lambda d: problem.losses((theta, d), batch)[1])(xi)
+      updates, state_d = opt_d.update(grad, state_d, xi)
+      xi = problem.project(optax.apply_updates(xi, updates))
+    return (theta, xi), (state_g, state_d)
+
+  return step
+
+
+def test_a_users_scheme_through_the_registry():
+  from deepfound.errors import ConfigError
+  from deepfound.experiment import base_config, validate
+  from deepfound.optim.schemes import SchemeSpec, register_scheme
+  from deepfound.registry import Option, positive
+
+  register_scheme(SchemeSpec(
+      "discriminator_only", "k discriminator steps, the generator left alone (a test's scheme)",
+      _discriminator_only_step,
+      options=(Option("test_scheme_steps", int, 1, "discriminator_only: its steps", positive),)),
+      replace=True)
+  method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="discriminator_only",
+                           test_scheme_steps=2)
+  hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
+  problem = Bilinear(jnp.array([1.0, 1.0]))
+  state, points = game.run(problem, method, hyper, jax.random.PRNGKey(0), num_steps=8, log_every=4)
+  np.testing.assert_allclose(np.asarray(points.extras["count"]), [0.8, 1.6], rtol=1e-5)
+  np.testing.assert_array_equal(state.params[0], problem.init_params()[0])  # the generator stays
+  with pytest.raises(ValueError, match="test_scheme_steps must be in"):
+    game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="discriminator_only",
+                    test_scheme_steps=0)
+  # Its option is a config key, validated where the scheme is chosen and refused elsewhere.
+  from configs import gan_2d
+
+  config = gan_2d.get_config("ring")
+  assert base_config().optim.test_scheme_steps == 1
+  config.optim.scheme, config.optim.test_scheme_steps = "discriminator_only", 3
+  validate(config)
+  config.optim.scheme = "alternating"
+  with pytest.raises(ConfigError, match="test_scheme_steps=3 applies to optim.scheme="
+                                        "discriminator_only only"):
+    validate(config)
 
 
 def test_optimistic_wrapper_is_two_u_t_minus_u_t_minus_one():
