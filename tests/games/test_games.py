@@ -85,7 +85,7 @@ def _discriminator_only_step(problem, method, optimizers):
     (theta, xi), (state_g, state_d) = carry
     for j in range(method.option("test_scheme_steps")):
       batch = problem.draw(jax.random.fold_in(key, j), method.batch_size)
-      grad = jax.grad(lambda d: problem.losses((theta, d), batch)[1])(xi)
+      grad = jax.grad(lambda d, batch=batch: problem.losses((theta, d), batch)[1])(xi)
       updates, state_d = opt_d.update(grad, state_d, xi)
       xi = problem.project(optax.apply_updates(xi, updates))
     return (theta, xi), (state_g, state_d)
