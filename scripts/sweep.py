@@ -36,7 +36,8 @@ flags.DEFINE_bool("verbose", False, "Show tracebacks on errors.")
 def main(argv):
   del argv
   from deepfound.sweep import SpecError
-  from deepfound.sweep.runner import SweepMemoryError, run_sweep
+  from deepfound.sweep.common import SweepMemoryError
+  from deepfound.sweep.runner import run_sweep
 
   def sweep():
     try:

@@ -4,8 +4,6 @@ expectation, run by ``deepfound.optim.driver``."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 
 from deepfound.errors import ConfigError
@@ -66,13 +64,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"use optim.memory={model.memory} (or auto)")
 
 
-def _unstable_step_warning(setup: build_lib.Setup) -> tuple[str, ...]:
-  lipschitz = setup.constants["lipschitz"]
-  rate = setup.resolved["learning_rate"]
-  if (lipschitz and setup.method.spec.stable_step == "2/L" and setup.method.schedule == "constant"
+def _unstable_step_warning(method: driver.Method, resolved: dict, constants: dict
+                           ) -> tuple[str, ...]:
+  lipschitz, rate = constants["lipschitz"], resolved["learning_rate"]
+  if (lipschitz and method.spec.stable_step == "2/L" and method.schedule == "constant"
       and rate >= 2.0 / lipschitz):
     return (f"optim.learning_rate = {rate:.4g} is not below 2/L = {2.0 / lipschitz:.4g}; "
-            f"{setup.method.name} may diverge",)
+            f"{method.name} may diverge",)
   return ()
 
 
@@ -103,11 +101,11 @@ def build_setup(config: ml_collections.ConfigDict, problem, notes: tuple[str, ..
                      f"get_auto_step_size for {method.name}",)
   resolved["notes"] = list(notes)
   memory_mb = build_lib.check_gradient_memory(config, problem, method)
-  setup = build_lib.Setup(
+  return build_lib.Setup(
       problem=problem, method=method, hyper=hyper, resolved=resolved, constants=constants,
-      gradient_memory_mb=memory_mb, fingerprint=build_lib.fingerprint(problem), label=method.name,
-      divergence_note=_divergence_note(method, resolved, constants))
-  return dataclasses.replace(setup, warnings=_unstable_step_warning(setup))
+      gradient_memory_mb=memory_mb, fingerprint=build_lib.fingerprint(problem), label=method.label,
+      divergence_note=_divergence_note(method, resolved, constants),
+      warnings=_unstable_step_warning(method, resolved, constants))
 
 
 register_kind(KindSpec(

@@ -148,7 +148,8 @@ def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpoi
 
 
 def _rows(setup: Setup, points, first_elapsed: float, seconds: float) -> list[dict]:
-  epochs = lambda step: engine(setup).epochs(setup.problem, setup.method, step)  # noqa: E731
+  runs = engine(setup)
+  epochs = lambda step: runs.epochs(setup.problem, setup.method, step)  # noqa: E731
   return outputs.metric_rows(points, first_elapsed, seconds, epochs, setup.constants["optimum"])
 
 

@@ -16,15 +16,7 @@ from deepfound.experiment.config import validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.models import MODELS
 from deepfound.experiment.outputs import check_workdir
-from deepfound.sweep.common import (  # noqa: F401  (the sweep's public names, importable here)
-  PROGRAMS,
-  Group,
-  SweepMemoryError,
-  SweepProgram,
-  batch_size_for,
-  set_key,
-  tree_bytes,
-)
+from deepfound.sweep.common import PROGRAMS, Group, SweepProgram, set_key
 from deepfound.sweep.spec import SpecError, expand, parse
 
 
