@@ -91,11 +91,10 @@ def build_setup(config: ml_collections.ConfigDict, problem, notes: tuple[str, ..
   resolved = build_lib.resolve_hyperparameters(config, constants)
   hyper = driver.hyperparameters(**{k: resolved[k] for k in driver.Hyperparameters._fields},
                                  dtype=precision_dtype(config.precision))
+  warnings = _unstable_step_warning(method, resolved, constants)
   if lazy.supports(problem, method):
-    try:
-      lazy.check_shrinkage(resolved["learning_rate"], float(problem.l2))
-    except ValueError as e:
-      raise ConfigError(f"optim.learning_rate: {e}") from e
+    warnings += lazy.frequent_rebase_warning(resolved["learning_rate"], float(problem.l2),
+                                             hyper.learning_rate.dtype)
   if config.optim.learning_rate == "auto":
     notes = notes + (f"optim.learning_rate=auto: {resolved['learning_rate']:.6g}, scikit-learn's "
                      f"get_auto_step_size for {method.name}",)
@@ -105,7 +104,7 @@ def build_setup(config: ml_collections.ConfigDict, problem, notes: tuple[str, ..
       problem=problem, method=method, hyper=hyper, resolved=resolved, constants=constants,
       gradient_memory_mb=memory_mb, fingerprint=build_lib.fingerprint(problem), label=method.label,
       divergence_note=_divergence_note(method, resolved, constants),
-      warnings=_unstable_step_warning(method, resolved, constants))
+      warnings=warnings)
 
 
 register_kind(KindSpec(

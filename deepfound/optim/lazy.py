@@ -44,14 +44,39 @@ from deepfound.problems.kinds import Objective, SparseLinear
 if TYPE_CHECKING:
   from deepfound.optim.driver import Method
 
-# Every RESCALE_EVERY steps of a log block the scale s is reset to 1 (every weight brought up to
-# date, O(p)). In between it shrinks by at most (1 - tau l2)^RESCALE_EVERY, so runs keep
-# tau l2 < MAX_SHRINK (``check_shrinkage``): s stays above 1e-18, far from float32's underflow.
-# (Rounding does not grow as s shrinks: w = s v comes from v and the cumulative sums, all scaled
-# by 1/s alike.) The rescale depends on the step only, not on s: under vmap (a sweep) a test of
-# s would turn into a select that pays the O(p) rescale at every test for every run.
+# The scale s is reset to 1 (a "rebase": every weight brought up to date, O(p)) whenever it
+# would otherwise fall below SCALE_FLOOR (the square root of the dtype's smallest normal number:
+# v = w / s and the sums Q, which grow as 1 / s, keep that much headroom below overflow). The
+# test runs once a page, on the product of the page's shrink factors 1 - tau_t l2: where s times
+# that product would cross the floor, the page starts with a rebase; where the product alone
+# crosses it (tau l2 near 1, or past it), the page runs a variant that tests before each step,
+# and a step whose shrink would cross the floor folds its factor into v directly (exact for every
+# factor: 0 when tau l2 = 1, which zeroes the old weights, and negative ones, which would flip
+# the sign of s that the L1 thresholds take as positive). Under vmap (a sweep) each test is
+# reduced over the runs (``_any_run``), so that it stays a conditional, taken by all runs when one
+# needs it (a rebase is exact for any run), and never becomes a select that pays O(p) every page.
+# A rebase also comes every RESCALE_EVERY steps, whatever s: it restarts Q, whose rounding grows
+# with its size, and bounds the array of cumulative sums (with L1) to RESCALE_EVERY + 1 entries:
+# its binary searches stay in the cache however long the log block.
 RESCALE_EVERY = 4096
-MAX_SHRINK = 0.01
+
+
+def scale_floor(dtype) -> float:
+  """The smallest scale s a lazy run lets the weights reach before a rebase."""
+  return float(jnp.finfo(dtype).tiny) ** 0.5
+
+
+@jax.custom_batching.custom_vmap
+def _any_run(flag: jax.Array) -> jax.Array:
+  """``flag``; under vmap, whether it holds for any run (an unbatched predicate keeps a
+  ``lax.cond`` a conditional)."""
+  return flag
+
+
+@_any_run.def_vmap
+def _any_run_vmap(axis_size, in_batched, flag):
+  del axis_size
+  return (jnp.any(flag, axis=0) if in_batched[0] else flag), False
 
 
 class LazyMemory(NamedTuple):
@@ -74,8 +99,11 @@ class LazyCarry(NamedTuple):
   coordinates: jax.Array
   intercept: jax.Array  # (*slot,) the intercept (zero without one)
   scale: jax.Array  # () s, w = s v
-  cumulative: jax.Array  # (B + 1,) Q_k, +inf beyond the current step (with L1; else (0,))
+  cumulative: jax.Array  # (R + 1,) Q at the steps since the last rebase (entry k - origin for
+  #                        step k), +inf beyond the current step; R = min(block, RESCALE_EVERY);
+  #                        with L1 only, else (0,)
   q_now: jax.Array  # () Q at the current step
+  origin: jax.Array  # int32 () the step (within the block) of the last rebase
   table: jax.Array  # (n, *slot) stored scales (SAG, SAGA), as in LazyMemory
   intercept_sum: jax.Array
   num_seen: jax.Array
@@ -137,10 +165,15 @@ def begin(problem: SparseLinear, method: Method, params, memory: LazyMemory, blo
              jnp.asarray(memory.table.shape[0], jnp.int32), jnp.zeros(_slot(problem), dtype))
   cumulative = jnp.zeros((0,), dtype)
   if problem.l1:
-    cumulative = jnp.full((block_steps + 1,), jnp.inf, dtype).at[0].set(0.0)
+    cumulative = _fresh_sums(min(block_steps, RESCALE_EVERY) + 1, dtype)
   return LazyCarry(coordinates, problem.intercept(params), jnp.ones((), dtype), cumulative,
-                   jnp.zeros((), dtype), memory.table, memory.intercept_sum, memory.num_seen,
-                   pending)
+                   jnp.zeros((), dtype), jnp.zeros((), jnp.int32), memory.table,
+                   memory.intercept_sum, memory.num_seen, pending)
+
+
+def _fresh_sums(size: int, dtype) -> jax.Array:
+  """Q of a rebase's step (0), and +inf for the steps to come."""
+  return jnp.full((size,), jnp.inf, dtype).at[0].set(0.0)
 
 
 def _threshold_walk(v, h, q_from, q_to, lam, cumulative, to_index):
@@ -192,7 +225,8 @@ def _flush(carry: LazyCarry, local_step) -> LazyCarry:
     table = table.at[table_index].set(table_row, mode="drop")
   cumulative = carry.cumulative
   if cumulative.shape[0]:
-    cumulative = jax.lax.dynamic_update_index_in_dim(cumulative, carry.q_now, local_step, 0)
+    cumulative = jax.lax.dynamic_update_index_in_dim(cumulative, carry.q_now,
+                                                     local_step - carry.origin, 0)
   return carry._replace(coordinates=coordinates, table=table, cumulative=cumulative)
 
 
@@ -208,9 +242,11 @@ def _prox_weight(method: Method, problem: SparseLinear, denominator):
   return problem.l1 * (denominator if _keeps_memory(method) else 1.0)
 
 
-def step(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSchedule,
-         carry: LazyCarry, global_step, local_step, drawn) -> LazyCarry:
-  """One step on the sample ``drawn`` = (index (1,), batch of one row)."""
+def step(problem: SparseLinear, method: Method, carry: LazyCarry, local_step, rate, shrink,
+         drawn, fold=None) -> LazyCarry:
+  """One step at learning rate ``rate`` on the sample ``drawn`` = (index (1,), batch of one row);
+  the scale moves by ``shrink`` = 1 - rate l2. Where ``fold`` holds (after a rebase), the factor
+  goes into every v instead, once the row's gradient is taken at the old weights."""
   form, keeps, slot = form_of(method), _keeps_memory(method), _slot(problem)
   index, batch = drawn
   columns, values, target = batch[0][0], batch[1][0], batch[2][0]
@@ -223,7 +259,7 @@ def step(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSch
 
   v_rows, g_rows, stamps = _unpack(carry.coordinates[columns], slot, keeps)
   v_rows = _catch_up(problem, v_rows, g_rows, stamps, carry.q_now, lam, carry.cumulative,
-                     local_step)
+                     local_step - carry.origin)
 
   outer = lambda a: values.reshape(values.shape + (1,) * a.ndim) * a  # noqa: E731
   w_rows = carry.scale * v_rows
@@ -231,6 +267,10 @@ def step(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSch
   new = problem.sample_scale(score[None], target[None],
                              None if sample_weight is None else sample_weight[None])[0]
 
+  if fold is not None:
+    v_rows = v_rows * jnp.where(fold, shrink, 1.0)
+    carry = jax.lax.cond(fold, lambda c: _fold(problem, c, shrink), lambda c: c, carry)
+    shrink = jnp.where(fold, 1.0, shrink).astype(shrink.dtype)
   intercept_sum, num_seen = carry.intercept_sum, carry.num_seen
   if not keeps:
     direction, intercept_direction, g_new = outer(new), new, None
@@ -251,9 +291,7 @@ def step(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSch
       intercept_direction = change + intercept_sum / den
       intercept_sum = intercept_sum + change
 
-  rate = learning_rate(global_step) if callable(learning_rate) else learning_rate
-  rate = jnp.asarray(rate, dtype)
-  next_scale = carry.scale * (1.0 - rate * problem.l2)
+  next_scale = carry.scale * shrink
   ratio = rate / next_scale
   v_rows = v_rows - ratio * direction
   if problem.l1:
@@ -278,7 +316,7 @@ def current(problem: SparseLinear, method: Method, carry: LazyCarry, local_step
                                                    carry.coordinates.dtype))
   v, g, stamps = _unpack(carry.coordinates, _slot(problem), keeps)
   v = _catch_up(problem, v, g, stamps, carry.q_now, lam, carry.cumulative,
-                jnp.asarray(local_step, jnp.int32))
+                jnp.asarray(local_step - carry.origin, jnp.int32))
   w = (carry.scale * v)[:-1]
   if problem.fit_intercept:
     w = jnp.concatenate([w, carry.intercept[None]], axis=0)
@@ -295,9 +333,9 @@ def end(problem: SparseLinear, method: Method, carry: LazyCarry, local_step) -> 
 
 
 def rebase(problem: SparseLinear, method: Method, carry: LazyCarry, local_step) -> LazyCarry:
-  """Brings every coordinate up to date and resets the scale to 1 and Q to 0 (when s has grown
-  small). Q restarts too: its increments tau / (s den) shrink back with s, and added to the large
-  Q of a small s they would be lost to rounding."""
+  """Brings every coordinate up to date and resets the scale to 1 and Q to 0. Q restarts too:
+  its increments tau / (s den) shrink back with s, and added to the large Q of a small s they
+  would be lost to rounding."""
   params, carry = current(problem, method, carry, local_step)
   coefficients = problem.coefficients(params)
   v = jnp.concatenate([coefficients, jnp.zeros((1,) + coefficients.shape[1:], coefficients.dtype)])
@@ -307,36 +345,78 @@ def rebase(problem: SparseLinear, method: Method, carry: LazyCarry, local_step) 
   pending = (jnp.full_like(columns, problem.num_columns), jnp.zeros_like(rows),
              jnp.asarray(carry.table.shape[0], jnp.int32), table_row)
   cumulative = carry.cumulative
-  if cumulative.shape[0]:  # Q before this step is -inf: no search lands there again
-    position = jnp.arange(cumulative.shape[0])
-    cumulative = jnp.where(position < local_step, -jnp.inf,
-                           jnp.where(position == local_step, 0.0, jnp.inf)).astype(cumulative.dtype)
+  if cumulative.shape[0]:
+    cumulative = _fresh_sums(cumulative.shape[0], cumulative.dtype)
   return carry._replace(coordinates=coordinates, scale=jnp.ones_like(carry.scale),
-                        q_now=jnp.zeros_like(carry.q_now), cumulative=cumulative, pending=pending)
+                        q_now=jnp.zeros_like(carry.q_now), cumulative=cumulative,
+                        origin=jnp.asarray(local_step, jnp.int32), pending=pending)
+
+
+def _fold(problem: SparseLinear, carry: LazyCarry, shrink) -> LazyCarry:
+  """Multiplies every weight by ``shrink`` in v itself (after a rebase: s = 1, all up to date)."""
+  size = math.prod(_slot(problem))
+  coordinates = carry.coordinates.at[:, :size].multiply(shrink)
+  return carry._replace(coordinates=coordinates)
+
+
+def _rates(learning_rate: optax.ScalarOrSchedule, global_steps, dtype) -> jax.Array:
+  if callable(learning_rate):
+    return jax.vmap(learning_rate)(global_steps).astype(dtype)
+  return jnp.broadcast_to(jnp.asarray(learning_rate, dtype), global_steps.shape)
 
 
 def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSchedule,
               carry: LazyCarry, global_steps, local_steps, drawn) -> LazyCarry:
-  """``lax.scan`` of ``step`` over a page of samples, after a rescale when the page starts at a
-  multiple of ``RESCALE_EVERY`` (pages are at most 256 steps and divide the log block; a test per
-  page, not per step: a conditional in the step body costs more than the step)."""
-  start = local_steps[0]
-  carry = jax.lax.cond((start > 0) & (start % RESCALE_EVERY < local_steps.shape[0]),
-                       lambda c: rebase(problem, method, c, start), lambda c: c, carry)
+  """``lax.scan`` of ``step`` over a page of samples (pages are at most 256 steps and divide the
+  log block), after a rebase where the page needs one (see ``RESCALE_EVERY``): the tests run per
+  page, not per step, since a conditional in the step body costs more than the step. Only a
+  page whose own shrink factors take s below the floor tests before each step."""
+  dtype = carry.coordinates.dtype
+  rates = _rates(learning_rate, global_steps, dtype)
+  shrinks = 1.0 - rates * jnp.asarray(problem.l2, dtype)
+  floor = scale_floor(dtype)
+  page, start = local_steps.shape[0], local_steps[0]
+  span = carry.cumulative.shape[0] - 1 if carry.cumulative.shape[0] else RESCALE_EVERY
+  # Where a factor is <= 0 (tau l2 >= 1) the page folds it: s stays > 0, as the L1 steps need.
+  product = jnp.prod(jnp.maximum(shrinks, 0.0))  # underflows to 0 far below the floor
+  strong = _any_run(product < floor)
+  due = _any_run((start - carry.origin + page > span) | (carry.scale * product < floor))
+  carry = jax.lax.cond(due, lambda c: rebase(problem, method, c, start), lambda c: c, carry)
 
   def body(c, x):
-    t, k, d = x
-    return step(problem, method, learning_rate, c, t, k, d), None
+    k, rate, shrink, d = x
+    return step(problem, method, c, k, rate, shrink, d), None
 
-  return jax.lax.scan(body, carry, (global_steps, local_steps, drawn))[0]
+  def guarded(c, x):
+    k, rate, shrink, d = x
+    fold = _any_run(c.scale * shrink < floor)
+    c = jax.lax.cond(fold, lambda c: rebase(problem, method, c, k), lambda c: c, c)
+    return step(problem, method, c, k, rate, shrink, d, fold), None
+
+  xs = (local_steps, rates, shrinks, drawn)
+  return jax.lax.cond(strong, lambda c: jax.lax.scan(guarded, c, xs)[0],
+                      lambda c: jax.lax.scan(body, c, xs)[0], carry)
 
 
-def check_shrinkage(learning_rate: float, l2: float) -> None:
-  """Raises ``ValueError`` when tau l2 >= MAX_SHRINK (see ``RESCALE_EVERY``)."""
-  if learning_rate * l2 >= MAX_SHRINK:
-    raise ValueError(f"the lazy sparse updates need learning_rate * l2 < {MAX_SHRINK}, got "
-                     f"{learning_rate:.4g} * {l2:.4g}; lower the rate or run dense "
-                     "(data.sparse=false)")
+def rebase_period(learning_rate: float, l2: float, dtype) -> float:
+  """About how many steps at a constant ``learning_rate`` pass between two rebases."""
+  shrink = abs(1.0 - learning_rate * l2)
+  if shrink >= 1.0:
+    return float(RESCALE_EVERY)
+  if shrink == 0.0:
+    return 1.0
+  return min(float(RESCALE_EVERY), max(1.0, math.log(scale_floor(dtype)) / math.log(shrink)))
+
+
+def frequent_rebase_warning(learning_rate: float, l2: float, dtype) -> tuple[str, ...]:
+  """A warning where the weights' shrinkage makes the lazy path rebase (O(p)) more often than
+  once in 256 steps: exact still, but closer to a dense step's cost."""
+  period = rebase_period(learning_rate, l2, dtype)
+  if period >= 256:
+    return ()
+  return (f"optim.learning_rate * problem.l2 = {learning_rate * l2:.4g}: the lazy sparse updates "
+          f"bring every weight up to date (O(p)) every {period:.0f} steps; a lower rate keeps "
+          "them O(nnz)",)
 
 
 def supports(problem: Objective, method: Method) -> bool:
