@@ -13,6 +13,9 @@ through our loader; both sides get the same CSR matrix. Parts (--groups):
 2. p_scaling: marginal seconds per step at p = 472,360 over p = 47,236 (target <= 1.5).
 3. memory: device bytes of the data and of the SAG state against the dense equivalent.
 4. sweep: a 64-run learning-rate sweep (one vmapped program) against 64 scikit-learn fits.
+5. blocks: lazy SAGA's microseconds a step, with and without L1, at log blocks of 10^3 to 10^6
+   steps (written apart, to sparse_blocks.json and .md):
+       python scripts/bench_sparse.py --groups=blocks
 Timings are medians of repeated runs, compilation excluded (reported apart).
 """
 
@@ -25,7 +28,7 @@ from absl import app, flags  # noqa: E402
 
 from deepfound.cli import flags_parser  # noqa: E402
 
-_GROUPS = ("versus", "versus_large", "p_scaling", "memory", "sweep")
+_GROUPS = ("versus", "versus_large", "p_scaling", "memory", "sweep", "blocks")
 
 flags.DEFINE_string("out", "results/bench", "Output directory (sparse.json, sparse.md).")
 flags.DEFINE_float("scale", 1.0, "Fraction of rcv1's n (20,242) to use: < 1 for a quick run.")
@@ -55,7 +58,8 @@ def main(argv):
       os.sched_setaffinity(0, {int(c) for c in f.cpus})
     except (ValueError, OSError) as e:
       fail(f"--cpus: {e}")
-  from deepfound.benchmarks.sparse import run_benchmark
+  from deepfound.benchmarks import sparse
+  from deepfound.benchmarks.timing import write_results
 
   unknown = sorted(set(f.groups) - set(_GROUPS))
   if unknown:
@@ -64,12 +68,19 @@ def main(argv):
     fail("--scaling_methods: some of sag, saga, sgd")
   if not 0 < f.scale <= 100:
     fail(f"--scale must be in (0, 100], got {f.scale}")
-  run_benchmark(f.out, scale=f.scale, num_features=f.num_features, nnz_per_row=f.nnz_per_row,
+  command = " ".join(["python"] + sys.argv)
+  if "blocks" in f.groups:
+    results = sparse.block_lengths(scale=f.scale, num_features=f.num_features,
+                                   nnz_per_row=f.nnz_per_row, repeats=f.repeats, command=command)
+    write_results(f.out, "sparse_blocks", results, sparse.blocks_markdown(results))
+  groups = tuple(g for g in f.groups if g != "blocks")
+  if not groups:
+    return
+  sparse.run_benchmark(f.out, scale=f.scale, num_features=f.num_features, nnz_per_row=f.nnz_per_row,
                 epochs=f.epochs, sweep_epochs=f.sweep_epochs, repeats=f.repeats,
                 scaling_repeats=f.scaling_repeats, scaling_steps=f.scaling_steps,
-                sweep_fits=f.sweep_fits, groups=tuple(f.groups),
-                scaling_methods=tuple(f.scaling_methods),
-                command=" ".join(["python"] + sys.argv))
+                sweep_fits=f.sweep_fits, groups=groups,
+                scaling_methods=tuple(f.scaling_methods), command=command)
 
 
 if __name__ == "__main__":
