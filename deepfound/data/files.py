@@ -3,6 +3,7 @@ per-sample weights of ``data.weights``."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -21,16 +22,23 @@ def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
   return features, 2.0 * labels - 1.0
 
 
+# scikit-learn's reader keeps indices in int32, and so do the sparse problems (``padded_rows``).
+MAX_LIBSVM_INDEX = 2**31 - 1
+
+
 def load_libsvm(path: str, num_features: int | None = None, binary: bool = True,
                 sparse: bool = True):
   """A LIBSVM/SVMlight text file (``label index:value ...``, indices from 1): (features, labels).
 
-  The format of the standard benchmark sets (covtype, rcv1, a9a, ...). With ``sparse`` the
-  features are a ``scipy.sparse.csr_matrix`` of float64 in canonical form (sorted indices,
-  duplicates summed, explicit zeros dropped), never densified: rcv1 (20,242 x 47,236) would take
-  7.6 GB dense. Without it they are a dense (n, p) array. ``num_features`` fixes p (a file's
-  highest index may be below it). With ``binary`` the two label values are mapped to -1 and +1
-  (0/1, 1/2 and -1/+1 files all appear in the wild).
+  The format of the standard benchmark sets (covtype, rcv1, a9a, ...). Indices are one-based,
+  as LIBSVM defines them: an index 0 is refused, never taken as a sign that the whole file is
+  zero-based (which would shift every feature). Indices must increase along a line. With
+  ``sparse`` the features are a ``scipy.sparse.csr_matrix`` of float64 in canonical form (sorted
+  indices, explicit zeros dropped), never densified: rcv1 (20,242 x 47,236) would take 7.6 GB
+  dense. Without it they are a dense (n, p) array. ``num_features`` fixes p (a file's highest
+  index may be below it). With ``binary`` the two label values are mapped to -1 and +1 (0/1,
+  1/2 and -1/+1 files all appear in the wild). Any problem is a one-line ``DataError`` naming
+  the file and, for a bad line, its line number.
   """
   import scipy.sparse
   import sklearn.datasets
@@ -39,15 +47,18 @@ def load_libsvm(path: str, num_features: int | None = None, binary: bool = True,
     raise DataError(f"data file not found: {path}")
   try:
     matrix, labels = sklearn.datasets.load_svmlight_file(
-        path, n_features=num_features, dtype=np.float64)
-  except (ValueError, OSError, RuntimeError) as e:
-    raise DataError(f"malformed LIBSVM file {path}: {' '.join(str(e).split())}") from e
+        path, n_features=num_features, dtype=np.float64, zero_based=False)
+  except OSError as e:
+    raise DataError(f"LIBSVM file {path} cannot be read: {e.strerror or e}") from e
+  except (ValueError, OverflowError, TypeError, RuntimeError) as e:
+    # scikit-learn's messages do not say where; our own pass over the file does.
+    raise _libsvm_error(path, num_features, e) from e
+  if not (np.all(np.isfinite(matrix.data)) and np.all(np.isfinite(labels))):
+    raise _libsvm_error(path, num_features, None)
   if matrix.shape[0] == 0:
     raise DataError(f"LIBSVM file {path} holds no samples")
   if matrix.shape[1] == 0 or matrix.nnz == 0:
     raise DataError(f"LIBSVM file {path} holds no features (no index:value pair on any line)")
-  if not (np.all(np.isfinite(matrix.data)) and np.all(np.isfinite(labels))):
-    raise DataError(f"LIBSVM file {path} holds a NaN or infinite value")
   matrix = scipy.sparse.csr_matrix(matrix, dtype=np.float64)
   matrix.sum_duplicates()  # sorts the indices too
   matrix.eliminate_zeros()
@@ -59,6 +70,87 @@ def load_libsvm(path: str, num_features: int | None = None, binary: bool = True,
   if binary:
     labels = binary_labels(labels, f"LIBSVM file {path}")
   return (matrix if sparse else matrix.toarray()), labels
+
+
+def _data_lines(path: str):
+  """(line number from 1, its tokens) of each line that holds a sample, as scikit-learn's
+  reader sees them: text after ``#`` is a comment, blank lines are skipped."""
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, 1):
+      tokens = line.split(b"#", 1)[0].split()
+      if tokens:
+        yield number, tokens
+
+
+def _shown(token: bytes) -> str:
+  text = token.decode("utf-8", "backslashreplace")
+  return repr(text if len(text) <= 30 else text[:30] + "...")
+
+
+def _number(token: bytes) -> float | None:
+  try:
+    return float(token)
+  except ValueError:
+    return None
+
+
+def _line_problem(tokens: list[bytes], num_features: int | None) -> str | None:
+  """What is wrong with one sample line, or None."""
+  label, pairs = tokens[0], tokens[1:]
+  value = _number(label)
+  if value is None:
+    return f"the label {_shown(label)} is not a number"
+  if not math.isfinite(value):
+    return f"the label {_shown(label)} is NaN or infinite"
+  if pairs and pairs[0].startswith(b"qid:"):
+    if not re.fullmatch(rb"qid:[+-]?[0-9]+", pairs[0]):
+      return f"{_shown(pairs[0])} is not qid:<integer>"
+    pairs = pairs[1:]
+  previous = 0
+  for pair in pairs:
+    index_text, colon, value_text = pair.partition(b":")
+    if not colon:
+      return f"{_shown(pair)} is not an index:value pair"
+    if not re.fullmatch(rb"[+-]?[0-9]+", index_text):
+      return f"the index {_shown(index_text)} of {_shown(pair)} is not an integer"
+    index = int(index_text)
+    if index < 1:
+      return (f"index {index}: LIBSVM indices start at 1 (a zero-based file needs every index "
+              "raised by 1)")
+    if index > MAX_LIBSVM_INDEX:
+      return f"index {index:,} is above the largest supported index, {MAX_LIBSVM_INDEX:,}"
+    if num_features is not None and index > num_features:
+      return f"index {index:,} is above the {num_features:,} features asked for"
+    if index <= previous:
+      return f"index {index} follows index {previous}: indices must increase along a line"
+    value = _number(value_text)
+    if value is None:
+      return f"the value {_shown(value_text)} of index {index} is not a number"
+    if not math.isfinite(value):
+      return f"the value {_shown(value_text)} of index {index} is NaN or infinite"
+    previous = index
+  return None
+
+
+def _libsvm_error(path: str, num_features: int | None, error: Exception | None) -> DataError:
+  """The ``DataError`` of an unreadable LIBSVM file, naming its first bad line."""
+  try:
+    for number, tokens in _data_lines(path):
+      problem = _line_problem(tokens, num_features)
+      if problem:
+        return DataError(f"malformed LIBSVM file {path}, line {number}: {problem}")
+  except OSError as e:
+    return DataError(f"LIBSVM file {path} cannot be read: {e.strerror or e}")
+  reason = " ".join(str(error).split()) if error else "a NaN or infinite value"
+  return DataError(f"malformed LIBSVM file {path} (no single line to blame): {reason}")
+
+
+def libsvm_line_of_row(path: str, row: int) -> int:
+  """The line number (from 1) of sample ``row`` (from 0) of a LIBSVM file, for messages."""
+  for count, (number, _) in enumerate(_data_lines(path)):
+    if count == row:
+      return number
+  raise IndexError(f"{path} has no sample {row}")
 
 
 def load_sample_weights(spec: str, num_samples: int, features=None):
@@ -159,4 +251,5 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     name="libsvm", load=lambda data: Dataset(*load_libsvm(data.path, binary=False)),
     summary="a LIBSVM/SVMlight text file (data.path), sparse CSR features, labels as in the file",
-    uses=("path",), requires=("path",)))
+    uses=("path",), requires=("path",),
+    locate=lambda data, row: f"line {libsvm_line_of_row(data.path, row)}"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -84,8 +86,13 @@ def load_npz(path: str):
       arrays = {key: archive[key] for key in ("x_train", "y_train", "x_test", "y_test")}
   except KeyError as e:
     raise DataError(f"{path} lacks the array {e}; expected x_train, y_train, x_test, y_test") from e
-  except (OSError, ValueError) as e:
-    raise DataError(f"cannot read {path} as .npz: {e}") from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    # A truncated or corrupted archive: zipfile, zlib and numpy's header reader each say so
+    # in their own way.
+    kind = type(e).__name__
+    kind = kind if type(e).__module__ == "builtins" else f"{type(e).__module__}.{kind}"
+    raise DataError(f"cannot read {path} as .npz (truncated or corrupted?): {kind}: "
+                    f"{' '.join(str(e).split())}") from e
 
   def images(name):
     try:

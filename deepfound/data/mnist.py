@@ -253,6 +253,16 @@ def fetch(cache_dir: str | None = None, *, download: Callable[[str], str] = down
   return path, write_mnist_npz(splits, path)
 
 
+def _refetch_hint(path: str) -> str:
+  """How to replace a damaged cache file at ``path``."""
+  directory, name = os.path.split(os.path.abspath(path))
+  if name != CACHE_FILE:
+    return f"`python scripts/fetch_mnist.py --cache_dir=DIR` writes a fresh DIR/{CACHE_FILE}"
+  if directory == os.path.abspath(default_cache_dir()):
+    return "run `python scripts/fetch_mnist.py` to fetch it again"
+  return f"run `python scripts/fetch_mnist.py --cache_dir={directory}` to fetch it again"
+
+
 def load_mnist(data: Any) -> Dataset:
   """The ``mnist`` data set: ``data.path`` (default ``default_cache_path()``) as a ``Dataset`` of
   images (n, 28, 28, 1) float32 in [0, 1], int32 labels, and the 10k test images as its test split."""
@@ -260,7 +270,10 @@ def load_mnist(data: Any) -> Dataset:
   if not os.path.isfile(path):
     raise DataError(f"no MNIST cache at {path}: run `python scripts/fetch_mnist.py` once to create "
                     "it (--cache_dir=DIR writes DIR/mnist.npz; data.path reads another file)")
-  (x, y), (x_test, y_test) = load_npz(path)
+  try:
+    (x, y), (x_test, y_test) = load_npz(path)
+  except DataError as e:
+    raise DataError(f"{e}; {_refetch_hint(path)}") from e
   for name, images in (("x_train", x), ("x_test", x_test)):
     if images.shape[1:] != (*IMAGE_SHAPE, 1):
       raise DataError(f"{path}: {name} has samples of shape {images.shape[1:]}, not 28 x 28 images")

@@ -52,6 +52,9 @@ class DatasetSpec:
   requires: tuple[str, ...] = ()  # those of them that must be set (e.g. "path")
   options: tuple[Option, ...] = ()  # keys of its own, data.<name>
   stream: bool = False
+  # Where training row i of a loaded set comes from, for messages (a file's "line 17");
+  # None: "row i".
+  locate: Callable[[Any, int], str] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set")
@@ -168,3 +171,83 @@ def check_dataset(dataset: Dataset, source: str) -> None:
   if dataset.test is not None and dataset.test[0].shape[1:] != dataset.features.shape[1:]:
     raise DataError(f"{source}: test samples have shape {dataset.test[0].shape[1:]}, training "
                     f"samples {dataset.features.shape[1:]}")
+
+
+def check_range(dataset: Dataset, precision: str, source: str,
+                where: Callable[[int], str] | None = None) -> None:
+  """Features and targets that a linear model can use in ``precision`` (float32, float64).
+
+  Every value must be finite in ``precision`` (1e39 overflows float32), and every row's squared
+  norm finite in float64, in which the step sizes (1/L_max) and E* are computed. ``where(i)``
+  names training row i in messages (default "row i"); a problem is a one-line ``DataError``.
+  Sparse features are not densified.
+  """
+  largest = float(np.finfo(precision).max)
+  parts = [("", dataset.features, dataset.targets)]
+  if dataset.test is not None:
+    parts.append(("test ", *dataset.test))
+  for name, features, targets in parts:
+    def place(row, name=name):
+      return where(row) if where is not None and not name else f"{name}row {row}"
+
+    targets = np.asarray(targets)
+    if targets.dtype.kind == "f":
+      bad = np.flatnonzero(np.abs(targets.astype(np.float64)) > largest)
+      if bad.size:
+        raise DataError(f"{source}: {place(int(bad[0]))}: the label {targets[bad[0]]:g} overflows "
+                        f"{precision} (largest {largest:.3g}); use precision=float64 or rescale "
+                        "the labels")
+    over, squares = _overflows(features, largest)
+    if over is not None:
+      row, value = over
+      raise DataError(f"{source}: {place(row)}: the value {value:g} overflows {precision} "
+                      f"(largest {largest:.3g}); use precision=float64 or rescale the features")
+    bad = np.flatnonzero(~np.isfinite(squares))
+    if bad.size:
+      raise DataError(f"{source}: {place(int(bad[0]))}: its squared norm overflows float64, in "
+                      "which the step sizes and E* are computed; rescale the features")
+
+
+def _overflows(features, largest: float) -> tuple[tuple[int, float] | None, np.ndarray]:
+  """(row, value) of the first value above ``largest`` (or None), and each row's squared norm in
+  float64 (inf where it overflows); a sparse matrix is not densified."""
+  if is_sparse(features):
+    matrix = scipy.sparse.csr_matrix(features, dtype=np.float64)
+    values, counts = matrix.data, np.diff(matrix.indptr)
+    rows = np.repeat(np.arange(matrix.shape[0]), counts)
+    with np.errstate(over="ignore"):
+      squares = np.bincount(rows, values * values, minlength=matrix.shape[0])
+    bad = np.flatnonzero(np.abs(values) > largest)
+    return ((int(rows[bad[0]]), float(values[bad[0]])) if bad.size else None), squares
+  values = np.asarray(features, np.float64).reshape(len(features), -1)
+  with np.errstate(over="ignore"):
+    squares = np.einsum("ij,ij->i", values, values)
+  bad = np.argwhere(np.abs(values) > largest)
+  return ((int(bad[0][0]), float(values[tuple(bad[0])])) if len(bad) else None), squares
+
+
+# A sparse set is refused when its columns exceed both numbers: far more columns than values is
+# a stray index (one 1e8 in a 300-line file), not data; every step and evaluation of a linear
+# model costs memory and time in all p columns. Hashed features (2^24 buckets) stay below.
+MAX_EMPTY_COLUMNS = 2**24
+COLUMNS_PER_VALUE = 1000
+
+
+def check_columns(dataset: Dataset, source: str, where: Callable[[int], str] | None = None) -> None:
+  """Refuses sparse features with absurdly more columns than stored values (see
+  ``MAX_EMPTY_COLUMNS``), naming the row (``where(i)``) that holds the highest column."""
+  features = dataset.features
+  if not is_sparse(features):
+    return
+  matrix = scipy.sparse.csr_matrix(features)
+  columns = matrix.shape[1]
+  if columns <= max(MAX_EMPTY_COLUMNS, COLUMNS_PER_VALUE * matrix.nnz) or not matrix.nnz:
+    return
+  top = int(np.argmax(matrix.indices))
+  row = int(np.searchsorted(matrix.indptr, top, side="right")) - 1
+  place = where(row) if where is not None else f"row {row}"
+  used = np.unique(matrix.indices).size
+  raise DataError(f"{source}: {columns:,} feature columns for {matrix.nnz:,} non-zero values "
+                  f"({used:,} columns used); the highest index, {int(matrix.indices[top]) + 1:,}, "
+                  f"is on {place}: a stray index makes every step cost all {columns:,} columns; "
+                  "fix that line")

@@ -22,6 +22,7 @@ from deepfound.optim import driver
 from deepfound.optim.memory import memory_bytes
 from deepfound.problems import LinearFiniteSum, SparseLinearFiniteSum, solve_optimum
 from deepfound.problems.linear import LOSS_CURVATURE
+from deepfound.problems.optimum import OptimumTooLarge
 
 LINEAR_KINDS = (LinearFiniteSum, SparseLinearFiniteSum)
 # scikit-learn's get_auto_step_size bounds L'' by 0.25 for the logistic and multinomial losses
@@ -76,8 +77,15 @@ def build_problem_with_notes(config) -> tuple[Any, tuple[str, ...]]:
   dataset = None
   if not spec.stream:
     dataset = spec.load(config.data)
-    data_lib.check_dataset(dataset, source_name(config))
-    if data_lib.is_sparse(dataset.features) and not get_model(config.model.name).design_matrix:
+    source = source_name(config)
+    data_lib.check_dataset(dataset, source)
+    if get_model(config.model.name).design_matrix:
+      # A linear model takes the values as they are: in the run's precision, and in float64 for
+      # its step sizes and E*.
+      where = None if spec.locate is None else (lambda row: spec.locate(config.data, row))
+      data_lib.check_range(dataset, config.precision, source, where)
+      data_lib.check_columns(dataset, source, where)
+    elif data_lib.is_sparse(dataset.features):
       dataset = _densified(config, dataset)
   built = get_model(config.model.name).build(config, dataset)
   return (built.problem, built.notes) if isinstance(built, Built) else (built, ())
@@ -130,15 +138,25 @@ def build_method(config) -> driver.Method:
                        **options)
 
 
-def problem_constants(problem) -> dict[str, Any]:
-  """L, L_max, scikit-learn's L of its automatic step, and the float64 optimum E* with the
-  seconds it took (linear finite sums only: nets are not convex)."""
+def problem_constants(problem, max_memory_mb: float | None = None) -> dict[str, Any]:
+  """L, L_max (and the median L_i), scikit-learn's L of its automatic step, and the float64
+  optimum E* with the seconds it took (linear finite sums only: nets are not convex).
+
+  E* is left out (None, with ``optimum_note`` saying why) when its solve, on the host, would need
+  more than ``max_memory_mb`` (default: half the host's RAM).
+  """
   if not isinstance(problem, LINEAR_KINDS):
     return dict(lipschitz=None, max_sample_lipschitz=None, optimum=None)
   tic = time.perf_counter()
-  optimum = solve_optimum(problem)
+  note = None
+  try:
+    optimum = solve_optimum(problem, max_bytes=_host_budget(max_memory_mb))
+  except OptimumTooLarge as e:
+    optimum, note = None, (f"E* is not computed: {e} (optim.max_memory_mb); the run reports no "
+                           "suboptimality")
   optimum_seconds = time.perf_counter() - tic
-  max_sample = problem.max_sample_lipschitz()
+  sample_lipschitz = problem.sample_lipschitz()
+  max_sample = float(np.max(sample_lipschitz))
   l2 = float(problem.l2)
   loss = problem.loss
   return dict(
@@ -148,9 +166,11 @@ def problem_constants(problem) -> dict[str, Any]:
       auto_lipschitz=_SKLEARN_CURVATURE[loss] / LOSS_CURVATURE[loss] * (max_sample - l2) + l2,
       num_samples=problem.num_samples,
       l2=l2,
-      optimum=optimum.value if optimum.converged else None,
-      optimum_gradient_norm=optimum.gradient_norm,
+      median_sample_lipschitz=float(np.median(sample_lipschitz)),
+      optimum=optimum.value if optimum is not None and optimum.converged else None,
+      optimum_gradient_norm=None if optimum is None else optimum.gradient_norm,
       optimum_seconds=optimum_seconds,
+      optimum_note=note,
   )
 
 
@@ -165,6 +185,9 @@ def resolve_hyperparameters(config, constants) -> dict[str, float]:
       raise ConfigError(f"optim.learning_rate=auto is scikit-learn's step of sag and saga on "
                         f"linear models; give {rule.name} a number")
     learning_rate = rule.auto_learning_rate(constants)
+  if (config.optim.learning_rate in (None, "auto") and learning_rate is not None
+      and config.optim.schedule != "strongly_convex"):
+    _check_derived_step(config, float(learning_rate), constants)
   strong_convexity = config.optim.strong_convexity
   if strong_convexity is None:
     strong_convexity = config.problem.l2 if config.problem.l2 > 0 else 1.0
@@ -172,6 +195,29 @@ def resolve_hyperparameters(config, constants) -> dict[str, float]:
     learning_rate = 1.0 / strong_convexity  # tau_0 of 1/(mu (l + 1)); only reported
   return dict(learning_rate=float(learning_rate), l0=float(config.optim.l0),
               strong_convexity=float(strong_convexity))
+
+
+def _check_derived_step(config, rate: float, constants) -> None:
+  """A step derived from L or L_max must survive the run's precision: below its smallest normal
+  number the device flushes it to zero, every update is zero, and the tol test would see a run
+  that does not move as converged."""
+  tiny = float(np.finfo(config.precision).tiny)
+  if np.isfinite(rate) and rate >= tiny:
+    return
+  given = "auto" if config.optim.learning_rate == "auto" else "unset (1/L)"
+  raise ConfigError(
+      f"optim.learning_rate={given} gives {rate:.3g}, below {config.precision}'s smallest normal "
+      f"number {tiny:.3g}, so every step would be zero: L_max = "
+      f"{constants.get('max_sample_lipschitz') or float('nan'):.3g} (L = "
+      f"{constants.get('lipschitz') or float('nan'):.3g}): the features have rows of huge norm; "
+      "rescale them or give optim.learning_rate a number")
+
+
+def _host_budget(max_memory_mb: float | None) -> int:
+  """Bytes a host-side computation (the E* solve) may use: the flag, else half the RAM."""
+  if max_memory_mb:
+    return int(max_memory_mb * 2**20)
+  return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def memory_budget(max_memory_mb: float | None) -> int:

@@ -4,6 +4,7 @@ expectation, run by ``deepfound.optim.driver``."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 
 from deepfound.errors import ConfigError
@@ -74,6 +75,19 @@ def _unstable_step_warning(method: driver.Method, resolved: dict, constants: dic
   return ()
 
 
+def _stalled_step_warning(resolved: dict, constants: dict, dtype) -> tuple[str, ...]:
+  """A step so small against a typical sample's curvature L_i that its updates are lost to the
+  precision's rounding: an outlying row (a value of 1e20) sets L_max and so the automatic step."""
+  median, rate = constants.get("median_sample_lipschitz"), resolved["learning_rate"]
+  resolution = float(jnp.finfo(dtype).eps)
+  if not median or rate * median >= resolution:
+    return ()
+  return (f"optim.learning_rate = {rate:.3g} times the median sample's L_i = {median:.3g} is "
+          f"{rate * median:.2g}, below the {jnp.dtype(dtype).name} resolution {resolution:.2g}: "
+          f"most steps cannot move the weights (L_max = {constants['max_sample_lipschitz']:.3g}); "
+          "rescale the features",)
+
+
 def _divergence_note(method: driver.Method, resolved: dict, constants: dict) -> str:
   hint = ""
   if constants.get("lipschitz"):
@@ -87,11 +101,15 @@ def _divergence_note(method: driver.Method, resolved: dict, constants: dict) -> 
 def build_setup(config: ml_collections.ConfigDict, problem, notes: tuple[str, ...]
                 ) -> build_lib.Setup:
   method = build_lib.build_method(config)
-  constants = build_lib.problem_constants(problem)
+  constants = build_lib.problem_constants(problem, config.optim.max_memory_mb)
   resolved = build_lib.resolve_hyperparameters(config, constants)
+  dtype = precision_dtype(config.precision)
   hyper = driver.hyperparameters(**{k: resolved[k] for k in driver.Hyperparameters._fields},
-                                 dtype=precision_dtype(config.precision))
+                                 dtype=dtype)
   warnings = _unstable_step_warning(method, resolved, constants)
+  warnings += _stalled_step_warning(resolved, constants, dtype)
+  if constants.get("optimum_note"):
+    warnings += (constants["optimum_note"],)
   if lazy.supports(problem, method):
     warnings += lazy.frequent_rebase_warning(resolved["learning_rate"], float(problem.l2),
                                              hyper.learning_rate.dtype)

@@ -198,15 +198,19 @@ class LinearFiniteSum(PenalizedLinear):
     top = float(np.linalg.eigvalsh(x.T @ x)[-1])
     return LOSS_CURVATURE[self.loss] * top / self.num_samples + float(self.l2)
 
-  def max_sample_lipschitz(self) -> float:
-    """L_max = max_i of the Lipschitz constant of grad E_i: c max_i w_i ||x_i||^2 + l2 (the
+  def sample_lipschitz(self) -> np.ndarray:
+    """L_i, the Lipschitz constant of each grad E_i, (n,) float64: c w_i ||x_i||^2 + l2 (the
     intercept's column of ones included, as scikit-learn counts it)."""
     x = np.asarray(self.features, np.float64)
     norms = np.sum(x * x, axis=1)
     weights = self._host_weights()
     if weights is not None:
       norms = norms * weights
-    return LOSS_CURVATURE[self.loss] * float(np.max(norms)) + float(self.l2)
+    return LOSS_CURVATURE[self.loss] * norms + float(self.l2)
+
+  def max_sample_lipschitz(self) -> float:
+    """L_max = max_i L_i (``sample_lipschitz``)."""
+    return float(np.max(self.sample_lipschitz()))
 
 
   def _design(self):
@@ -235,7 +239,11 @@ def binary_targets(targets) -> tuple[np.ndarray, str | None]:
 
 
 def normalized_weights(sample_weight, num_samples: int) -> np.ndarray | None:
-  """Sample weights as float64 of mean 1 (None stays None); refuses bad ones."""
+  """Sample weights as float64 of mean 1 (None stays None); refuses bad ones.
+
+  Only their ratios matter: they are scaled by their largest first, so that weights near the
+  float64 limit (1e308 on every line) do not overflow their sum.
+  """
   if sample_weight is None:
     return None
   weights = np.asarray(sample_weight, np.float64).reshape(-1)
@@ -243,6 +251,7 @@ def normalized_weights(sample_weight, num_samples: int) -> np.ndarray | None:
     raise ValueError(f"sample_weight has {weights.size} values for {num_samples} samples")
   if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not np.any(weights > 0):
     raise ValueError("sample_weight must be finite, >= 0 and not all zero")
+  weights = weights / weights.max()
   return weights * (num_samples / weights.sum())
 
 

@@ -277,9 +277,78 @@ def _split_lbfgs(smooth, l1, tolerance, max_iterations):
   return np.concatenate([z[:num_w] - z[num_w:2 * num_w], z[2 * num_w:]]), int(result.nit)
 
 
+class OptimumTooLarge(Exception):
+  """The solve of E* would need more memory than allowed (``max_bytes``)."""
+
+  def __init__(self, needed_bytes: int, max_bytes: int):
+    self.needed_bytes, self.max_bytes = int(needed_bytes), int(max_bytes)
+    super().__init__(f"the float64 solve of E* needs about {self.needed_bytes / 2**20:,.1f} MB, "
+                     f"more than the {self.max_bytes / 2**20:,.1f} MB allowed")
+
+
+# Vectors of the parameters' size that a solve holds at its peak (measured with tracemalloc on
+# sparse logistic, multinomial, least-squares and elastic-net problems, then rounded up): scipy's
+# trust-ncg and CG keep a dozen; L-BFGS-B works on twice the coefficients with 10 pairs of
+# corrections. Per-sample arrays (scores, curvature, one-hot labels) are a dozen of n x K.
+_PARAM_VECTORS = {"smooth": 24, "l1": 128}
+_SAMPLE_VECTORS = 16
+
+
+def optimum_memory_bytes(design, loss: str, *, num_classes: int = 0, l1: float = 0.0,
+                         fit_intercept: bool = False) -> int:
+  """Bytes that ``solve_linear_optimum`` allocates for ``design`` (n, p), beyond the design as
+  given: its float64 copies of the used columns (and their transpose), the solver's vectors and
+  the per-sample arrays, plus the full-size result. Columns without a non-zero do not count: the
+  solve leaves them out (their weight is 0 at the minimum)."""
+  n, p = design.shape
+  k = max(int(num_classes), 1) if loss == "multinomial" else 1
+  if scipy.sparse.issparse(design):
+    used = int(np.unique(scipy.sparse.csr_array(design).indices).size)
+    design_bytes = 24 * design.nnz + 16 * (n + used + 2)  # X^T and X: value + index
+  else:
+    used = p
+    design_bytes = 8 * n * p  # one float64 copy (X^T is a view)
+  size = (used + int(fit_intercept)) * k
+  vectors = _PARAM_VECTORS["l1" if l1 > 0 else "smooth"]
+  return int(design_bytes + 8 * vectors * size + 8 * _SAMPLE_VECTORS * n * k
+             + 8 * (p + int(fit_intercept)) * k)
+
+
+def _used_columns(design):
+  """(the design restricted to columns holding a non-zero, their indices), or (design, None)
+  when every column is used. A column of zeros has weight 0 at the minimum of E (its gradient
+  is l2 w_j, plus l1's subgradient), so the solve leaves it out: a LIBSVM file with one stray
+  index of 1e8 must not cost the solve vectors of 1e8 entries."""
+  n, p = design.shape
+  if scipy.sparse.issparse(design):
+    matrix = scipy.sparse.csr_array(design)
+    used = np.unique(matrix.indices)
+    if used.size == p:
+      return design, None
+    indices = np.searchsorted(used, matrix.indices).astype(matrix.indices.dtype)
+    return scipy.sparse.csr_array((matrix.data, indices, matrix.indptr),
+                                  shape=(n, used.size)), used
+  design = np.asarray(design)
+  used = np.flatnonzero(np.any(design != 0, axis=0))
+  return (design, None) if used.size == p else (design[:, used], used)
+
+
+def _full_params(params: np.ndarray, used: np.ndarray | None, num_columns: int,
+                 fit_intercept: bool) -> np.ndarray:
+  """Solved params on the used columns (and the intercept row) spread back to all columns."""
+  if used is None:
+    return params
+  full = np.zeros((num_columns + int(fit_intercept),) + params.shape[1:])
+  full[used] = params[: used.size]
+  if fit_intercept:
+    full[-1] = params[-1]
+  return full
+
+
 def solve_linear_optimum(
     design, targets, loss: str, *, num_classes: int = 0, l2: float = 0.0, l1: float = 0.0,
     weights=None, fit_intercept: bool = False, tolerance: float = 1e-10, max_iterations: int = 200,
+    max_bytes: int | None = None,
 ) -> Optimum:
   """Minimizes E(W, b) = (1/sum w) sum_i w_i L(x_i W + b, y_i) + (l2/2)||W||^2 + l1 ||W||_1.
 
@@ -288,13 +357,22 @@ def solve_linear_optimum(
   ``num_classes``). ``weights``: (n,) non-negative, None for all ones. The intercept b (only with
   ``fit_intercept``) is unpenalized and is the last row of the returned params, which have shape
   (p,) / (p, K) or (p + 1,) / (p + 1, K). ``gradient_norm`` is the norm of the minimum-norm
-  subgradient (the gradient when l1 = 0); ``converged`` when it is below ``tolerance``.
+  subgradient (the gradient when l1 = 0); ``converged`` when it is below ``tolerance``. Columns
+  of zeros are left out of the solve (their weight is 0). With ``max_bytes``, a solve whose
+  ``optimum_memory_bytes`` exceed it raises ``OptimumTooLarge`` before allocating.
   """
   if loss not in _LOSSES:
     raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(_LOSSES)}")
   l1, l2 = float(l1), float(l2)
   if l1 < 0 or l2 < 0:
     raise ValueError("l1 and l2 must be non-negative")
+  if max_bytes is not None:
+    needed = optimum_memory_bytes(design, loss, num_classes=num_classes, l1=l1,
+                                  fit_intercept=fit_intercept)
+    if needed > max_bytes:
+      raise OptimumTooLarge(needed, max_bytes)
+  num_columns = design.shape[1]
+  design, used = _used_columns(design)
   smooth = _Smooth(design, targets, loss, num_classes, l2, weights, fit_intercept)
   quadratic = loss == "least_squares"
   iterations = 0
@@ -308,18 +386,20 @@ def solve_linear_optimum(
   norm = float(np.linalg.norm(pseudo))
   rows = smooth.p + int(smooth.fit_intercept)
   params = theta.reshape(rows, smooth.k) if smooth.multinomial else theta
+  params = _full_params(params, used, num_columns, smooth.fit_intercept)
   return Optimum(float(value), params, norm, iterations + polish, norm < tolerance)
 
 
 def solve_optimum(
-    problem: LinearFiniteSum, tolerance: float = 1e-10, max_iterations: int = 200
+    problem: LinearFiniteSum, tolerance: float = 1e-10, max_iterations: int = 200,
+    max_bytes: int | None = None,
 ) -> Optimum:
   """E* of a linear finite sum, to ||grad E|| < ``tolerance`` (where the minimum exists).
 
   Takes the host arrays from ``problem.host_design()`` (a dict with design, targets, loss,
   num_classes, l2, l1, weights, fit_intercept) when the problem is a ``kinds.HostDesign``;
   otherwise from its features, targets, loss, num_classes and l2 (no intercept, no weights, no
-  l1).
+  l1). ``max_bytes``: see ``solve_linear_optimum``.
   """
   if isinstance(problem, HostDesign):
     spec = problem.host_design()
@@ -327,10 +407,10 @@ def solve_optimum(
         spec["design"], spec["targets"], spec["loss"], num_classes=spec.get("num_classes", 0),
         l2=float(spec.get("l2", 0.0)), l1=float(spec.get("l1", 0.0)), weights=spec.get("weights"),
         fit_intercept=bool(spec.get("fit_intercept", False)), tolerance=tolerance,
-        max_iterations=max_iterations,
+        max_iterations=max_iterations, max_bytes=max_bytes,
     )
   return solve_linear_optimum(
       np.asarray(problem.features, np.float64), np.asarray(problem.targets), problem.loss,
       num_classes=problem.num_classes, l2=float(problem.l2), tolerance=tolerance,
-      max_iterations=max_iterations,
+      max_iterations=max_iterations, max_bytes=max_bytes,
   )

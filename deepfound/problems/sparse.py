@@ -212,12 +212,16 @@ class SparseLinearFiniteSum(PenalizedLinear):
                                            random_state=0)[0] ** 2)
     return LOSS_CURVATURE[self.loss] * top / n + float(self.l2)
 
-  def max_sample_lipschitz(self) -> float:
+  def sample_lipschitz(self) -> np.ndarray:
+    """L_i = c w_i ||x_i||^2 + l2, (n,) float64 (the intercept's 1 included)."""
     norms = self._row_norms() + float(self.fit_intercept)
     weights = self._host_weights()
     if weights is not None:
       norms = norms * weights
-    return LOSS_CURVATURE[self.loss] * float(np.max(norms)) + float(self.l2)
+    return LOSS_CURVATURE[self.loss] * norms + float(self.l2)
+
+  def max_sample_lipschitz(self) -> float:
+    return float(np.max(self.sample_lipschitz()))
 
 
   def host_design(self) -> dict:

@@ -136,3 +136,28 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     mnist.write_mnist_npz(splits, tmp_path / "mnist.npz")
   assert os.listdir(tmp_path) == ["mnist.npz"]
   assert hashlib.sha256((tmp_path / "mnist.npz").read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_damaged_cache_says_how_to_fetch_again(tmp_path, monkeypatch, damage):
+  monkeypatch.setenv("DEEPFOUND_DATA", str(tmp_path))
+  path = tmp_path / "mnist.npz"
+  mnist.write_mnist_npz(mnist.read_mnist_pickle(py2_pickle_gz(fake_splits())), path)
+  raw = path.read_bytes()
+  if damage == "truncated":  # an interrupted copy: the zip's directory at the end is gone
+    path.write_bytes(raw[: len(raw) // 2])
+  else:  # flipped bytes inside the first compressed member
+    middle = 200
+    path.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 64])
+                     + raw[middle + 64:])
+  with pytest.raises(DataError) as error:
+    get_dataset("mnist").load(types.SimpleNamespace(path=None))
+  message = str(error.value)
+  assert message.startswith(f"cannot read {path} as .npz (truncated or corrupted?)")
+  assert message.endswith("run `python scripts/fetch_mnist.py` to fetch it again")
+  assert "\n" not in message
+  elsewhere = tmp_path / "copy" / "mnist.npz"  # data.path elsewhere: fetch into its directory
+  elsewhere.parent.mkdir()
+  elsewhere.write_bytes(path.read_bytes())
+  with pytest.raises(DataError, match=f"fetch_mnist.py --cache_dir={elsewhere.parent}` to fetch"):
+    get_dataset("mnist").load(types.SimpleNamespace(path=str(elsewhere)))
