@@ -11,12 +11,32 @@ the initialization (model.seed) in one vmapped program (deepfound/sweep/games.py
         --sweep="optim.generator.learning_rate=[1e-4, 3e-4];
                  optim.discriminator.learning_rate=[1e-4, 3e-4]; model.seed=range(10)"
 
-See deepfound/sweep/spec.py for the SPEC grammar. Exit status 2 with one line on a bad SPEC,
-config, flag or data file; nothing is written then.
+See deepfound/sweep/spec.py for the SPEC grammar. A progress line goes to stderr before and
+after each compiled program (with the time elapsed and an estimate of the time left). Exit status
+2 with one line on a bad SPEC, config, flag or data file, or a workdir that holds a train.py run
+or a different sweep; nothing is written then. A sweep keeps no checkpoint: Ctrl-C stops it at
+once (exit status 130, one line), with nothing written, and the same command starts it over.
 """
 
 import os
+import signal
 import sys
+import traceback
+
+EXIT_INTERRUPTED = 130  # deepfound.cli's, which is not imported yet
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+  """Ctrl-C before the sweep started (imports, flags, the config): one line, not a traceback."""
+  del signum, frame
+  os.write(2, b"error: interrupted before the sweep started; nothing was written\n")
+  os._exit(EXIT_INTERRUPTED)
+
+
+# Installed before the imports, which take seconds; a SIGINT that is ignored (a background job)
+# stays ignored.
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+  signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,18 +57,32 @@ def main(argv):
   del argv
   from deepfound.sweep import SpecError
   from deepfound.sweep.common import SweepMemoryError
-  from deepfound.sweep.runner import run_sweep
+  from deepfound.sweep.runner import duration, run_sweep
 
   def sweep():
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
       summary = run_sweep(_CONFIG.value, flags.FLAGS.sweep, flags.FLAGS.workdir,
                           flags.FLAGS.max_memory_mb,
                           log=lambda line: print(line, file=sys.stderr, flush=True))
     except (SpecError, SweepMemoryError) as e:
       fail(str(e))
-    print(f"{summary['num_runs']} runs in {summary['num_programs']} program(s): "
-          f"{summary['runs_per_second']:.1f} runs/s; outputs in {flags.FLAGS.workdir}",
-          file=sys.stderr)
+    except KeyboardInterrupt:
+      # run_sweep returns at once; a compiled program may still be running in its thread, which
+      # only leaving the process at once stops.
+      print("error: interrupted; a sweep keeps no checkpoint and this one wrote no outputs; run "
+            "the same command again to start it over", file=sys.stderr, flush=True)
+      os._exit(EXIT_INTERRUPTED)
+    except OSError as e:  # a full disk, a read-only folder: the outputs were not moved in
+      if flags.FLAGS.verbose:
+        traceback.print_exc()
+      where = f": {e.filename}" if e.filename else ""
+      fail(f"{e.strerror or type(e).__name__}{where}; the sweep wrote no outputs (it keeps no "
+           "checkpoint: the same command starts it over once this is fixed)")
+    print(f"{summary['num_runs']} runs in {summary['num_programs']} program(s) in "
+          f"{duration(summary['seconds'])}: {summary['runs_per_second']:.3g} runs/s; outputs in "
+          f"{flags.FLAGS.workdir}", file=sys.stderr)
 
   run_main(sweep)
 

@@ -30,8 +30,8 @@ class SweepMemoryError(ValueError):
   """Not even one run per device fits in the memory budget."""
 
 
-def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
-  """``config.<key> = value`` for a dotted key that must already exist."""
+def _field(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The group holding ``key`` (dotted, e.g. optim.l0) and the key's last part."""
   *parents, leaf = key.split(".")
   node = config
   for part in parents:
@@ -40,13 +40,67 @@ def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     node = node[part]
   if leaf not in node:
     raise SpecError(f"{key}: no such config key")
-  if isinstance(node[leaf], int) and not isinstance(node[leaf], bool) and isinstance(value, float):
-    if value != int(value):
-      raise SpecError(f"{key} takes integers, got {value!r}")
-    value = int(value)
+  if isinstance(node[leaf], ml_collections.ConfigDict):
+    raise SpecError(f"{key} is a group of keys, not a key; sweep one of its keys "
+                    f"({key}.{next(iter(node[leaf].keys()), '...')}, ...)")
+  return node, leaf
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def checked_value(config: ml_collections.ConfigDict, key: str, value: Any) -> Any:
+  """``value`` as the type of ``config.<key>`` takes it, or ``SpecError`` in one line: an int
+  key takes integers (2.0 becomes 2), a float key numbers, a bool key true/false, a string key
+  strings, a tuple key tuples; a key of no fixed type (``optim.learning_rate``: a number or
+  ``auto``) takes a number or a string, which the config's validation checks run by run."""
+  node, leaf = _field(config, key)
+  try:
+    kind = node.get_type(leaf)
+  except (AttributeError, KeyError, TypeError):
+    kind = type(node[leaf])
+  if kind is bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+      return value.lower() == "true"
+    if isinstance(value, bool):
+      return value
+    raise SpecError(f"{key} takes true or false, got {value!r}")
+  if kind is int:
+    if _is_number(value) and math.isfinite(_as_float(value)) and value == int(value):
+      return int(value)
+    raise SpecError(f"{key} takes integers, got {value!r}")
+  if kind is float:
+    if _is_number(value) and math.isfinite(_as_float(value)):
+      return value
+    raise SpecError(f"{key} takes numbers, got {value!r}")
+  if kind is str:
+    if isinstance(value, str):
+      return value
+    raise SpecError(f"{key} takes a string, got {value!r}")
+  if kind is tuple:
+    if isinstance(value, tuple):
+      return value
+    raise SpecError(f"{key} takes a tuple such as {node[leaf]!r}, got {value!r}")
+  if kind is object and isinstance(value, (bool, tuple)):
+    raise SpecError(f"{key} takes a number or a string, got {value!r}")
+  return value
+
+
+def _as_float(value) -> float:
+  try:
+    return float(value)
+  except OverflowError:
+    return math.inf
+
+
+def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """``config.<key> = value`` for a dotted key that must already exist (``checked_value``)."""
+  node, leaf = _field(config, key)
+  value = checked_value(config, key, value)
   try:
     node[leaf] = value
-  except (TypeError, ValueError) as e:
+  except (TypeError, ValueError, OverflowError) as e:
     raise SpecError(f"{key}={value!r}: {e}") from e
 
 

@@ -67,14 +67,17 @@ def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
   return 2 * tree_bytes(state) + 16 * num_logs + scores + page
 
 
-def _group_constants(problem, configs) -> dict[float, dict]:
-  """E*, L and L_max for each distinct L2 weight of the group."""
+def _group_constants(problem, configs, log: Callable[[str], None]) -> dict[float, dict]:
+  """E*, L and L_max for each distinct L2 weight of the group (E* within the memory budget)."""
   constants = {}
   for config in configs:
     l2 = float(config.problem.l2)
     if l2 not in constants:
       dtype = precision_dtype(config.precision)
-      constants[l2] = experiment.problem_constants(problem.with_l2(jnp.asarray(l2, dtype)))
+      constants[l2] = experiment.problem_constants(problem.with_l2(jnp.asarray(l2, dtype)),
+                                                   config.optim.get("max_memory_mb"))
+      if constants[l2].get("optimum_note"):
+        log(f"warning: problem.l2={l2:g}: {constants[l2]['optimum_note']}")
   return constants
 
 
@@ -119,7 +122,7 @@ def _program(problem, method, config0, hyper_rows, group: Group, batch: int):
 def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[str, Any]:
   config0 = group.configs[0]
   problem, method = experiment.build_problem(config0), experiment.build_method(config0)
-  constants = _group_constants(problem, group.configs)
+  constants = _group_constants(problem, group.configs, log)
   hyper_rows = [experiment.resolve_hyperparameters(c, constants[float(c.problem.l2)])
                 for c in group.configs]
   num_logs, devices = config0.num_steps // config0.log_every, jax.devices()

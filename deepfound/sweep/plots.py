@@ -30,7 +30,25 @@ def _score_name(rows) -> str:
   return "E - E*" if _uses_optimum(rows) else "E"
 
 
+def _rate(row) -> float:
+  """The step size of a run: its swept value, or where that is a name (``auto``) the value it
+  resolved to (``learning_rate_used``); NaN if there is none."""
+  value = row[RATE]
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return float(value)
+  used = row.get("learning_rate_used")
+  return float(used) if isinstance(used, (int, float)) else np.nan
+
+
+def _named(row) -> str | None:
+  """The name a run's step size was given (``auto``), or None for a number."""
+  return row[RATE] if isinstance(row[RATE], str) else None
+
+
 def write_plots(workdir: str, rows: list[dict], labels: list[str]) -> list[str]:
+  """The step-size pictures of a single-player sweep; a step size given by name (``auto``)
+  is drawn at the value it resolved to, with a star."""
+  rows = [row for row in rows if RATE not in row or np.isfinite(_rate(row))]
   written = []
   if any(RATE in row for row in rows):
     written.append(_final_against_rate(workdir, rows, labels))
@@ -44,7 +62,7 @@ def _final_against_rate(workdir, rows, labels) -> str:
   lines = defaultdict(lambda: defaultdict(list))
   for row in rows:
     name = labels[row["group"]] + (f", l0={row[L0]:g}" if L0 in row else "")
-    lines[name][row[RATE]].append(row)
+    lines[name][_rate(row)].append(row)
   fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
   finite = [_score(r, rows) for r in rows if not r["diverged"]]
   # Objectives without a known optimum may be negative (a log-likelihood): linear axis then.
@@ -61,6 +79,10 @@ def _final_against_rate(workdir, rows, labels) -> str:
     if bad:
       ax.plot(bad, [top] * len(bad), "rx", ms=7, label=None if diverged_shown else "diverged")
       diverged_shown = True
+  for given in sorted({_named(r) for r in rows} - {None}):
+    named = [r for r in rows if _named(r) == given and not r["diverged"]]
+    ax.plot([_rate(r) for r in named], [_score(r, rows) for r in named], "k*", ms=9,
+            label=f"{RATE}={given} (at the rate it resolved to)")
   ax.set(xscale="log", yscale="log" if positive else "linear", xlabel="tau0 (optim.learning_rate)",
          ylabel=f"final {_score_name(rows)} (median over seeds)")
   ax.legend(fontsize=7)
@@ -84,12 +106,13 @@ def _heat_map(workdir, rows, labels) -> str:
   limits = dict(vmin=min(finite), vmax=max(finite)) if finite else {}  # one scale for all panels
   for ax, group in zip(axes[0], groups, strict=True):
     mine = [r for r in rows if r["group"] == group]
-    rates = sorted({r[RATE] for r in mine})
+    rates = sorted({_rate(r) for r in mine})
+    names = {_rate(r): _named(r) for r in mine if _named(r)}
     warmups = sorted({r[L0] for r in mine})
     grid = np.full((len(warmups), len(rates)), np.nan)
     diverged = np.zeros_like(grid, bool)
     for r in mine:
-      i, j = warmups.index(r[L0]), rates.index(r[RATE])
+      i, j = warmups.index(r[L0]), rates.index(_rate(r))
       if r["diverged"]:
         diverged[i, j] = True
       else:
@@ -97,7 +120,8 @@ def _heat_map(workdir, rows, labels) -> str:
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r", **limits)
     for i, j in zip(*np.nonzero(diverged), strict=True):
       ax.text(j, i, "x", color="red", ha="center", va="center", fontsize=12)
-    ax.set_xticks(range(len(rates)), [f"{x:.2g}" for x in rates], rotation=60, fontsize=7)
+    ax.set_xticks(range(len(rates)), [f"{x:.2g}" + (f" ({names[x]})" if x in names else "")
+                                      for x in rates], rotation=60, fontsize=7)
     ax.set_yticks(range(len(warmups)), [f"{x:g}" for x in warmups], fontsize=7)
     ax.set(xlabel="tau0", ylabel="l0", title=labels[group])
     fig.colorbar(image, ax=ax, label=f"{'log10 ' if positive else ''}final {_score_name(rows)} "

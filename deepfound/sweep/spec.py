@@ -17,13 +17,17 @@ Examples::
     optim.learning_rate=logspace(-3, 0, 8); optim.l0=[10, 100, 1000]; seed=range(3)
     zip(optim.name=[sgd, sga], optim.schedule=[inverse_time, inverse_sqrt]); seed=[0, 1]
 
-Bare words in a list are strings. Keys are config keys (``--config.KEY`` on the command line).
+Values are numbers, bare words (strings: ``sgd``, ``auto``), ``true``/``false`` and tuples
+(``model.hidden=[(64,), (64, 64)]``); every number must be finite. Keys are config keys
+(``--config.KEY`` on the command line); ``runner.plan`` checks each value against its key's type
+before the runs are expanded.
 """
 
 from __future__ import annotations
 
 import ast
 import itertools
+import math
 import re
 from typing import Any
 
@@ -33,14 +37,21 @@ MAX_RUNS = 100_000  # a sweep larger than this is refused before anything is bui
 
 
 def _count(num) -> int:
+  if isinstance(num, float) and num != int(num):
+    raise ValueError(f"the number of values must be an integer, got {num!r}")
   if int(num) > MAX_RUNS:
     raise ValueError(f"{int(num):,} values, more than the {MAX_RUNS:,} a sweep may have")
   return int(num)
 
 
 def _range(*args) -> list[int]:
+  if any(isinstance(v, float) and v != int(v) for v in args):
+    raise ValueError(f"range takes integers, got {', '.join(map(repr, args))}")
   values = range(*(int(v) for v in args))
-  _count(len(values))
+  try:
+    _count(len(values))
+  except OverflowError:
+    raise ValueError(f"more values than the {MAX_RUNS:,} a sweep may have") from None
   return list(values)
 
 
@@ -78,13 +89,42 @@ def _split_top_level(text: str, separator: str) -> list[str]:
 
 
 def _literal(node: ast.AST, text: str) -> Any:
+  """A value of a list or a generator's argument: a number, a string (a bare word: sgd,
+  inverse_time, auto), true/false, or a tuple of these (widths such as (64, 64))."""
   if isinstance(node, ast.Name):  # a bare word: a string value (sgd, inverse_time, ...)
     return node.id
-  if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-    return -_literal(node.operand, text)
+  if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+    value = _literal(node.operand, text)
+    if not _is_number(value):
+      raise SpecError(f"{ast.unparse(node)!r} in {text!r}: only a number takes a sign")
+    return -value if isinstance(node.op, ast.USub) else value
+  if isinstance(node, ast.Tuple):
+    return tuple(_literal(element, text) for element in node.elts)
   if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+    if isinstance(node.value, float) and not math.isfinite(node.value):
+      written = ast.get_source_segment(text, node) or ast.unparse(node)
+      raise SpecError(f"{written} in {text!r} is not a finite number")
     return node.value
   raise SpecError(f"cannot read the value {ast.unparse(node)!r} in {text!r}")
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _generate(name: str, args: list[Any], text: str) -> list[Any]:
+  """The values of ``name(*args)``: numbers only, and every value a finite one."""
+  if not all(_is_number(a) for a in args):
+    raise SpecError(f"bad arguments in {text!r}: {name} takes numbers")
+  try:
+    with np.errstate(all="ignore"):  # an overflow is refused below, in one line
+      values = _GENERATORS[name](*args)
+  except (TypeError, ValueError, OverflowError) as e:
+    raise SpecError(f"bad arguments in {text!r}: {e}") from e
+  bad = [v for v in values if not math.isfinite(v)]
+  if bad:
+    raise SpecError(f"{text!r} gives {bad[0]}, not a finite number (the values overflow a float)")
+  return values
 
 
 def _values(text: str) -> list[Any]:
@@ -99,11 +139,9 @@ def _values(text: str) -> list[Any]:
     if name not in _GENERATORS:
       raise SpecError(f"unknown generator {name!r} in {text!r}; expected one of "
                       f"{', '.join(_GENERATORS)} or a [list]")
-    args = [_literal(a, text) for a in node.args]
-    try:
-      values = _GENERATORS[name](*args)
-    except (TypeError, ValueError) as e:
-      raise SpecError(f"bad arguments in {text!r}: {e}") from e
+    if node.keywords:
+      raise SpecError(f"bad arguments in {text!r}: {name} takes positional arguments")
+    values = _generate(name, [_literal(a, text) for a in node.args], text)
   else:
     values = [_literal(node, text)]
   if not values:
@@ -120,7 +158,10 @@ def _assignment(text: str) -> tuple[str, list[Any]]:
   key, values = (part.strip() for part in text.split("=", 1))
   if not _KEY.match(key):
     raise SpecError(f"not a config key: {key!r}")
-  return key, _values(values)
+  try:
+    return key, _values(values)
+  except SpecError as e:
+    raise SpecError(f"{key}: {e}") from e
 
 
 def parse(spec: str) -> list[dict[str, list[Any]]]:
@@ -141,6 +182,8 @@ def parse(spec: str) -> list[dict[str, list[Any]]]:
     else:
       key, values = _assignment(text)
       factors.append({key: values})
+  if not factors:
+    raise SpecError(f"the sweep specification {spec!r} has no KEY=VALUES")
   keys = [key for factor in factors for key in factor]
   if len(keys) != len(set(keys)):
     raise SpecError(f"a key appears twice in the sweep: {keys}")

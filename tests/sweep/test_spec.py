@@ -1,5 +1,7 @@
 """The sweep specification grammar."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -36,7 +38,27 @@ def test_literals():
     ("seed=[]", "no values"),
     ("1x=[1]", "not a config key"),
     ("seed=[a+b]", "cannot read"),
+    (";", "has no KEY=VALUES"),
+    (" ; ; ", "has no KEY=VALUES"),
+    ("optim.l0=[-abc]", "only a number takes a sign"),
+    ("optim.l0=[-'a']", "only a number takes a sign"),
+    ("optim.l0=[1e999]", "1e999 in '\\[1e999\\]' is not a finite number"),
+    ("optim.l0=logspace(0, 1, 2.5)", "must be an integer"),
+    ("seed=range(0, 1e300)", "more values than the 100,000"),
+    ("optim.l0=linspace(a, 1, 2)", "linspace takes numbers"),
 ])
 def test_bad_specs(spec, message):
   with pytest.raises(SpecError, match=message):
     parse(spec)
+
+
+def test_overflowing_generator_is_one_error_without_warnings():
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # numpy's overflow RuntimeWarning would raise here
+    with pytest.raises(SpecError, match=r"'logspace\(0, 400, 2\)' gives inf, not a finite"):
+      parse("optim.learning_rate=logspace(0, 400, 2)")
+
+
+def test_tuples_and_signs():
+  assert parse("model.hidden=[(64,), (32, 32)]; optim.l0=[-1, +2, --3]") == [
+      {"model.hidden": [(64,), (32, 32)]}, {"optim.l0": [-1, 2, 3]}]
