@@ -9,11 +9,13 @@ sgd 0.980, sag 0.978.
 """
 
 from configs import mlp_digits
+from deepfound.experiment import base_config
 
 
 def get_config(method: str = "adam"):
   config = mlp_digits.get_config(method)
   config.model.name = "cnn"
+  config.model.hidden = base_config().model.hidden  # the mlp's widths, which a cnn does not read
   config.model.channels = (16, 32)
   config.problem.l2 = 1e-3
   return config

@@ -17,9 +17,12 @@ gives what each reaches (scripts/bench_generative.py, 10 seeds).
 from deepfound.experiment import base_config
 
 COMPONENTS = dict(ring=8, grid=25, moons=8)
+# Per model: its own keys (a config sets only keys that its model reads), the rule's, the steps.
 MODELS = dict(
-    flow=dict(optim=dict(learning_rate=1e-4, batch_size=512), num_steps=40_000),
-    gmm=dict(optim=dict(learning_rate=1e-2, schedule="inverse_time", l0=500.0, batch_size=1024),
+    flow=dict(model=dict(num_layers=16, hidden=(128, 128)),
+              optim=dict(learning_rate=1e-4, batch_size=512), num_steps=40_000),
+    gmm=dict(model=dict(num_components=COMPONENTS),  # by data set
+             optim=dict(learning_rate=1e-2, schedule="inverse_time", l0=500.0, batch_size=1024),
              num_steps=40_000),
 )
 
@@ -34,9 +37,8 @@ def get_config(arg: str = "ring"):
   config.data.name = data
   config.data.num_samples = 100_000
   config.model.name = model
-  config.model.num_layers = 16
-  config.model.hidden = (128, 128)
-  config.model.num_components = COMPONENTS[data]
+  config.model.update({key: value[data] if isinstance(value, dict) else value
+                       for key, value in MODELS[model]["model"].items()})
   config.problem.loss = "nll"
   config.optim.name = "adam"
   config.optim.update(MODELS[model]["optim"])

@@ -2,23 +2,25 @@
 divergence or MMD (section 17.4.1, "minimum Kantorovich estimators").
 
     python scripts/train.py --config=configs/pushforward_2d.py:ring --workdir=runs/push_ring
-    python scripts/train.py --config=configs/pushforward_2d.py:grid --config.problem.loss=mmd \
-        --workdir=runs/push_grid_mmd
+    python scripts/train.py --config=configs/pushforward_2d.py:grid,mmd --workdir=runs/push_grid_mmd
 
-``:<data>`` is ring, grid or moons. The generator is an MLP from a 2-dimensional Gaussian latent
-(3 hidden layers of 128 relu units); each step draws 256 latents and 256 data points and takes
-the gradient of D(h_theta(z), x) with adam. problem.loss=sinkhorn (the default; epsilon on the
-squared distance) or mmd (Gaussian kernels of widths bandwidth * 2^k, k = 0..5, summed). Sinkhorn
-costs hundreds of iterations a step at these epsilons: minutes on an accelerator, hours on a
-2-core CPU; MMD runs in about a minute on the CPU. The latent dimension equals the data's here, but the
-model has no tractable density: only a loss between samples can fit it. Logged: the divergence
-between 1,000 generated and 1,000 test points (objective), and on ring and grid the mode metrics
-on 2,500 samples.
+``:<data>[,<loss>]``: data ring, grid or moons; loss sinkhorn (the default; problem.epsilon on the
+squared distance) or mmd (Gaussian kernels of widths problem.bandwidth * 2^k, k = 0..5, summed),
+with the data set's scale of that loss (the other loss's key stays unset: a config sets only keys
+its run reads, so --config.problem.loss=mmd alone is refused for its missing bandwidth). The
+generator is an MLP from a 2-dimensional Gaussian latent (3 hidden layers of 128 relu units); each
+step draws 256 latents and 256 data points and takes the gradient of D(h_theta(z), x) with adam.
+Sinkhorn costs hundreds of iterations a step at these epsilons: minutes on an accelerator, hours
+on a 2-core CPU; MMD runs in about a minute on the CPU. The latent dimension equals the data's
+here, but the model has no tractable density: only a loss between samples can fit it. Logged: the
+divergence between 1,000 generated and 1,000 test points (objective), and on ring and grid the
+mode metrics on 2,500 samples.
 """
 
 from deepfound.experiment import base_config
+from deepfound.problems.divergences import PARAMETERS  # each loss's key of its scale
 
-# Per data set: the divergence's scales (from the modes' sd and spacing) and the schedule.
+# Per data set: each loss's scale (from the modes' sd and spacing), and the schedule.
 DATA = dict(
     ring=dict(problem=dict(epsilon=1e-2, bandwidth=0.01), num_steps=20_000,
               optim=dict(schedule="inverse_time", l0=5_000.0)),
@@ -29,17 +31,20 @@ DATA = dict(
 )
 
 
-def get_config(data: str = "ring"):
-  if data not in DATA:
-    raise ValueError(f"unknown data {data!r}; expected one of {', '.join(DATA)}")
+def get_config(arg: str = "ring"):
+  data, _, loss = arg.partition(",")
+  loss = loss or "sinkhorn"
+  if data not in DATA or loss not in PARAMETERS:
+    raise ValueError(f"unknown {arg!r}; expected <data>[,<loss>] with data in {', '.join(DATA)} "
+                     f"and loss in {', '.join(PARAMETERS)}")
   config = base_config()
   config.data.name = data
   config.data.num_samples = 100_000
   config.model.name = "pushforward"
   config.model.latent_size = 2
   config.model.hidden = (128, 128, 128)
-  config.problem.loss = "sinkhorn"
-  config.problem.update(DATA[data]["problem"])
+  config.problem.loss = loss
+  config.problem[PARAMETERS[loss]] = DATA[data]["problem"][PARAMETERS[loss]]
   config.optim.name = "adam"
   config.optim.learning_rate = 1e-3
   config.optim.batch_size = 256

@@ -23,7 +23,6 @@ def get_config(arg=None):
   config.model.name = "vae"
   config.model.hidden = (200, 200)
   config.model.latent_size = 50
-  config.model.activation = "tanh"
   config.problem.loss = "elbo"
   config.problem.eval_test_samples = 500
   config.optim.name = "adam"

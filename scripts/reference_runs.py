@@ -72,10 +72,9 @@ def train_runs(libsvm: str, root: str) -> dict[str, list[str]]:
                        "--config.log_every=20", "--config.checkpoint_every=20",
                        "--config.data.num_samples=2000", "--config.model.num_layers=2",
                        "--config.model.hidden=(16,)"]
-  runs["mmd_ring"] = ["--config=configs/pushforward_2d.py:ring", "--config.num_steps=40",
+  runs["mmd_ring"] = ["--config=configs/pushforward_2d.py:ring,mmd", "--config.num_steps=40",
                       "--config.log_every=20", "--config.checkpoint_every=20",
-                      "--config.data.num_samples=2000", "--config.problem.loss=mmd",
-                      "--config.model.hidden=(16,)"]
+                      "--config.data.num_samples=2000", "--config.model.hidden=(16,)"]
   for scheme in ("simultaneous", "alternating", "extragradient", "optimistic", "svre"):
     runs[f"gan_{scheme}"] = [*GAN, f"--config.optim.scheme={scheme}"]
   runs["gan_alternating_wgan_gp_k2"] = [*GAN, "--config.problem.loss=wgan_gp",

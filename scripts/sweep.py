@@ -65,7 +65,8 @@ def main(argv):
     try:
       summary = run_sweep(_CONFIG.value, flags.FLAGS.sweep, flags.FLAGS.workdir,
                           flags.FLAGS.max_memory_mb,
-                          log=lambda line: print(line, file=sys.stderr, flush=True))
+                          log=lambda line: print(line, file=sys.stderr, flush=True),
+                          given=config_flags.get_override_values(flags.FLAGS["config"]))
     except (SpecError, SweepMemoryError) as e:
       fail(str(e))
     except KeyboardInterrupt:

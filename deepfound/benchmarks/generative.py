@@ -44,8 +44,8 @@ CASES = {
     "flow_ring_10k_sgd": ("density_2d", "ring", dict(FLOW_10K, optim__name="sgd")),
     "flow_ring_10k_sag": ("density_2d", "ring", dict(FLOW_10K, optim__name="sag")),
     "flow_ring_10k_adam": ("density_2d", "ring", dict(FLOW_10K, optim__name="adam")),
-    "mmd_ring": ("pushforward_2d", "ring", dict(problem__loss="mmd")),
-    "mmd_grid": ("pushforward_2d", "grid", dict(problem__loss="mmd")),
+    "mmd_ring": ("pushforward_2d", "ring,mmd", {}),
+    "mmd_grid": ("pushforward_2d", "grid,mmd", {}),
     # Sinkhorn runs hundreds of iterations a step: far fewer steps than MMD on a CPU.
     "sinkhorn_ring": ("pushforward_2d", "ring", dict(problem__loss="sinkhorn", num_steps=4_000,
                                                      optim__l0=1_000.0, log_every=500)),

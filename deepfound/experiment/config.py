@@ -1,10 +1,21 @@
 """Experiment configs: the keys and defaults, derived from the registries, and validation at the
-boundary (one clear line naming the key)."""
+boundary (one clear line naming the key).
+
+Every key either acts or is refused: what reads which key is derived from the declarations of the
+model (``ModelSpec.uses``, ``options``, ``problem_options``, ``loss_keys``, ``penalized``), its
+problem kind (``KindSpec.reads_rule``, ``key_groups``), the rule (``RuleSpec.options``) and the
+schedule (``SCHEDULE_KEYS``). A key that nothing of a config reads is refused when it is set away
+from its default, so configs may still assign defaults, or when it was given explicitly (the keys
+of the command line or of a sweep, where the caller can tell: ``validate(config, given)``); the
+options of a rule and the numbers of a schedule that a config presets for the rule or schedule it
+names are refused, once a flag switched that choice, only when given (``KeyGroup.preset``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Collection
 
 import jax
 import ml_collections
@@ -18,8 +29,8 @@ from deepfound.experiment.checks import one_of as _one_of
 from deepfound.experiment.checks import positive as _positive
 from deepfound.experiment.checks import positive_int as _positive_int
 from deepfound.experiment.checks import seed as _seed
-from deepfound.experiment.kinds import KINDS, get_kind
-from deepfound.experiment.models import MODELS, SHARED_KEYS, check_shared_keys, problem_options
+from deepfound.experiment.kinds import KINDS, KeyGroup, KindSpec, get_kind
+from deepfound.experiment.models import MODELS, SHARED_KEYS, check_keys, problem_options
 from deepfound.optim.driver import SAMPLINGS
 from deepfound.optim.memory import LAYOUTS
 from deepfound.optim.registry import RULES
@@ -28,6 +39,10 @@ from deepfound.optim.schemes import SCHEMES
 from deepfound.registry import MAX_STEPS
 
 MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: the model's layout (scalar for linear models)
+# The numbers of a rule's group (optim, or a game player's optim.<player>) that each schedule
+# reads (``schedules.make_schedule``; strongly_convex's step is 1/(mu (l + 1)): no rate).
+SCHEDULE_KEYS = {"constant": ("learning_rate",), "inverse_time": ("learning_rate", "l0"),
+                 "inverse_sqrt": ("learning_rate", "l0"), "strongly_convex": ("strong_convexity",)}
 
 
 def precision_dtype(precision: str):
@@ -43,8 +58,10 @@ def precision_scope(precision: str):
 
 def stored_config(stored: dict) -> ml_collections.ConfigDict:
   """A config read back from a run's config.json, with the keys added to ``base_config`` since
-  that run was made at their defaults (so an older run resumes and restores), and keys renamed
-  since under their new names (``KindSpec.upgrade`` of the model's kind)."""
+  that run was made at their defaults (so an older run resumes and restores), keys renamed
+  since under their new names (``KindSpec.upgrade`` of the model's kind), and keys that its model,
+  loss and problem kind do not read at their defaults (they had no effect; ``validate`` refuses
+  them now)."""
   stored = copy.deepcopy(stored)
   name = (stored.get("model") or {}).get("name")
   if name in MODELS:
@@ -53,12 +70,37 @@ def stored_config(stored: dict) -> ml_collections.ConfigDict:
       upgrade(stored)
   config = base_config()
   config.update(stored)
+  _reset_unread(config)
   return config
+
+
+def _reset_unread(config: ml_collections.ConfigDict) -> None:
+  """Sets the keys that no reader of ``config`` reads (presets aside) to their defaults."""
+  spec = MODELS.get(config.model.name) if config.model.name in MODELS else None
+  if spec is None or config.problem.loss not in spec.losses:
+    return
+  try:
+    groups = model_key_groups(config) + kind_key_groups(config)
+  except ValueError:  # a rule or scheme no longer registered: validate names it
+    return
+  base = base_config()
+  for group in groups:
+    for key in () if group.preset else group.keys - group.read:
+      parent, _, leaf = key.rpartition(".")
+      (_lookup(config, parent) if parent else config)[leaf] = _lookup(base, key)
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Every key an experiment may set (a config file overrides some; flags override any),
   including the options of every registered rule (``optim.*``) and data set (``data.*``)."""
+  config = _shared_config()
+  for kind in KINDS:  # the keys of each problem kind (a game's scheme and players)
+    kind.add_keys(config)
+  return config
+
+
+def _shared_config() -> ml_collections.ConfigDict:
+  """``base_config`` without the keys the problem kinds add."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.num_steps = 1000
@@ -106,13 +148,121 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.max_memory_mb = config_dict.placeholder(float)  # None: see build.memory_budget
   for option in RULES.options().values():
     config.optim[option.name] = option.config_default()
-  for kind in KINDS:  # the keys of each problem kind (a game's scheme and players)
-    kind.add_keys(config)
   return config
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ``ConfigError`` naming the first bad key; checks what needs no data."""
+# The keys of the single rule at the top of optim (the objective kind's); optim.batch_size and
+# optim.max_memory_mb are every kind's.
+RULE_KEYS = ("name", "learning_rate", "tol", "schedule", "l0", "strong_convexity", "sampling",
+             "memory")
+
+
+def _paths(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+  """The dotted paths of the leaves of ``config``."""
+  paths = set()
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      paths |= _paths(value, f"{prefix}{key}.")
+    else:
+      paths.add(f"{prefix}{key}")
+  return paths
+
+
+def _lookup(config, path: str):
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
+def _kind_keys(kind: KindSpec) -> set[str]:
+  """The keys that ``kind.add_keys`` adds to the shared ones."""
+  config = _shared_config()
+  shared = _paths(config)
+  kind.add_keys(config)
+  return _paths(config) - shared
+
+
+def rule_key_groups(prefix: str, group: ml_collections.ConfigDict) -> list[KeyGroup]:
+  """What the rule of ``group`` (the top-level ``optim``, or a game player's ``optim.<player>``,
+  named by ``prefix``) reads of the rules' options and of the schedules' numbers (presets)."""
+  rule = RULES.get(group.name)
+  numbers = {k for keys in SCHEDULE_KEYS.values() for k in keys}
+  return [
+      KeyGroup(f"{prefix}.name={rule.name}", frozenset(f"{prefix}.{o}" for o in RULES.options()),
+               frozenset(f"{prefix}.{o.name}" for o in rule.options), preset=True),
+      KeyGroup(f"{prefix}.schedule={group.schedule}", frozenset(f"{prefix}.{k}" for k in numbers),
+               frozenset(f"{prefix}.{k}" for k in SCHEDULE_KEYS[group.schedule]), preset=True),
+  ]
+
+
+def model_key_groups(config: ml_collections.ConfigDict) -> list[KeyGroup]:
+  """What the config's model reads of every model's keys (and problem.l2), then what its loss
+  reads of the model's per-loss keys."""
+  spec, loss = MODELS.get(config.model.name), config.problem.loss
+  every = ({f"model.{k}" for k in SHARED_KEYS} | {f"model.{k}" for k in MODELS.options()}
+           | {"problem.l2"} | {f"problem.{k}" for k in problem_options()})
+  read = ({f"model.{k}" for k in spec.uses} | {f"model.{o.name}" for o in spec.options}
+          | {f"problem.{o.name}" for o in spec.problem_options}
+          | ({"problem.l2"} if spec.penalized else set()))
+  per_loss = {f"problem.{k}" for keys in spec.loss_keys.values() for k in keys}
+  return [KeyGroup(f"model.name={spec.name}", frozenset(every), frozenset(read)),
+          KeyGroup(f"problem.loss={loss} (model.name={spec.name})", frozenset(per_loss),
+                   frozenset(f"problem.{k}" for k in spec.loss_reads(loss)))]
+
+
+def single_rule_keys() -> frozenset[str]:
+  """The keys of the single rule at the top of optim (``RULE_KEYS`` and every rule's options)."""
+  return frozenset({f"optim.{k}" for k in RULE_KEYS} | {f"optim.{o}" for o in RULES.options()})
+
+
+def kind_key_groups(config: ml_collections.ConfigDict) -> list[KeyGroup]:
+  """The kind's own ``key_groups``, then what the config's problem kind reads of the single
+  rule's keys and of every kind's own keys and, if it reads the single rule, the rule's groups."""
+  name = config.model.name
+  kind = get_kind(MODELS.get(name).kind)
+  rule = single_rule_keys()
+  own = {spec.name: _kind_keys(spec) for spec in KINDS}
+  every = rule.union(*own.values())
+  read = (rule if kind.reads_rule else set()) | own[kind.name]
+  groups = [] if kind.key_groups is None else kind.key_groups(config)
+  groups.append(KeyGroup(f"model.name={name} (a problem of kind {kind.name})", frozenset(every),
+                         frozenset(read)))
+  if kind.reads_rule:
+    groups += rule_key_groups("optim", config.optim)
+  return groups
+
+
+def _same(value, default) -> bool:
+  normal = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+  try:
+    return bool(normal(value) == normal(default))
+  except (TypeError, ValueError):
+    return False
+
+
+def check_read_keys(config: ml_collections.ConfigDict, groups: list[KeyGroup],
+                    given: Collection[str] = ()) -> None:
+  """Raises ``ConfigError`` for the first key of a group that its reader does not read and that
+  is in ``given`` or (unless the group is a ``preset``) set away from its ``base_config``
+  default."""
+  base, given = base_config(), set(given)
+  for group in groups:
+    for key in sorted(group.keys - group.read):
+      try:
+        value, default = _lookup(config, key), _lookup(base, key)
+      except (KeyError, AttributeError):
+        continue
+      if key in given or not (group.preset or _same(value, default)):
+        advice = ("do not set it" if _same(value, default)
+                  else f"leave it at its default ({default!r})")
+        raise ConfigError(f"{key}={value!r} is ignored by {group.reader}; {advice}{group.note}")
+
+
+def validate(config: ml_collections.ConfigDict, given: Collection[str] = ()) -> None:
+  """Raises ``ConfigError`` naming the first bad key; checks what needs no data. ``given``: the
+  keys set explicitly (a command line's overrides, a sweep's keys), refused where unread even at
+  their defaults (see the module's docstring)."""
   optim, data = config.optim, config.data
   _one_of("optim.name", optim.name, RULES.names())
   _one_of("data.name", data.name, DATASETS.names())
@@ -137,8 +287,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if optim.max_memory_mb is not None:
     _positive("optim.max_memory_mb", optim.max_memory_mb)
   _validate_data(config)
-  _validate_model(config)
+  _validate_model(config, given)
   get_kind(MODELS.get(config.model.name).kind).validate(config)
+  check_read_keys(config, kind_key_groups(config), given)
 
 
 def _validate_data(config) -> None:
@@ -169,18 +320,15 @@ def _validate_data(config) -> None:
                         "model.name=linear and problem.loss=logistic")
 
 
-def _validate_model(config) -> None:
+def _validate_model(config, given: Collection[str]) -> None:
+  """The model's keys, before the rule's: what it does not read, then what it reads."""
   model, data = config.model, config.data
   spec = MODELS.get(model.name)
   _one_of("problem.loss", config.problem.loss, spec.losses)
-  for option in spec.options:
-    option.validate("model", model[option.name])
-  for option in spec.problem_options:
-    option.validate("problem", config.problem[option.name])
-  own = {o.name for o in spec.problem_options}
-  for option in problem_options().values():
-    if option.name not in own and config.problem[option.name] not in (None, option.default):
-      raise ConfigError(f"problem.{option.name} does not apply to model.name={model.name}")
+  model_keys, loss_keys = model_key_groups(config)
+  check_read_keys(config, [model_keys], given)
+  check_keys(spec, config)  # (a loss's required key is named before another loss's stale one)
+  check_read_keys(config, [loss_keys], given)
   if DATASETS.get(data.name).stream:
     for option in spec.problem_options:
       if config.problem[option.name] not in (None, option.default):
@@ -188,7 +336,6 @@ def _validate_model(config) -> None:
                           f"{data.name} is a stream")
   if not 0 < _number("data.test_fraction", data.test_fraction) < 1:
     raise ConfigError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
-  check_shared_keys(spec, model)
 
 
 KEY_HELP = {

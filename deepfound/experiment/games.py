@@ -10,8 +10,8 @@ from ml_collections import config_dict
 from deepfound.errors import ConfigError
 from deepfound.experiment import build as build_lib
 from deepfound.experiment.checks import one_of, positive
-from deepfound.experiment.config import precision_dtype
-from deepfound.experiment.kinds import KindSpec, register_kind
+from deepfound.experiment.config import precision_dtype, rule_key_groups, single_rule_keys
+from deepfound.experiment.kinds import KeyGroup, KindSpec, register_kind
 from deepfound.optim import driver, game
 from deepfound.optim.registry import RULES
 from deepfound.optim.schedules import SCHEDULES
@@ -76,6 +76,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
       positive(f"{prefix}.l0", group.l0, config.precision)
 
 
+def key_groups(config: ml_collections.ConfigDict) -> list[KeyGroup]:
+  """None of the single rule's keys at the top of optim, then what each player's rule and
+  schedule read of its group (the scheme's options are checked by ``validate``)."""
+  players = ", ".join(f"optim.{p}.*" for p in game.PLAYERS)
+  groups = [KeyGroup(f"model.name={config.model.name}, a two-player game", single_rule_keys(),
+                     frozenset(), note=f"; each player has its own rule keys ({players})")]
+  return groups + [group for player in game.PLAYERS
+                   for group in rule_key_groups(f"optim.{player}", config.optim[player])]
+
+
 def build_method(config: ml_collections.ConfigDict) -> game.GameMethod:
   """Each player's rule (optim.generator.*, optim.discriminator.*) and the scheme with its
   options."""
@@ -134,4 +144,5 @@ def upgrade(stored: dict) -> None:
 
 register_kind(KindSpec(
     "game", "two players, each with its own rule, under a scheme (deepfound.optim.game)",
-    add_keys=add_keys, validate=validate, build=build_setup, upgrade=upgrade))
+    add_keys=add_keys, validate=validate, build=build_setup, upgrade=upgrade, reads_rule=False,
+    key_groups=key_groups))

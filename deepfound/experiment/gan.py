@@ -21,7 +21,7 @@ from deepfound.experiment.generative import (
   _pure,
 )
 from deepfound.experiment.models import ModelSpec, register_model, source_name, train_test
-from deepfound.problems.gan import GAN, LOSSES
+from deepfound.problems.gan import GAN, LOSS_SETTINGS, LOSSES
 from deepfound.registry import Option
 
 EVALUATION_PACKS = 512  # packs of held-out data on which log points evaluate V and the losses
@@ -156,7 +156,7 @@ def build_gan(config, dataset) -> GAN:
 
 register_model(ModelSpec(
     name="gan", build=build_gan, losses=LOSSES, finite_sum=False, kind="game",
-    uses=("hidden", "activation"),
+    uses=("hidden", "activation"), loss_keys=LOSS_SETTINGS, penalized=False,
     summary="GAN: generator and discriminator MLPs, each with its own rule (17.4.3)",
     options=(LATENT_SIZE,
              Option("discriminator_hidden", tuple, (200, 200, 200),

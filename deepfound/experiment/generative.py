@@ -31,6 +31,7 @@ from deepfound.experiment.models import (
     source_name,
     train_test,
 )
+from deepfound.problems.divergences import PARAMETERS, parameter_problem
 from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
 from deepfound.registry import Option
 
@@ -164,6 +165,26 @@ def build_density(config, dataset, make_model):
 # ---- push-forward generators (Sinkhorn, MMD) --------------------------------------------------
 
 
+def _bandwidths(narrowest: float | None) -> tuple[float, ...] | None:
+  """A multi-scale kernel: the narrowest width resolves a mode, the widest still reaches a mode
+  that no generated point is near (a single narrow kernel lets the generator drop it)."""
+  return None if narrowest is None else tuple(narrowest * 2.0**k for k in range(MMD_SCALES))
+
+
+def check_pushforward(config) -> None:
+  """The loss's parameter (``divergences.PARAMETERS``) is required (its scale is the data's: no
+  default fits every set) and must be computable in the run's precision."""
+  loss = config.problem.loss
+  key = PARAMETERS[loss]
+  value = config.problem[key]
+  if value is None:
+    raise ConfigError(f"problem.{key} is required for problem.loss={loss} (in the data's units; "
+                      f"configs/pushforward_2d.py:<data>,{loss} sets the data set's)")
+  scales = _bandwidths(value) if loss == "mmd" else value
+  if problem := parameter_problem(loss, scales, precision_dtype(config.precision)):
+    raise ConfigError(f"problem.{key} = {value!r} {problem}")
+
+
 def build_pushforward(config, dataset):
   from flax import nnx
 
@@ -177,9 +198,7 @@ def build_pushforward(config, dataset):
               rngs=nnx.Rngs(config.model.seed))
   params, merge = _pure(model, dtype)
   loss, epsilon = config.problem.loss, config.problem.epsilon
-  # A multi-scale kernel: the narrowest width resolves a mode, the widest still reaches a mode
-  # that no generated point is near (a single narrow kernel lets the generator drop it).
-  bandwidth = tuple(config.problem.bandwidth * 2.0**k for k in range(MMD_SCALES))
+  bandwidth = _bandwidths(config.problem.bandwidth)
 
   def divergence(generated, data):
     return minibatch_divergence(loss, generated, data, epsilon=epsilon, bandwidth=bandwidth)
@@ -303,13 +322,16 @@ register_model(ModelSpec(
     options=(Option("num_layers", int, 6, "flow: affine coupling layers", _count),),
     problem_options=(DEQUANTIZE,)))
 register_model(ModelSpec(
-    name="pushforward", build=build_pushforward, losses=("sinkhorn", "mmd"), finite_sum=False,
-    uses=("hidden", "activation"),
+    name="pushforward", build=build_pushforward, losses=tuple(PARAMETERS), finite_sum=False,
+    uses=("hidden", "activation"), loss_keys={loss: (key,) for loss, key in PARAMETERS.items()},
+    check=check_pushforward,
     summary="MLP generator from an N(0, I) latent, fitted by a minibatch divergence (17.4.1)",
     options=(LATENT_SIZE,),
     problem_options=(
-        Option("epsilon", float, 0.01, "sinkhorn: entropic regularization", _positive),
-        Option("bandwidth", float, 0.1, "mmd: narrowest of 6 Gaussian kernel widths h 2^k", _positive))))
+        Option("epsilon", float, None, "sinkhorn: entropic regularization (required)", _positive),
+        Option("bandwidth", float, None,
+               f"mmd: narrowest of {MMD_SCALES} Gaussian kernel widths h 2^k (required)",
+               _positive))))
 register_model(ModelSpec(
     name="autoencoder", build=build_autoencoder, losses=("squared",),
     uses=("hidden", "activation"),
@@ -317,6 +339,7 @@ register_model(ModelSpec(
     options=(Option("code_size", int, 8, "autoencoder: code dimension", _count),)))
 register_model(ModelSpec(
     name="vae", build=build_vae, losses=("elbo", "iwae"), uses=("hidden",),
+    loss_keys={"iwae": ("num_importance_samples",)},
     summary="variational auto-encoder, Bernoulli pixels, reparameterized bound (17.4.2)",
     options=(LATENT_SIZE,),
     problem_options=(

@@ -2,23 +2,29 @@
 
 A model is one builder plus one registration: its name, the losses it takes (``problem.loss``,
 the first is its default in the configs), the shared ``model.*`` keys it reads (``SHARED_KEYS``),
-its own config keys (``model.<option>``, and ``problem.<option>`` for its loss), and the memory
-layout of the SAG family. Validation, the
-config keys and ``--help`` derive from the registry; a user's module can register a model, and
-``model.name=<name>`` then works in ``scripts/train.py``.
+its own config keys (``model.<option>``, and ``problem.<option>`` for its loss) with the losses
+that read each (``loss_keys``), whether it reads ``problem.l2``, and the memory layout of the SAG
+family. Validation, the config keys and ``--help`` derive from the registry: a key that the model
+(or its loss) does not read is refused when set (``config.check_read_keys``), and each key it
+reads is checked by its own check and by the generic check of its type (``KEY_CHECKS``). A
+user's module can register a model, and ``model.name=<name>`` then works in
+``scripts/train.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import ml_collections
+import numpy as np
 
 from deepfound import data as data_lib
 from deepfound.data import Dataset
 from deepfound.errors import ConfigError
+from deepfound.experiment.checks import PRECISIONS
 from deepfound.models.activations import ACTIVATIONS
 from deepfound.registry import Option, Registry
 
@@ -28,6 +34,13 @@ def _widths(value) -> str | None:
       isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in value):
     return "must be a tuple of positive integers"
   return None
+
+
+def _finite(value) -> str | None:
+  try:
+    return None if math.isfinite(value) else "must be finite"
+  except OverflowError:  # an int beyond any float
+    return "must be finite"
 
 
 def _activation(value) -> str | None:
@@ -41,6 +54,12 @@ SHARED_KEYS: dict[str, Option] = {o.name: o for o in (
     Option("activation", str, "relu", "activation of the hidden layers", _activation),
     Option("channels", tuple, (8, 16), "channels of the two convolutions", _widths),
 )}
+
+
+# The generic check of every model.<key> and problem.<key> of a type, besides the key's own: a
+# tuple is a list of layer widths (or channels), a float is finite (and, ``check_keys``, stays
+# finite and nonzero in the run's precision).
+KEY_CHECKS: dict[type, Callable[[Any], str | None]] = {tuple: _widths, float: _finite}
 
 
 class Built(NamedTuple):
@@ -74,6 +93,19 @@ class ModelSpec:
   # True: a linear model on a design matrix (17.1): sparse data stay sparse, data.weights and
   # optim.learning_rate=auto apply; other models get sparse data densified.
   design_matrix: bool = False
+  # The problem.<option>s of its own that only some losses read: loss -> those it reads. An
+  # option that no loss names here is read by every loss; the others are refused when set.
+  loss_keys: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, hash=False)
+  penalized: bool = True  # reads problem.l2 (a weight of (l2/2)||params||^2 in its objective)
+  # check(config) -> None: the model's own checks of values it reads that need more than one key
+  # or the run's precision (``ConfigError`` naming the key); None: none.
+  check: Callable[[ml_collections.ConfigDict], None] | None = None
+
+  def loss_reads(self, loss: str) -> tuple[str, ...]:
+    """The names of its problem options that ``loss`` reads."""
+    per_loss = {key for keys in self.loss_keys.values() for key in keys}
+    return tuple(o.name for o in self.problem_options
+                 if o.name not in per_loss or o.name in self.loss_keys.get(loss, ()))
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -96,6 +128,11 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
   if taken:
     raise ValueError(f"model {spec.name!r}: options {sorted(taken)} are shared model keys; "
                      "name them in uses")
+  unknown = (set(spec.loss_keys) - set(spec.losses)) | (
+      {k for keys in spec.loss_keys.values() for k in keys} - {o.name for o in spec.problem_options})
+  if unknown:
+    raise ValueError(f"model {spec.name!r}: loss_keys names {sorted(unknown)}, which are not its "
+                     "losses or problem options")
   shared = {o.name: o for s in MODELS if s.name != spec.name for o in s.problem_options}
   for option in spec.problem_options:
     other = shared.get(option.name)
@@ -109,13 +146,36 @@ def get_model(name: str) -> ModelSpec:
   return MODELS.get(name)
 
 
-def check_shared_keys(spec: ModelSpec, model_config: ml_collections.ConfigDict) -> None:
-  """Raises ``ConfigError`` for a shared ``model.<key>`` that ``spec`` reads and that fails its
-  check; the keys it does not read are not looked at."""
-  for key in spec.uses:
-    value = model_config[key]
-    if problem := SHARED_KEYS[key].check(value):
-      raise ConfigError(f"model.{key} {problem}, got {value!r}")
+def read_options(spec: ModelSpec, loss: str) -> list[tuple[str, Option]]:
+  """(group, option) of every model.<key> and problem.<key> that ``spec`` reads with ``loss``."""
+  own = {o.name: o for o in spec.problem_options}
+  return ([("model", SHARED_KEYS[key]) for key in spec.uses]
+          + [("model", option) for option in spec.options]
+          + [("problem", own[name]) for name in spec.loss_reads(loss)])
+
+
+def check_keys(spec: ModelSpec, config: ml_collections.ConfigDict) -> None:
+  """Raises ``ConfigError`` for a key that ``spec`` reads (with the config's loss) and that fails
+  its own check or the generic check of its type (``KEY_CHECKS``; a float must also stay finite,
+  and nonzero if it is, in the run's precision); the keys it does not read are not looked at.
+  Then the model's own ``check``."""
+  dtype = PRECISIONS[config.precision]
+  for group, option in read_options(spec, config.problem.loss):
+    key, value = f"{group}.{option.name}", config[group][option.name]
+    if value is None:
+      continue
+    option.validate(group, tuple(value) if isinstance(value, list) else value)
+    generic = KEY_CHECKS.get(option.kind)
+    if generic is not None and (problem := generic(value)):
+      raise ConfigError(f"{key} {problem}, got {value!r}")
+    if option.kind is float:
+      with np.errstate(over="ignore", under="ignore"):
+        rounded = np.asarray(float(value), dtype)
+      if not np.isfinite(rounded) or (value != 0 and rounded == 0):
+        raise ConfigError(f"{key} = {value!r} is not representable in {config.precision} (it "
+                          f"becomes {rounded.item()!r})")
+  if spec.check is not None:
+    spec.check(config)
 
 
 def source_name(config) -> str:

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from deepfound.optim import driver, schedules
-from deepfound.optim.engine import Failure, LogPoint, register_engine
+from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
 from deepfound.optim.registry import snapshot_period
 from deepfound.optim.schemes import SCHEMES, SchemeSpec, get_scheme, register_scheme
 from deepfound.problems.kinds import FiniteGame, Game
@@ -442,17 +442,34 @@ def epochs(problem: Game, method: GameMethod, steps) -> None:
   return None
 
 
+def _finite_number(value) -> bool:
+  return value is not None and math.isfinite(value)
+
+
+def bad_point(row: dict[str, Any], limit: float) -> str | None:
+  """What makes a game's log point (a metrics row: ``objective`` = V, the players' losses and
+  gradient norms) diverged, or None: a loss, V or a gradient norm that is not finite, or a V
+  whose size exceeds ``limit`` (the objective engine's blow-up rule, ``BLOWUP_FACTOR`` times
+  max(|V(start)|, 1); on |V|, since a game's payoff may blow up either way)."""
+  for player in PLAYERS:
+    if not _finite_number(row.get(f"{player}_loss", 0.0)):
+      return f"the {player}'s loss is not finite"
+  if not _finite_number(row["objective"]):
+    return "the payoff V is not finite"
+  for player in PLAYERS:
+    if not _finite_number(row.get(f"{player}_grad_norm", 0.0)):
+      return f"the {player}'s gradient norm is not finite"
+  if abs(row["objective"]) > limit:
+    return (f"the payoff V reached {row['objective']:.4g}, over {BLOWUP_FACTOR:g} times its size "
+            "at the start")
+  return None
+
+
 def failure(rows: list[dict], state: GameState, limit: float) -> Failure | None:
-  """A game stops at the first log point where a loss or V is not finite (or at the chunk's end
-  if parameters are not). ``what`` names the player whose parameters broke first, at the step
-  they did, else the player whose loss did. (The blow-up ``limit`` is not applied to games.)"""
-  del limit
-
-  def bad_losses(row):
-    found = [p for p in PLAYERS if not math.isfinite(row.get(f"{p}_loss", 0.0))]
-    return found or ([None] if not math.isfinite(row["objective"]) else [])
-
-  first = next((k for k, row in enumerate(rows) if bad_losses(row)), None)
+  """A game stops at the first log point that ``bad_point`` finds diverged (or at the chunk's
+  end if parameters are not finite). ``what`` names the player whose parameters broke first, at
+  the step they did, else what ``bad_point`` found."""
+  first = next((k for k, row in enumerate(rows) if bad_point(row, limit)), None)
   broken_at = [int(t) for t in np.asarray(state.broken_at)]
   broken = sorted((t, player) for t, player in zip(broken_at, PLAYERS, strict=True) if t >= 0)
   if first is None and not broken:
@@ -463,8 +480,7 @@ def failure(rows: list[dict], state: GameState, limit: float) -> Failure | None:
     step, player = broken[0]
     what = f"the {player}'s parameters are not finite"
   else:
-    losses = bad_losses(rows[first])
-    what = f"the {losses[0]}'s loss is not finite" if losses[0] else "the payoff V is not finite"
+    what = bad_point(rows[first], limit)
   return Failure(keep, step, what)
 
 

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 
 LOSSES = ("js", "wgan_clip", "wgan_gp")
+# The settings of ``GAN`` that each loss reads (besides ``pack``, which all read).
+LOSS_SETTINGS = {"js": (), "wgan_clip": ("clip",), "wgan_gp": ("penalty_weight",)}
 _FINITE_NOISE_SEED = 17_4_3  # the key of the fixed latents of ``GAN.sample_batch``
 
 

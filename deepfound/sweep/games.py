@@ -26,8 +26,10 @@ classes_covered, class_kl, frechet_distance); ``curves.npz`` (group<g>_steps, gr
 group<g>_<extra> per log point, group<g>_runs); ``summary.json`` (the keys of a single-player
 sweep); and pictures (``plots.write_game_plots``).
 
-A run has diverged when V, the generator's or the discriminator's loss is not finite at the last
-log point, or when either player's parameters stopped being finite at some step (``broken_at``).
+A run has diverged where ``scripts/train.py`` would have stopped it (``optim.game.bad_point``): when
+at some log point V, a player's loss or gradient norm is not finite or |V| exceeds
+``BLOWUP_FACTOR`` max(|V(start)|, 1), V(start) at the run's own initial parameters, or when either
+player's parameters stopped being finite at some step (``broken_at``).
 The best run of a program (summary.json's ``best``, with ``ranked_by``) is the non-diverged run
 that is first by the problem's metrics in the order of ``RANKING`` (on the 2-D mixtures: most
 modes captured, then the highest high-quality fraction, then the lowest mode KL; on images: most
@@ -53,6 +55,7 @@ from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype, precision_scope
 from deepfound.experiment.games import player_values
 from deepfound.optim import driver, game
+from deepfound.optim.engine import BLOWUP_FACTOR
 from deepfound.sweep import plots
 from deepfound.sweep.common import (
   Group,
@@ -196,6 +199,9 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
                log: Callable[[str], None]) -> dict[str, Any]:
   config0 = group.configs[0]
   first = next(iter(setups.values()))
+  # train.py's blow-up limit of each model.seed's runs, from V at its initial parameters.
+  limits = {seed: BLOWUP_FACTOR * max(abs(float(s.problem.objective(s.problem.init_params()))), 1.0)
+            for seed, s in setups.items()}
   method, dtype = first.method, precision_dtype(config0.precision)
   num_logs, devices = config0.num_steps // config0.log_every, jax.devices()
   treedef, shared, stacked = _split_leaves([s.problem for s in setups.values()])
@@ -285,17 +291,18 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
     log(f"[{group.label}] call {number}/{len(chunks)}: {len(chunk)} runs x {config0.num_steps} "
         f"steps on {len(devices)} device(s) in {time.perf_counter() - tic:.2f} s")
   return dict(objective=objective, extras=extras, broken=broken, steps=steps,
+              limit=np.asarray([limits[c.model.seed] for c in group.configs]),
               compile_s=compile_s, run_seconds=run_seconds, batch=batch, per_run_bytes=per_run,
               method=method, loss=config0.problem.loss)
 
 
-def _row(index, values, group_index, config, objective, extras, broken) -> dict[str, Any]:
+def _row(index, values, group_index, config, objective, extras, broken, limit) -> dict[str, Any]:
   last = {name: float(series[-1]) for name, series in extras.items()}
   failed = sorted((int(t), player) for t, player in zip(broken, game.PLAYERS, strict=True) if t >= 0)
   final = float(objective[-1])
-  diverged = bool(failed) or not all(
-      math.isfinite(v) for v in (final, last.get("generator_loss", 0.0),
-                                 last.get("discriminator_loss", 0.0)))
+  points = ({"objective": float(v), **{name: float(series[t]) for name, series in extras.items()}}
+            for t, v in enumerate(objective))
+  diverged = bool(failed) or any(game.bad_point(point, limit) for point in points)
   row = dict(run=index, group=group_index, seed=config.seed, model_seed=config.model.seed)
   row.update(values)
   row.update(
@@ -333,7 +340,7 @@ def write_outputs(workdir, spec, values, groups, results, total) -> dict:
     for k, index in enumerate(group.runs):
       rows.append(_row(index, values[index], g, group.configs[k], result["objective"][k],
                        {name: series[k] for name, series in result["extras"].items()},
-                       result["broken"][k]))
+                       result["broken"][k], result["limit"][k]))
     curves[f"group{g}_steps"] = result["steps"]
     curves[f"group{g}_objective"] = result["objective"]
     for name, series in result["extras"].items():

@@ -19,7 +19,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import ml_collections
@@ -71,8 +71,11 @@ def factors_of(config: ml_collections.ConfigDict, spec: str) -> list[dict[str, l
           for factor in factors]
 
 
-def plan(config: ml_collections.ConfigDict, spec: str) -> tuple[list[dict], list[Group]]:
-  """Expands ``spec`` over ``config``; validates every run; groups runs by program."""
+def plan(config: ml_collections.ConfigDict, spec: str, given: Collection[str] = ()
+         ) -> tuple[list[dict], list[Group]]:
+  """Expands ``spec`` over ``config``; validates every run (its swept keys and ``given``, the
+  command line's overrides, count as set explicitly: refused where the run ignores them);
+  groups runs by program."""
   program = program_for(config)
   values = expand(factors_of(config, spec))
   groups: dict[tuple, Group] = {}
@@ -85,7 +88,7 @@ def plan(config: ml_collections.ConfigDict, spec: str) -> tuple[list[dict], list
                       f"({_kind(run_config)} and {program.name}, the kind of the config's "
                       f"model.name={config.model.name})")
     try:
-      validate(run_config)
+      validate(run_config, given=set(run) | set(given))
     except ConfigError as e:
       raise SpecError(f"run {index} ({_describe(run)}): {e}") from e
     key = tuple((k, v) for k, v in run.items() if k not in program.vmapped_keys)
@@ -265,7 +268,8 @@ def _write(workdir: str, stored: dict, write: Callable[[str], dict]) -> dict:
 
 
 def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
-              max_memory_mb: float | None = None, log: Callable[[str], None] = print) -> dict:
+              max_memory_mb: float | None = None, log: Callable[[str], None] = print,
+              given: Collection[str] = ()) -> dict:
   """Runs every run of ``spec`` over ``config`` and writes the sweep's outputs into ``workdir``.
 
   Raises ``SpecError`` / ``ConfigError`` / ``DataError`` / ``SweepMemoryError`` before writing
@@ -274,7 +278,7 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   its next call); the workdir then holds nothing of this sweep.
   """
   check_workdir(workdir)
-  values, groups = plan(config, spec)
+  values, groups = plan(config, spec, given)
   program = program_for(config)
   budget = experiment.memory_budget(max_memory_mb or config.optim.max_memory_mb)
   with WorkdirLock(workdir):

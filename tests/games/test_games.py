@@ -309,3 +309,45 @@ def test_a_run_made_before_a_config_key_existed_resumes(tmp_path):
   assert result.returncode == 0, result.stderr
   changed = train(tmp_path / "run", "--config.num_steps=60", "--config.model.maxout_pieces=3", *args)
   assert changed.returncode == 2 and "model.maxout_pieces" in changed.stderr
+
+
+def test_a_finite_blow_up_of_a_game_is_a_divergence():
+  """Simultaneous steps on min_x max_y x y spiral out by sqrt(1 + tau^2) a step: at tau = 1, V
+  is about 1e18 after 60 steps, finite in float32. The engine's check applies the objective
+  engine's rule (BLOWUP_FACTOR times max(|V(start)|, 1), on |V|) and refuses non-finite gradient
+  norms; sweep rows say diverged by the same rule, at any log point."""
+  from deepfound.experiment import base_config
+  from deepfound.experiment.outputs import metric_rows
+  from deepfound.optim.engine import BLOWUP_FACTOR
+  from deepfound.sweep.games import _row
+
+  method = game.GameMethod(driver.Method("sgd"), driver.Method("sgd"), scheme="simultaneous")
+  hyper = game.GameHyper(driver.hyperparameters(1.0), driver.hyperparameters(1.0))
+  state, points = game.run(Bilinear(jnp.array([1.0, 1.0])), method, hyper, jax.random.PRNGKey(0),
+                           num_steps=60, log_every=20)
+  rows = metric_rows(points, 0.0, 0.0, lambda step: None, None)
+  assert all(np.isfinite(r[k]) for r in rows for k in ("objective", "generator_grad_norm"))
+  assert abs(rows[-1]["objective"]) > 1e15 and int(state.broken_at.max()) == -1
+  limit = BLOWUP_FACTOR * 1.0  # max(|V(start)|, 1) = 1
+  found = game.failure(rows, state, limit)  # |V| ~ 1e6 at step 20, 1e12 at 40
+  assert (found.keep, found.step) == (0, 20)
+  assert found.what.startswith("the payoff V reached") and "1000 times its size" in found.what
+  found = game.failure(rows, state, 1e9)
+  assert (found.keep, found.step) == (1, 40)
+  assert game.failure(rows[:1], state, 1e9) is None
+
+  norms = dict(rows[0], generator_grad_norm=float("inf"))  # V finite, a norm overflowed
+  assert game.bad_point(norms, 1e9) == "the generator's gradient norm is not finite"
+  assert game.failure([rows[0], norms], state, 1e9).keep == 1
+
+  config = base_config()
+  config.model.name = "gan"
+  for player in game.PLAYERS:
+    config.optim[player].learning_rate = 1.0
+  extras = {name: np.asarray([r[name] for r in rows]) for name in points.extras}
+  objective = np.asarray([r["objective"] for r in rows])
+  broken = np.asarray([-1, -1])
+  assert _row(0, {}, 0, config, objective, extras, broken, limit)["diverged"]
+  calm = _row(0, {}, 0, config, objective[:1], {k: v[:1] for k, v in extras.items()}, broken,
+              1e9)
+  assert not calm["diverged"] and calm["final_objective"] == pytest.approx(objective[0])

@@ -64,7 +64,7 @@ def test_flow_on_moons_and_sag_on_its_finite_sum(tmp_path):
 
 @pytest.mark.slow
 def test_pushforward_mmd_and_its_kind(tmp_path):
-  config = config_of("pushforward_2d", "ring", problem__loss="mmd", data__num_samples=2000,
+  config = config_of("pushforward_2d", "ring,mmd", data__num_samples=2000,
                      model__hidden=(32, 32), num_steps=300, log_every=150, optim__batch_size=64)
   problem = build_problem(config)
   assert isinstance(problem, Expectation) and not isinstance(problem, FiniteSum)

@@ -127,9 +127,11 @@ def test_a_model_checks_the_shared_model_keys_it_reads_and_no_others():
   assert set(get_model("cnn").uses) <= set(SHARED_KEYS)
   config = base_config()
   config.optim.learning_rate, config.model.activation, config.model.hidden = 0.1, "swish", (0,)
-  validate(config)  # linear: neither key applies
+  with pytest.raises(ConfigError, match=r"model.activation='swish' is ignored by model.name=linear"):
+    validate(config)  # linear reads neither key: setting one is refused, not checked
   config.model.name, config.data.name, config.problem.loss = "cnn", "digits", "cross_entropy"
-  validate(config)
+  with pytest.raises(ConfigError, match=r"is ignored by model.name=cnn"):
+    validate(config)
   config.model.name = "mlp"
   with pytest.raises(ConfigError, match=r"model.hidden must be a tuple of positive integers"):
     validate(config)
