@@ -144,8 +144,13 @@ def build_cnn(config, dataset: data_lib.Dataset) -> NetFiniteSum:
   if x.ndim != 4:
     raise ConfigError(f"model.name=cnn needs images; {source_name(config)} has samples of shape "
                       f"{x.shape[1:]}")
-  model = models.CNN(x.shape[1:], num_classes, tuple(config.model.channels),
-                     rngs=nnx.Rngs(config.model.seed))
+  channels = tuple(config.model.channels)
+  height, width = x.shape[1:3]
+  if 2 ** len(channels) > min(height, width):  # each convolution halves the image
+    raise ConfigError(f"model.channels={channels}: {len(channels)} convolutions with 2x2 pooling "
+                      f"leave nothing of {height} x {width} images; at most "
+                      f"{int(np.log2(min(height, width)))}")
+  model = models.CNN(x.shape[1:], num_classes, channels, rngs=nnx.Rngs(config.model.seed))
   return _net_problem(config, model, (x, y), (x_test, y_test))
 
 
@@ -167,6 +172,11 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     name="mlp", build=build_mlp, losses=("cross_entropy",), uses=("hidden", "activation"),
     summary="fully connected layers (model.hidden, model.activation), class scores (17.3.1)"))
+def _check_cnn(config) -> None:
+  if not config.model.channels:
+    raise ConfigError("model.channels must name at least one convolution's channels, got ()")
+
+
 register_model(ModelSpec(
-    name="cnn", build=build_cnn, losses=("cross_entropy",), uses=("channels",),
+    name="cnn", build=build_cnn, losses=("cross_entropy",), uses=("channels",), check=_check_cnn,
     summary="two 3x3 convolutions with pooling (model.channels), class scores (17.3.3)"))

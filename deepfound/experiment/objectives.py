@@ -15,6 +15,7 @@ from deepfound.experiment.kinds import KindSpec, register_kind
 from deepfound.experiment.models import MODELS
 from deepfound.optim import driver, lazy
 from deepfound.optim.registry import RULES
+from deepfound.problems.kinds import FiniteSum
 
 
 def add_keys(config: ml_collections.ConfigDict) -> None:
@@ -101,6 +102,11 @@ def _divergence_note(method: driver.Method, resolved: dict, constants: dict) -> 
 def build_setup(config: ml_collections.ConfigDict, problem, notes: tuple[str, ...]
                 ) -> build_lib.Setup:
   method = build_lib.build_method(config)
+  if method.tol is not None and not (isinstance(problem, FiniteSum) and method.draws_samples):
+    what = ("an expectation (samples drawn afresh, no epochs)" if not isinstance(problem, FiniteSum)
+            else f"run with {method.name}, which draws no samples")
+    raise ConfigError(f"optim.tol: the stopping test runs at epoch ends of a stochastic rule on a "
+                      f"finite sum; model.name={config.model.name} here is {what}")
   constants = build_lib.problem_constants(problem, config.optim.max_memory_mb)
   resolved = build_lib.resolve_hyperparameters(config, constants)
   dtype = precision_dtype(config.precision)
