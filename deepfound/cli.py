@@ -7,9 +7,14 @@ cannot be written (a full disk, a read-only directory); 1 when a run diverges; 1
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from absl import flags, logging
 
@@ -84,28 +89,93 @@ def flags_parser(required: Sequence[str], describe: Callable[[], str] | None = N
   return parse
 
 
-def run_main(fn: Callable[[], object]) -> None:
-  """Calls ``fn``, mapping known failures to their exit status."""
+def _exit_now(status: int) -> NoReturn:
+  """Leaves the process without the interpreter's teardown. After a failure, threads that
+  nothing can join may still run: an XLA compilation that Ctrl-C interrupted goes on in its
+  thread (a teardown under it ends in a segmentation fault), and TensorStore finishes the reads
+  and writes of a checkpoint that failed, calling back into asyncio loops that are closed. By
+  now the run's files are closed (its with and finally blocks have run, the checkpointer is
+  closed), and the kernel releases the workdir's lock."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
+
+
+def _library_noise(unraisable) -> bool:
+  """An error that orbax or TensorStore reports from a callback or a finalizer once a checkpoint
+  read or write has failed (an asyncio loop closed, a coroutine never finished); the failure
+  itself gets its one line."""
+  paths = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+  code = getattr(unraisable.object, "cr_code", None)  # a coroutine finalized unfinished
+  if code is not None:
+    paths.append(code.co_filename)
+  return any(f"{os.sep}{name}{os.sep}" in path
+             for path in paths for name in ("orbax", "tensorstore", "asyncio"))
+
+
+def _install_run_handlers(verbose: bool) -> None:
+  """Ctrl-C raises KeyboardInterrupt from here on (a script's start-up handler, which leaves at
+  once, gives way to it), unless SIGINT is ignored (a background job). A KeyboardInterrupt that
+  lands in a finalizer or a garbage-collector callback, where Python only reports it, is raised
+  again in the main thread instead of being lost; the libraries' noise after a failed checkpoint
+  read or write is dropped unless ``verbose``."""
+  if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.default_int_handler):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      # Sent again once this hook has returned (raised in here, it would be lost again), as a
+      # signal to the main thread, which also wakes it from a blocking call.
+      timer = threading.Timer(0.05, signal.pthread_kill,
+                              (threading.main_thread().ident, signal.SIGINT))
+      timer.daemon = True
+      timer.start()
+    elif verbose or not _library_noise(unraisable):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
+def _failure_line(error: BaseException) -> tuple[str, int] | None:
+  """The one line and the exit status for a known failure, or None."""
   from deepfound.data import DataError
   from deepfound.experiment import ConfigError, DivergenceError
 
+  if isinstance(error, (ConfigError, DataError)):
+    return str(error), EXIT_BAD_INPUT
+  if isinstance(error, DivergenceError):
+    return str(error), EXIT_DIVERGED
+  if isinstance(error, KeyboardInterrupt):
+    return ("interrupted; run the same command again to resume from the last checkpoint",
+            EXIT_INTERRUPTED)
+  if isinstance(error, OSError):
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return (f"the disk is full: cannot write {error.filename or 'the outputs'} "
+              f"({error.strerror}); free some space, then run the same command again to resume "
+              "from the last checkpoint"), EXIT_BAD_INPUT
+    where = f": {error.filename}" if error.filename else ""
+    return (f"{error.strerror or type(error).__name__}{where} (a run resumes from its last "
+            "checkpoint once this is fixed)"), EXIT_BAD_INPUT
+  return None
+
+
+def run_main(fn: Callable[[], object]) -> None:
+  """Calls ``fn``, mapping known failures to one line on stderr and their exit status; after a
+  failure the process leaves at once (``_exit_now``)."""
   verbose = "verbose" in flags.FLAGS and flags.FLAGS.verbose
+  _install_run_handlers(verbose)
   try:
     fn()
-  except (ConfigError, DataError) as e:
-    if verbose:
+  except SystemExit as e:  # fn's own fail() or sys.exit(): its line, if any, is printed
+    if e.code is not None and not isinstance(e.code, int):
+      print(e.code, file=sys.stderr)
+    _exit_now(e.code if isinstance(e.code, int) else int(e.code is not None))
+  except BaseException as e:  # noqa: BLE001 - an unknown error keeps its traceback
+    failure = _failure_line(e)
+    if verbose or failure is None:
       traceback.print_exc()
-    fail(str(e))
-  except DivergenceError as e:
-    if verbose:
-      traceback.print_exc()
-    fail(str(e), EXIT_DIVERGED)
-  except KeyboardInterrupt:
-    fail("interrupted; run the same command again to resume from the last checkpoint",
-         EXIT_INTERRUPTED)
-  except OSError as e:
-    if verbose:
-      traceback.print_exc()
-    where = f": {e.filename}" if e.filename else ""
-    fail(f"{e.strerror or type(e).__name__}{where} (a run resumes from its last checkpoint once "
-         "this is fixed)")
+    if failure is None:
+      _exit_now(1)
+    print(f"error: {failure[0]}", file=sys.stderr)
+    _exit_now(failure[1])

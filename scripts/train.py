@@ -2,11 +2,28 @@
 
 Writes config.json, metrics.jsonl, summary.json, params.npz and checkpoints into DIR; rerunning
 the same command on DIR resumes an interrupted run. Exit status 2 on a bad config, flag or data
-file (one line on stderr), 1 when the run diverges.
+file (one line on stderr), 1 when the run diverges, 130 on Ctrl-C (one line; the same command
+resumes).
 """
 
 import os
+import signal
 import sys
+
+EXIT_INTERRUPTED = 130  # deepfound.cli's, which is not imported yet
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+  """Ctrl-C before the run started (imports, flags, the config): one line, not a traceback."""
+  del signum, frame
+  os.write(2, b"error: interrupted before the run started; nothing was written\n")
+  os._exit(EXIT_INTERRUPTED)
+
+
+# Installed before the imports, which take seconds; deepfound.cli.run_main hands Ctrl-C back to
+# KeyboardInterrupt once the run starts. A SIGINT that is ignored (a background job) stays ignored.
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+  signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,7 +43,9 @@ def main(argv):
   del argv
   from deepfound.experiment import run_experiment
 
-  run_main(lambda: run_experiment(_CONFIG.value, flags.FLAGS.workdir, flags.FLAGS.progress))
+  given = config_flags.get_override_values(flags.FLAGS["config"])
+  run_main(lambda: run_experiment(_CONFIG.value, flags.FLAGS.workdir, flags.FLAGS.progress,
+                                  given))
 
 
 if __name__ == "__main__":

@@ -744,9 +744,11 @@ def blocks_markdown(results: dict) -> str:
       s = rows[p, block]["us_per_step"]
       cells.append(f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]")
     lines.append(f"| {block:,} | " + " | ".join(cells) + " |")
-  lines += ["", "Before the fix (issue 23, same kind of run): 2.7 µs a step with 3,000-step "
-            "blocks, 34.9 µs with 300,000-step blocks: the array of cumulative sums had an "
-            "entry per step of the block, and its binary searches left the cache. It now has "
-            f"at most {lazy.RESCALE_EVERY + 1:,} entries (a rebase restarts it).", ""]
+  lines += ["", "Before the fix (issue 23), on the same data with the same script's run from "
+            "Python: 7.6-7.9 µs a step with L1 at 10,000-step blocks and 46.2 µs with one "
+            "1,000,000-step block. The array of cumulative sums had an entry per step of the block, "
+            "and its binary searches left the cache; it now has at most "
+            f"{lazy.RESCALE_EVERY + 1:,} entries (a rebase restarts it). The 1,000-step rows "
+            "carry the objective of every block.", ""]
   return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -26,11 +27,36 @@ def check_workdir(workdir: str) -> None:
   if os.path.lexists(checkpoints) and not os.path.isdir(checkpoints):
     raise ConfigError(f"{checkpoints} exists and is not a directory; remove it or use another "
                       "--workdir")
+  # A finished run in a workdir that cannot be written is still finished: the runner decides once
+  # it knows the config is that run's.
+  if not writable(workdir) and not os.path.isfile(os.path.join(workdir, "summary.json")):
+    raise ConfigError(f"--workdir {workdir} is not writable")
+
+
+def writable(workdir: str) -> bool:
+  """Whether ``workdir`` (or the closest of its parents that exists) can be written."""
   parent = workdir if os.path.isdir(workdir) else os.path.dirname(os.path.abspath(workdir))
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK):
-    raise ConfigError(f"--workdir {workdir} is not writable")
+  return os.access(parent, os.W_OK)
+
+
+@contextlib.contextmanager
+def _atomic(path: str, mode: str = "w"):
+  """A file written as ``path + ".tmp"`` and renamed to ``path`` once complete; on failure the
+  temporary file is removed, and an OSError names ``path`` (a failed write or close has no
+  file name of its own)."""
+  tmp = path + ".tmp"
+  try:
+    with open(tmp, mode) as f:
+      yield f
+    os.replace(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:
+      raise OSError(e.errno, e.strerror, path) from e
+    raise
 
 
 def read_json(path: str):
@@ -42,10 +68,13 @@ def read_json(path: str):
 
 
 def write_json(path: str, value) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with _atomic(path) as f:
     f.write(dumps(value, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
+
+
+def write_npz(path: str, arrays: dict) -> None:
+  with _atomic(path, "wb") as f:
+    np.savez(f, **arrays)
 
 
 class RunFiles:
@@ -77,14 +106,18 @@ class RunFiles:
     return kept
 
   def write_metrics(self, rows: list[dict]) -> None:
-    tmp = self.metrics + ".tmp"
-    with open(tmp, "w") as f:
+    with _atomic(self.metrics) as f:
       f.writelines(dumps(row) + "\n" for row in rows)
-    os.replace(tmp, self.metrics)
 
   def append_metrics(self, rows: list[dict]) -> None:
-    with open(self.metrics, "a") as f:
-      f.writelines(dumps(row) + "\n" for row in rows)
+    """Appends whole lines; a line cut short (a full disk, a kill) is dropped when read."""
+    try:
+      with open(self.metrics, "a") as f:
+        f.writelines(dumps(row) + "\n" for row in rows)
+    except OSError as e:
+      if e.filename:
+        raise
+      raise OSError(e.errno, e.strerror, self.metrics) from e
 
 
 def metric_rows(points: LogPoint, first_elapsed: float, chunk_seconds: float,

@@ -49,7 +49,7 @@ def restore_run(workdir: str, attempts: int = 3) -> RestoredRun:
   Raises ``MissingRun`` (a ``ConfigError``) when ``workdir``, its config.json or a checkpoint is
   missing. A run still training replaces its checkpoint as it goes (only the latest is kept): a
   checkpoint gone between listing and reading is tried again, ``attempts`` times in all, with the
-  new latest.
+  new latest; an unreadable or corrupt checkpoint that is still the latest is a ``ConfigError``.
   """
   files = RunFiles(workdir)
   if not os.path.isfile(files.config):
@@ -77,13 +77,13 @@ def _restore_latest(workdir: str, like, attempts: int):
     step = max(Checkpointer.saved_steps(workdir), default=None)
     if step is None:
       raise MissingRun(f"{os.path.join(workdir, 'checkpoints')} has no checkpoint")
-    checkpointer = Checkpointer(workdir)
     try:
-      return checkpointer.restore(step, like), step
+      with Checkpointer(workdir, read_only=True) as checkpointer:
+        return checkpointer.restore(step, like), step
     except ConfigError:
       if attempt == attempts - 1:
         raise
       time.sleep(2.0)
-    finally:
-      checkpointer.close()
+      if max(Checkpointer.saved_steps(workdir), default=None) == step:
+        raise  # still the latest: the checkpoint itself is unreadable or corrupt
   raise ValueError(f"attempts must be >= 1, got {attempts}")

@@ -4,13 +4,13 @@ and progress; the same call resumes an interrupted run."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from deepfound.errors import ConfigError
 from deepfound.experiment import outputs
@@ -27,7 +27,8 @@ class DivergenceError(RuntimeError):
   """The objective or the parameters became NaN or infinite, or the objective blew up."""
 
 
-def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> dict:
+def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bool = True,
+                   given=()) -> dict:
   """Runs (or resumes) the experiment of ``config`` in ``workdir`` and returns its summary.
 
   The config is validated, the data loaded and the problem built (``build.build``: the model's
@@ -43,6 +44,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
     workdir: the run's directory: config.json, metrics.jsonl, checkpoints/, summary.json and
       params.npz are written there; a workdir holding another config's run is refused.
     progress: print a progress line per chunk on stderr.
+    given: the keys set explicitly (the command line's overrides): refused where the run ignores
+      them, even at their defaults (``config.validate``).
 
   Returns:
     The summary (what summary.json holds): the last metrics line, status "complete", the
@@ -53,11 +56,15 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
     DivergenceError: the run diverged (after writing the metrics up to the first bad point and a
       "diverged" summary).
   """
-  validate(config)
+  validate(config, given)
   outputs.check_workdir(workdir)
   with precision_scope(config.precision):
     setup = build(config)
+    if not Checkpointer.saved_steps(workdir):
+      _check_start(config, setup)
     files = outputs.RunFiles(workdir)
+    if not outputs.writable(workdir):  # a finished run on a read-only mount is still finished
+      return _finished_read_only(config, setup, files)
     with WorkdirLock(workdir):
       finished = _open_workdir(config, setup, files)
       if finished is not None:
@@ -72,9 +79,9 @@ def _differing_keys(old, new, prefix: str = "") -> list[str]:
           for key in _differing_keys(old.get(name), new.get(name), f"{prefix}{name}.")]
 
 
-def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
-  """Writes config.json, or checks that the workdir holds this config's run on the same data (a
-  larger num_steps extends it); returns the summary of a run that is already complete."""
+def _stored_run(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
+  """Checks, reading only, that the workdir holds this config's run (a larger num_steps extends
+  it) on the same data, or no run; returns the summary of a run that is already complete."""
   for warning in setup.warnings:
     print(f"warning: {warning}", file=sys.stderr)
   config_json = json.loads(config.to_json())
@@ -96,6 +103,26 @@ def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
     if summary.get("status") == "complete" and (summary.get("step") == config.num_steps
                                                  or summary.get("converged")):
       return summary
+  return None
+
+
+def _finished_read_only(config, setup: Setup, files: outputs.RunFiles) -> dict:
+  """The summary of this config's complete run in a workdir that cannot be written (no lock is
+  taken: nothing can write there); any other run there cannot go on, which is refused."""
+  finished = _stored_run(config, setup, files)
+  if finished is None:
+    raise ConfigError(f"--workdir {files.workdir} is not writable, and the run asked for is not "
+                      "finished there; make it writable or use another --workdir")
+  return finished
+
+
+def _open_workdir(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
+  """Writes config.json, or checks that the workdir holds this config's run on the same data (a
+  larger num_steps extends it); returns the summary of a run that is already complete."""
+  finished = _stored_run(config, setup, files)
+  if finished is not None:
+    return finished
+  config_json = json.loads(config.to_json())
   done = Checkpointer.saved_steps(files.workdir)
   if done and max(done) > config.num_steps:
     raise ConfigError(f"num_steps = {config.num_steps} is below the {max(done)} steps this run has "
@@ -133,16 +160,33 @@ class _Chunks:
     return self._compiled[num_logs]
 
 
+def _initial_point(config, setup: Setup):
+  runs = engine(setup)
+  state = runs.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
+  return state, jax.device_get(runs.initial_log_point(setup.problem, setup.method, setup.hyper,
+                                                      state))
+
+
+def _check_start(config, setup: Setup) -> None:
+  """Refuses, before anything is written, a run whose objective at the start is not finite (a
+  scale of the config that the precision cannot hold, data that overflow it)."""
+  objective = float(_initial_point(config, setup)[1].objective)
+  if not math.isfinite(objective):
+    raise ConfigError(f"the objective at the start is {objective} in {config.precision}: a "
+                      "config scale (problem.*, model.*) or the data overflow the precision")
+
+
 def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpointer):
   """(state, start step, seconds already run): from the latest checkpoint, or step 0 with its
   metrics line written."""
-  runs = engine(setup)
-  state = runs.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
   start_step = checkpointer.latest_step()
   if start_step is not None:
+    runs = engine(setup)
+    state = runs.init_state(setup.problem, setup.method, setup.hyper,
+                            jax.random.PRNGKey(config.seed))
     kept = files.truncate_metrics(start_step)
     return checkpointer.restore(start_step, state), start_step, (kept[-1]["elapsed_s"] if kept else 0.0)
-  first = jax.device_get(runs.initial_log_point(setup.problem, setup.method, setup.hyper, state))
+  state, first = _initial_point(config, setup)
   files.write_metrics(_rows(setup, jax.tree.map(lambda a: a[None], first), 0.0, 0.0))
   return state, 0, 0.0
 
@@ -154,8 +198,7 @@ def _rows(setup: Setup, points, first_elapsed: float, seconds: float) -> list[di
 
 
 def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dict:
-  checkpointer = Checkpointer(files.workdir)
-  try:
+  with Checkpointer(files.workdir) as checkpointer:  # closed on every way out, before the exit
     state, start_step, elapsed_before = _start(config, setup, files, checkpointer)
     limit = BLOWUP_FACTOR * max(abs(files.metric_lines()[0]["objective"]), 1.0)
     logs_per_chunk = min(config.num_steps // config.log_every,
@@ -182,8 +225,6 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
       bar.update(step, rows[-1]["objective"], rows[-1]["suboptimality"])
       if stopped_at >= 0:
         break
-  finally:
-    checkpointer.close()
   timing = dict(steps_run=step - start_step, run_seconds=run_seconds,
                 compile_s=chunks.compile_s, start_step=start_step,
                 chunk_steps=logs_per_chunk * config.log_every)
@@ -234,6 +275,6 @@ def _finish(setup: Setup, files: outputs.RunFiles, state, timing: dict) -> dict:
   arrays = {"params" + k: v for k, v in host_arrays(state.params).items()}
   arrays.update({"reported" + k: v
                  for k, v in host_arrays(engine(setup).reported_params(state)).items()})
-  np.savez(files.params, **arrays)
+  outputs.write_npz(files.params, arrays)
   outputs.write_json(files.summary, summary)
   return summary

@@ -137,3 +137,19 @@ def test_hostile_overrides_through_train_py(tmp_path):
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
         config, key, value, result.returncode, result.stderr[-2000:])
     assert not workdir.exists() or not any(workdir.iterdir()), (config, key, value)
+
+
+def test_an_objective_that_overflows_at_the_start_is_refused_before_writing(tmp_path):
+  """Least-squares targets of 1e20 pass the data checks, but 0.5 y^2 overflows float32: one
+  ConfigError before anything is written (it used to write config.json, then raise TypeError)."""
+  from deepfound.experiment import run_experiment
+
+  data = tmp_path / "big.svm"
+  data.write_text("1e20 1:1\n-2 2:1\n3 1:0.5\n")
+  config = _parse("logreg_libsvm", "problem.loss", "least_squares")
+  config.data.path, config.optim.learning_rate = str(data), 0.01
+  config.num_steps, config.log_every = 20, 10
+  workdir = tmp_path / "run"
+  with pytest.raises(ConfigError, match=r"the objective at the start is inf in float32"):
+    run_experiment(config, str(workdir), progress=False)
+  assert not workdir.exists()
