@@ -68,4 +68,15 @@ def test_unknown_group_is_one_line(tmp_path):
                         capture_output=True, text=True, timeout=60, cwd=ROOT)
   assert done.returncode == 2 and done.stderr.strip().splitlines() == [
       "error: --groups: unknown nope; expected some of versus, versus_large, p_scaling, memory, "
-      "sweep"]
+      "sweep, blocks"]
+
+
+def test_block_lengths_table():
+  from deepfound.benchmarks import sparse
+
+  results = sparse.block_lengths(scale=0.005, num_features=500, nnz_per_row=10, steps=2_000,
+                                 blocks=(1_000,), repeats=1, log=None)
+  assert {(r["l1"], r["block"]) for r in results["rows"]} == {(1e-5, 1_000), (0.0, 1_000)}
+  assert all(r["finite"] and r["us_per_step"]["median"] > 0 for r in results["rows"])
+  table = sparse.blocks_markdown(results)
+  assert "| 1,000 |" in table and "µs/step, L1 = 1e-05" in table and "no L1" in table
