@@ -19,31 +19,19 @@ once (exit status 130, one line), with nothing written, and the same command sta
 """
 
 import os
-import signal
 import sys
 import traceback
 
-EXIT_INTERRUPTED = 130  # deepfound.cli's, which is not imported yet
+import _early_interrupt  # scripts/, beside this file: before the slow imports
 
-
-def _interrupted_while_starting(signum, frame) -> None:
-  """Ctrl-C before the sweep started (imports, flags, the config): one line, not a traceback."""
-  del signum, frame
-  os.write(2, b"error: interrupted before the sweep started; nothing was written\n")
-  os._exit(EXIT_INTERRUPTED)
-
-
-# Installed before the imports, which take seconds; a SIGINT that is ignored (a background job)
-# stays ignored.
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-  signal.signal(signal.SIGINT, _interrupted_while_starting)
+_early_interrupt.install("sweep")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from deepfound.cli import fail, flags_parser, run_main  # noqa: E402
+from deepfound.cli import EXIT_INTERRUPTED, fail, flags_parser, run_main  # noqa: E402
 from deepfound.experiment import describe  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].")
@@ -60,8 +48,6 @@ def main(argv):
   from deepfound.sweep.runner import duration, run_sweep
 
   def sweep():
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-      signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
       summary = run_sweep(_CONFIG.value, flags.FLAGS.sweep, flags.FLAGS.workdir,
                           flags.FLAGS.max_memory_mb,

@@ -7,23 +7,11 @@ resumes).
 """
 
 import os
-import signal
 import sys
 
-EXIT_INTERRUPTED = 130  # deepfound.cli's, which is not imported yet
+import _early_interrupt  # scripts/, beside this file: before the slow imports
 
-
-def _interrupted_while_starting(signum, frame) -> None:
-  """Ctrl-C before the run started (imports, flags, the config): one line, not a traceback."""
-  del signum, frame
-  os.write(2, b"error: interrupted before the run started; nothing was written\n")
-  os._exit(EXIT_INTERRUPTED)
-
-
-# Installed before the imports, which take seconds; deepfound.cli.run_main hands Ctrl-C back to
-# KeyboardInterrupt once the run starts. A SIGINT that is ignored (a background job) stays ignored.
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-  signal.signal(signal.SIGINT, _interrupted_while_starting)
+_early_interrupt.install("run")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
