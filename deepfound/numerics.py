@@ -20,3 +20,17 @@ def batch_mean(values: jax.Array) -> jax.Array:
 def soft_threshold(values: jax.Array, threshold: jax.typing.ArrayLike) -> jax.Array:
   """The proximal map of threshold * ||.||_1: sign(v) max(|v| - threshold, 0)."""
   return jnp.sign(values) * jnp.maximum(jnp.abs(values) - threshold, 0.0)
+
+
+@jax.custom_batching.custom_vmap
+def any_run(flag: jax.Array) -> jax.Array:
+  """``flag``; under vmap, whether it holds for any run. An unbatched predicate keeps a
+  ``lax.cond`` a conditional under vmap, taken by all runs when one needs it, where a batched one
+  would turn it into a select that computes both branches for every run."""
+  return flag
+
+
+@any_run.def_vmap
+def _any_run_vmap(axis_size, in_batched, flag):
+  del axis_size
+  return (jnp.any(flag, axis=0) if in_batched[0] else flag), False

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from deepfound.numerics import any_run
 from deepfound.optim import lazy, schedules
 from deepfound.optim import memory as memory_lib
 from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
@@ -231,8 +232,12 @@ def converged(problem: Problem, method: Method, state: RunState, params) -> RunS
   change = max(jnp.max(jnp.abs(w - a)) for w, a in zip(leaves, jax.tree.leaves(state.anchor),
                                                           strict=True))
   largest = max(jnp.max(jnp.abs(w)) for w in leaves)
-  done = jax.lax.cond(largest > 0, lambda: change <= method.tol * largest,
-                      lambda: (change == 0) & _zero_is_stationary(problem, method, params))
+  # The full gradient only where some run's weights are zero (reduced over vmapped runs, so
+  # that a sweep does not compute it at every epoch end).
+  stationary = jax.lax.cond(any_run(largest == 0),
+                            lambda: _zero_is_stationary(problem, method, params),
+                            lambda: jnp.zeros((), bool))
+  done = jnp.where(largest > 0, change <= method.tol * largest, (change == 0) & stationary)
   stopped_at = jnp.where(done & (state.stopped_at < 0), state.step, state.stopped_at)
   return state._replace(anchor=weights, stopped_at=stopped_at)
 
@@ -240,8 +245,8 @@ def converged(problem: Problem, method: Method, state: RunState, params) -> RunS
 def _zero_is_stationary(problem: FiniteSum, method: Method, params) -> jax.Array:
   """Whether weights of zero (``_stop_weights``) minimize E at ``params``: every coefficient's
   gradient is within the L1 weight (0 without L1), up to tol times the largest gradient (the
-  rounding of the proximal step). A full gradient, O(nnz + p): ``converged`` takes this branch
-  only for zero weights (under vmap, a select computes it at every epoch end)."""
+  rounding of the proximal step). A full gradient, O(nnz + p): ``converged`` computes it only
+  when some run's weights are zero."""
   gradient = jax.tree.leaves(_stop_weights(problem, problem.gradient(params)))
   threshold = problem.l1 if has_l1(problem) else 0.0
   excess = max(jnp.max(jnp.maximum(jnp.abs(g) - threshold, 0.0)) for g in gradient)

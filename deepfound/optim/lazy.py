@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from deepfound.numerics import soft_threshold
+from deepfound.numerics import any_run, soft_threshold
 from deepfound.optim.registry import LazyForm
 from deepfound.problems.kinds import Objective, SparseLinear
 
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 # and a step whose shrink would cross the floor folds its factor into v directly (exact for every
 # factor: 0 when tau l2 = 1, which zeroes the old weights, and negative ones, which would flip
 # the sign of s that the L1 thresholds take as positive). Under vmap (a sweep) each test is
-# reduced over the runs (``_any_run``), so that it stays a conditional, taken by all runs when one
-# needs it (a rebase is exact for any run), and never becomes a select that pays O(p) every page.
+# reduced over the runs (``numerics.any_run``), so that it stays a conditional, taken by all runs
+# when one needs it (a rebase is exact for any run), never a select that pays O(p) every page.
 # A rebase also comes every RESCALE_EVERY steps, whatever s: it restarts Q, whose rounding grows
 # with its size, and bounds the array of cumulative sums (with L1) to RESCALE_EVERY + 1 entries:
 # its binary searches stay in the cache however long the log block.
@@ -64,19 +64,6 @@ RESCALE_EVERY = 4096
 def scale_floor(dtype) -> float:
   """The smallest scale s a lazy run lets the weights reach before a rebase."""
   return float(jnp.finfo(dtype).tiny) ** 0.5
-
-
-@jax.custom_batching.custom_vmap
-def _any_run(flag: jax.Array) -> jax.Array:
-  """``flag``; under vmap, whether it holds for any run (an unbatched predicate keeps a
-  ``lax.cond`` a conditional)."""
-  return flag
-
-
-@_any_run.def_vmap
-def _any_run_vmap(axis_size, in_batched, flag):
-  del axis_size
-  return (jnp.any(flag, axis=0) if in_batched[0] else flag), False
 
 
 class LazyMemory(NamedTuple):
@@ -379,8 +366,8 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   span = carry.cumulative.shape[0] - 1 if carry.cumulative.shape[0] else RESCALE_EVERY
   # Where a factor is <= 0 (tau l2 >= 1) the page folds it: s stays > 0, as the L1 steps need.
   product = jnp.prod(jnp.maximum(shrinks, 0.0))  # underflows to 0 far below the floor
-  strong = _any_run(product < floor)
-  due = _any_run((start - carry.origin + page > span) | (carry.scale * product < floor))
+  strong = any_run(product < floor)
+  due = any_run((start - carry.origin + page > span) | (carry.scale * product < floor))
   carry = jax.lax.cond(due, lambda c: rebase(problem, method, c, start), lambda c: c, carry)
 
   xs = (local_steps, rates, shrinks, drawn)
@@ -391,7 +378,7 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
 
   def guarded(i, c):
     k, rate, shrink, d = jax.tree.map(lambda a: a[i], xs)
-    fold = _any_run(c.scale * shrink < floor)
+    fold = any_run(c.scale * shrink < floor)
     c = jax.lax.cond(fold, lambda c: rebase(problem, method, c, k), lambda c: c, c)
     return step(problem, method, c, k, rate, shrink, d, fold)
 
