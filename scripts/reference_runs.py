@@ -32,7 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = {"elapsed_s", "seconds", "steps_per_second", "compile_s", "run_seconds", "wall_s",
           "runs_per_second", "seconds_per_call", "compile_seconds", "run_s", "backend",
           "device_count", "calls", "optimum_seconds", "total_s", "program_seconds", "timings",
-          "compile_time_s", "run_time_s", "mb_per_run", "devices", "run_steps_per_second"}
+          "compile_time_s", "run_time_s", "mb_per_run", "devices", "run_steps_per_second",
+          "data_devices", "process_count"}
 
 QUICK = ["--config.num_steps=400", "--config.log_every=100", "--config.checkpoint_every=200"]
 GAN = ["--config=configs/gan_2d.py:ring", "--config.num_steps=60", "--config.log_every=20",

@@ -16,6 +16,11 @@ after each compiled program (with the time elapsed and an estimate of the time l
 2 with one line on a bad SPEC, config, flag or data file, or a workdir that holds a train.py run
 or a different sweep; nothing is written then. A sweep keeps no checkpoint: Ctrl-C stops it at
 once (exit status 130, one line), with nothing written, and the same command starts it over.
+
+On many processes, every process runs the same command with --distributed (SLURM, Open MPI or
+a TPU pod: detected) or with --coordinator_address=host:port --num_processes=N --process_id=i
+(deepfound/distributed.py): the runs are sharded over every process's devices, and process 0
+alone writes the outputs and prints the progress lines.
 """
 
 import os
@@ -31,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from deepfound import distributed  # noqa: E402
 from deepfound.cli import EXIT_INTERRUPTED, fail, flags_parser, run_main  # noqa: E402
 from deepfound.experiment import describe  # noqa: E402
 
@@ -39,6 +45,7 @@ flags.DEFINE_string("workdir", None, "Directory for the sweep's outputs.")
 flags.DEFINE_string("sweep", None, "Keys and values to sweep (see deepfound/sweep/spec.py).")
 flags.DEFINE_float("max_memory_mb", None, "Device memory budget per device (default: detected).")
 flags.DEFINE_bool("verbose", False, "Show tracebacks on errors.")
+distributed.define_flags()
 
 
 def main(argv):
@@ -49,6 +56,7 @@ def main(argv):
 
   def sweep():
     try:
+      distributed.initialize_from_flags()  # before any JAX computation
       summary = run_sweep(_CONFIG.value, flags.FLAGS.sweep, flags.FLAGS.workdir,
                           flags.FLAGS.max_memory_mb,
                           log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -67,6 +75,8 @@ def main(argv):
       where = f": {e.filename}" if e.filename else ""
       fail(f"{e.strerror or type(e).__name__}{where}; the sweep wrote no outputs (it keeps no "
            "checkpoint: the same command starts it over once this is fixed)")
+    if not distributed.is_main():
+      return
     print(f"{summary['num_runs']} runs in {summary['num_programs']} program(s) in "
           f"{duration(summary['seconds'])}: {summary['runs_per_second']:.3g} runs/s; outputs in "
           f"{flags.FLAGS.workdir}", file=sys.stderr)

@@ -13,7 +13,7 @@ PACKAGE = os.path.join(ROOT, "deepfound")
 # Lowest first; a module may import from its own layer and those below it.
 LAYERS = (
     ("deepfound.registry", "deepfound.errors", "deepfound.strict_json", "deepfound.numerics",
-     "deepfound._xla_flags"),
+     "deepfound._xla_flags", "deepfound.distributed"),
     ("deepfound.data", "deepfound.models", "deepfound.autodiff"),
     ("deepfound.problems",),
     ("deepfound.optim",),

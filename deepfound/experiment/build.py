@@ -15,10 +15,12 @@ import numpy as np
 
 from deepfound import data as data_lib
 from deepfound.errors import ConfigError
+from deepfound.experiment.config import mesh_devices
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
 from deepfound.experiment.kinds import get_kind
 from deepfound.experiment.models import Built, get_model, source_name
-from deepfound.optim import driver
+from deepfound.optim import driver, sharding
+from deepfound.optim.engine import DataParallel
 from deepfound.optim.memory import memory_bytes
 from deepfound.problems import LinearFiniteSum, SparseLinearFiniteSum, solve_optimum
 from deepfound.problems.linear import LOSS_CURVATURE
@@ -44,6 +46,7 @@ class Setup:
   label: str  # how progress lines and summary.json name the method ("sag", "adam/adam")
   divergence_note: str = ""  # what a divergence message adds: the rates, and what to do
   warnings: tuple[str, ...] = ()  # printed when the run starts (e.g. a step above 2/L)
+  data_devices: int = 1  # the devices each minibatch is split over (``on_mesh``)
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
@@ -51,6 +54,23 @@ def build(config: ml_collections.ConfigDict) -> Setup:
   from the model's builder, then the rest from the model's problem kind (``kinds.KindSpec``)."""
   problem, notes = build_problem_with_notes(config)
   return get_kind(get_model(config.model.name).kind).build(config, problem, notes)
+
+
+def on_mesh(config: ml_collections.ConfigDict, setup: Setup) -> Setup:
+  """The setup run data-parallel over the ``mesh.data`` devices (``optim.sharding``): its
+  problem's data and hyperparameters replicated on them, and its method sharding each minibatch
+  over them; the setup itself for one device."""
+  mesh = sharding.data_mesh(mesh_devices(config))
+  if mesh is None:
+    return setup
+  if not isinstance(setup.method, DataParallel):
+    raise ConfigError(f"mesh.data={config.mesh.data}: the engine of model.name="
+                      f"{config.model.name} does not split minibatches over devices; use "
+                      "mesh.data=1")
+  return dataclasses.replace(setup, problem=sharding.replicate(setup.problem, mesh),
+                             hyper=sharding.replicate(setup.hyper, mesh),
+                             method=setup.method.with_mesh(mesh),
+                             data_devices=sharding.mesh_size(mesh))
 
 
 def fingerprint(problem) -> dict[str, Any]:
@@ -225,28 +245,38 @@ def memory_budget(max_memory_mb: float | None) -> int:
   the host's RAM (the CPU backend's memory)."""
   if max_memory_mb:
     return int(max_memory_mb * 2**20)
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}  # (another process's device has none)
   if "bytes_limit" in stats:
     return int(0.8 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
   return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def check_gradient_memory(config, problem, method: driver.Method) -> float | None:
-  """A rule that keeps one gradient per sample: refuse a run whose memory would not fit."""
+  """A rule that keeps one gradient per sample: refuse a run whose memory would not fit on a
+  device (1/d of it on each of the d devices of mesh.data, split along the samples, which must
+  split evenly). Returns the whole memory's MB."""
   if not method.spec.keeps_memory:
     return None
-  needed = memory_bytes(method.memory, problem.init_params(), problem.num_samples)
-  budget = memory_budget(config.optim.max_memory_mb)
-  if needed > budget:
+  n, devices = problem.num_samples, mesh_devices(config)
+  if devices > 1 and n % devices:
     raise ConfigError(
-        f"{method.name} keeps one gradient per sample: {problem.num_samples} samples x "
-        f"{needed // problem.num_samples:,} bytes = {needed / 2**20:,.1f} MB, more than the "
-        f"{budget / 2**20:,.1f} MB allowed (optim.max_memory_mb); use fewer samples, "
-        "memory=scalar for linear models, or sgd/adam")
+        f"mesh.data={config.mesh.data}: {method.name} keeps one gradient per sample, split over "
+        f"the {devices} devices, but the {n:,} samples do not split evenly; use a mesh.data that "
+        f"divides {n:,}, or mesh.data=1")
+  needed = memory_bytes(method.memory, problem.init_params(), n)
+  budget = memory_budget(config.optim.max_memory_mb)
+  if needed / devices > budget:
+    per_device = f" ({needed / devices / 2**20:,.1f} MB on each of {devices} devices)"
+    raise ConfigError(
+        f"{method.name} keeps one gradient per sample: {n} samples x "
+        f"{needed // n:,} bytes = {needed / 2**20:,.1f} MB{per_device if devices > 1 else ''}, "
+        f"more than the {budget / 2**20:,.1f} MB allowed (optim.max_memory_mb); use fewer "
+        "samples, memory=scalar for linear models, or sgd/adam")
   return needed / 2**20
 
 
 def host_arrays(tree) -> dict[str, np.ndarray]:
-  """A pytree's leaves by their key path, as NumPy arrays (for params.npz)."""
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
+  """A pytree's leaves by their key path, as NumPy arrays (for params.npz); leaves sharded over
+  several processes are gathered (``sharding.host_array``: every process must call this)."""
+  return {jax.tree_util.keystr(path): sharding.host_array(leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}

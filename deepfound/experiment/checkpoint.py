@@ -4,6 +4,11 @@ Each checkpoint carries the SHA-256 of its arrays in its orbax metadata; a resto
 and refuses a checkpoint whose data changed on disk (orbax checksums only the chunk indices, so
 corrupt array bytes would otherwise come back as wrong numbers). Checkpoints saved before the
 digest existed restore unverified.
+
+A checkpoint holds whole arrays, however they were sharded: a restore places them as the state it
+is given is placed (orbax reshards), so a run saved on 4 devices (``mesh.data=4``) resumes on 2
+or 1 and back. With several processes, each one calls ``save`` and ``restore`` (orbax writes
+each array once).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from deepfound.errors import ConfigError
+from deepfound.optim.sharding import host_array
 
 DIGEST_KEY = "deepfound_sha256"  # custom metadata of a step: the SHA-256 of its arrays
 _STEP_METADATA = "_CHECKPOINT_METADATA"  # orbax's file for a step's metadata
@@ -51,13 +57,15 @@ def _nonempty_leaves(state) -> dict:
 
 
 def digest(leaves: dict) -> str:
-  """The SHA-256 of ``leaves`` (position -> array): each one's position, dtype, shape and bytes."""
+  """The SHA-256 of ``leaves`` (position -> array): each one's position, dtype, shape and bytes,
+  of the whole array however it is sharded (gathered across processes: every process must call
+  this), so that a checkpoint restores onto another number of devices."""
   names = sorted(leaves, key=int)
   raw = [jax.random.key_data(leaves[name])
          if jax.dtypes.issubdtype(leaves[name].dtype, jax.dtypes.prng_key) else leaves[name]
          for name in names]
   sha = hashlib.sha256()
-  for name, array in zip(names, jax.device_get(raw), strict=True):
+  for name, array in zip(names, [host_array(leaf) for leaf in raw], strict=True):
     array = np.ascontiguousarray(array)
     sha.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
     sha.update(array.reshape(-1).view(np.uint8))
@@ -137,8 +145,8 @@ class Checkpointer:
         raise error from e
 
   def restore(self, step: int, like):
-    """Restores the state saved at ``step`` with the structure, shapes and dtypes of ``like``;
-    an unreadable checkpoint, or one whose arrays do not match their digest, is a
+    """Restores the state saved at ``step`` with the structure, shapes, dtypes and shardings
+    of ``like``; an unreadable checkpoint, or one whose arrays do not match their digest, is a
     ``ConfigError`` that names it and says what to delete."""
     leaves, treedef = jax.tree.flatten(like)
     directory = os.path.join(self.directory, str(step))

@@ -43,6 +43,10 @@ MEMORY_CHOICES = ("auto",) + LAYOUTS  # auto: the model's layout (scalar for lin
 # reads (``schedules.make_schedule``; strongly_convex's step is 1/(mu (l + 1)): no rate).
 SCHEDULE_KEYS = {"constant": ("learning_rate",), "inverse_time": ("learning_rate", "l0"),
                  "inverse_sqrt": ("learning_rate", "l0"), "strongly_convex": ("strong_convexity",)}
+ALL_DEVICES = -1  # mesh.data: every device (jax.device_count())
+# The keys in which a resumed run may differ from the run stored in its workdir: num_steps extends
+# it; mesh.data changes how it is computed (on how many devices), not what.
+RESUMABLE_KEYS = ("num_steps", "mesh.data")
 
 
 def precision_dtype(precision: str):
@@ -107,6 +111,14 @@ def _shared_config() -> ml_collections.ConfigDict:
   config.log_every = 50
   config.precision = "float32"
   config.checkpoint_every = 20_000  # steps between checkpoints (rounded to whole log blocks)
+
+  # Data parallelism: the devices over which each minibatch is split, with parameters and
+  # optimizer state replicated and the SAG family's per-sample memory split along the samples
+  # (deepfound.optim.sharding). 1: one device; -1 (ALL_DEVICES): every device, of every process.
+  # It changes how a run is computed, not what (the same results to rounding), so a run may
+  # resume under another value (RESUMABLE_KEYS).
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = 1
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "quantum"
@@ -259,6 +271,43 @@ def check_read_keys(config: ml_collections.ConfigDict, groups: list[KeyGroup],
         raise ConfigError(f"{key}={value!r} is ignored by {group.reader}; {advice}{group.note}")
 
 
+def mesh_devices(config: ml_collections.ConfigDict) -> int:
+  """The number of devices of ``mesh.data`` (-1 resolved to ``jax.device_count()``)."""
+  value = config.mesh.data
+  return jax.device_count() if value == ALL_DEVICES else value
+
+
+def _validate_mesh(config: ml_collections.ConfigDict) -> None:
+  """mesh.data: a positive integer or -1, at most the devices there are, the same number from
+  each process."""
+  value = config.mesh.data
+  if isinstance(value, bool) or not isinstance(value, int) or not (value >= 1
+                                                                    or value == ALL_DEVICES):
+    raise ConfigError(f"mesh.data must be a positive integer or {ALL_DEVICES} (all devices), got "
+                      f"{value!r}")
+  if value == 1:  # (asks JAX nothing: a one-device run does not start its backend here)
+    return
+  available, processes = jax.device_count(), jax.process_count()
+  if value > available:
+    raise ConfigError(f"mesh.data={value} is more than the {available} device"
+                      f"{'s' if available > 1 else ''} there are (jax.device_count()); use at "
+                      f"most {available}, or {ALL_DEVICES} for all of them")
+  if mesh_devices(config) % processes:
+    raise ConfigError(f"mesh.data={value} does not split evenly over the {processes} processes "
+                      "(each gives the same number of devices); use a multiple of "
+                      f"{processes}")
+
+
+def _check_batch_splits(config: ml_collections.ConfigDict) -> None:
+  """A minibatch splits evenly over the devices of mesh.data."""
+  devices, batch_size = mesh_devices(config), config.optim.batch_size
+  if devices > 1 and batch_size % devices:
+    what = (f"mesh.data={devices}" if config.mesh.data != ALL_DEVICES
+            else f"mesh.data={ALL_DEVICES} ({devices} devices)")
+    raise ConfigError(f"optim.batch_size={batch_size} does not split evenly over {what}; use a "
+                      f"multiple of {devices}")
+
+
 def validate(config: ml_collections.ConfigDict, given: Collection[str] = ()) -> None:
   """Raises ``ConfigError`` naming the first bad key; checks what needs no data. ``given``: the
   keys set explicitly (a command line's overrides, a sweep's keys), refused where unread even at
@@ -286,9 +335,11 @@ def validate(config: ml_collections.ConfigDict, given: Collection[str] = ()) -> 
     _positive("problem.l2", config.problem.l2, config.precision)
   if optim.max_memory_mb is not None:
     _positive("optim.max_memory_mb", optim.max_memory_mb)
+  _validate_mesh(config)
   _validate_data(config)
   _validate_model(config, given)
   get_kind(MODELS.get(config.model.name).kind).validate(config)
+  _check_batch_splits(config)
   check_read_keys(config, kind_key_groups(config), given)
 
 
@@ -365,6 +416,8 @@ KEY_HELP = {
     "optim.memory": "SAG-family memory layout",
     "optim.max_memory_mb": "memory budget in MB (None: half the RAM on a CPU, 80% of an "
                            "accelerator's free memory)",
+    "mesh.data": "devices each minibatch is split over (data parallelism; -1: all); a run "
+                 "resumes under another value",
 }
 
 
@@ -376,7 +429,7 @@ def describe() -> str:
              | {f"model.{o}" for o in MODELS.options()} | {f"problem.{o}" for o in problem_options()}
              | {f"optim.{o}" for o in SCHEMES.options()})
   lines = ["Config keys (--config.KEY=VALUE), default in brackets:"]
-  for group in (None, "data", "model", "problem", "optim"):
+  for group in (None, "data", "model", "problem", "optim", "mesh"):
     node = base if group is None else base[group]
     for key, value in node.items():
       name = key if group is None else f"{group}.{key}"

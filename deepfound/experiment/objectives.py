@@ -10,10 +10,11 @@ import ml_collections
 from deepfound.errors import ConfigError
 from deepfound.experiment import build as build_lib
 from deepfound.experiment.checks import positive
-from deepfound.experiment.config import precision_dtype
+from deepfound.experiment.config import mesh_devices, precision_dtype
 from deepfound.experiment.kinds import KindSpec, register_kind
 from deepfound.experiment.models import MODELS
 from deepfound.optim import driver, lazy
+from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RULES
 from deepfound.problems.kinds import FiniteSum
 
@@ -64,6 +65,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if optim.memory not in ("auto", model.memory) and spec.keeps_memory:
     raise ConfigError(f"optim.memory={optim.memory} does not fit model.name={model.name}; "
                       f"use optim.memory={model.memory} (or auto)")
+  if mesh_devices(config) > 1 and not ORACLES[spec.oracle].draws_samples:
+    raise ConfigError(f"mesh.data={config.mesh.data}: optim.name={spec.name} takes full "
+                      "gradients, with no minibatch to split over devices; use mesh.data=1")
 
 
 def _unstable_step_warning(method: driver.Method, resolved: dict, constants: dict

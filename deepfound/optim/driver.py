@@ -22,6 +22,7 @@ touched at those rows only (see ``memory.py``), and indices come from a counter-
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -34,7 +35,7 @@ import numpy as np
 import optax
 
 from deepfound.numerics import any_run
-from deepfound.optim import lazy, schedules
+from deepfound.optim import lazy, schedules, sharding
 from deepfound.optim import memory as memory_lib
 from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
 from deepfound.optim.oracles import ORACLES
@@ -60,7 +61,8 @@ class Method:
   one program (learning rate, l0, ...) live in ``Hyperparameters`` instead.
 
   ``Method("sag", average_over_seen=True)``: keyword arguments beyond the shared ones are the
-  rule's options (``RuleSpec.options``), defaults filled in.
+  rule's options (``RuleSpec.options``), defaults filled in. ``method.with_mesh(mesh)`` is the
+  same method run data-parallel (``sharding.py``): each minibatch sharded over the mesh.
   """
 
   name: str
@@ -70,6 +72,9 @@ class Method:
   memory: str
   tol: float | None
   options: tuple[tuple[str, Any], ...]  # the rule's options, sorted by name
+  # Data parallelism: minibatches sharded over this mesh's "data" axis (``sharding.data_mesh``);
+  # None: one device, the program as it always was.
+  mesh: jax.sharding.Mesh | None
 
   def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
                sampling: str = "uniform", memory: str = "scalar", tol: float | None = None,
@@ -92,9 +97,21 @@ class Method:
       raise ValueError(f"tol must be a number > 0 or None, got {tol!r}")
     values = dict(name=name, schedule=schedule, batch_size=batch_size, sampling=sampling,
                   memory=memory, tol=None if tol is None else float(tol),
-                  options=tuple(sorted(spec.resolve_options(options).items())))
+                  options=tuple(sorted(spec.resolve_options(options).items())), mesh=None)
     for field, value in values.items():
       object.__setattr__(self, field, value)
+
+  def with_mesh(self, mesh: jax.sharding.Mesh | None) -> Method:
+    """This method with its minibatches sharded over ``mesh`` (None: on one device). A rule
+    that draws no samples (BGD's full gradients) has nothing to shard and refuses a mesh."""
+    if mesh is not None and not self.draws_samples:
+      raise ValueError(f"{self.name} takes full gradients: no minibatch to shard over a mesh")
+    if mesh is not None and self.batch_size % sharding.mesh_size(mesh):
+      raise ValueError(f"batch_size {self.batch_size} does not split over a mesh of "
+                       f"{sharding.mesh_size(mesh)} devices")
+    method = copy.copy(self)
+    object.__setattr__(method, "mesh", mesh)
+    return method
 
   @property
   def label(self) -> str:
@@ -208,8 +225,18 @@ def init_state(problem: Problem, method: Method, hyper: Hyperparameters, key: ja
   else:
     order = jnp.zeros((0,), jnp.int32)
   anchor = _stop_weights(problem, params) if method.tol is not None else jnp.zeros((0,))
-  return RunState(params, opt_state, jnp.zeros((), jnp.int32), order, key, anchor,
-                  jnp.full((), -1, jnp.int32))
+  state = RunState(params, opt_state, jnp.zeros((), jnp.int32), order, key, anchor,
+                   jnp.full((), -1, jnp.int32))
+  return _on_mesh(problem, method, state)
+
+
+def _on_mesh(problem: Problem, method: Method, state: RunState) -> RunState:
+  """``state`` replicated on ``method.mesh``, its per-sample memory sharded along the samples
+  (``sharding.state_shardings``); unchanged without a mesh."""
+  if method.mesh is None:
+    return state
+  shardings = sharding.state_shardings(state, method.mesh, num_samples_of(problem))
+  return sharding.constrain(state, shardings)
 
 
 def _stop_weights(problem: Problem, params):
@@ -270,7 +297,7 @@ def _draw_page(problem: Problem, method: Method, state: RunState, page: int):
   steps = state.step + jnp.arange(page, dtype=jnp.int32)
   if not isinstance(problem, FiniteSum):  # an Expectation (check_runnable: exactly one kind)
     batch = jax.vmap(lambda t: problem.draw(jax.random.fold_in(state.key, t), b))(steps)
-    return (jnp.zeros((page, b), jnp.int32), batch), state.order
+    return _shard_page(method, (jnp.zeros((page, b), jnp.int32), batch)), state.order
   n = problem.num_samples
   if method.sampling == "uniform":
     draw = lambda t: jax.random.randint(jax.random.fold_in(state.key, t), (b,), 0, n,  # noqa: E731
@@ -288,7 +315,13 @@ def _draw_page(problem: Problem, method: Method, state: RunState, page: int):
     slots = (steps % per_epoch)[:, None] * b + jnp.arange(b, dtype=jnp.int32)
     indices = jnp.where((steps // per_epoch == epoch)[:, None], state.order[slots], upcoming[slots])
     order = upcoming
-  return (indices, _batches(problem, indices, state.key, steps)), order
+  indices = _shard_page(method, indices)
+  return _shard_page(method, (indices, _batches(problem, indices, state.key, steps))), order
+
+
+def _shard_page(method: Method, page):
+  """A page of drawn samples (leaves (page, b, ...)) sharded along b over ``method.mesh``."""
+  return sharding.shard_batch(page, method.mesh, method.batch_size, axis=1)
 
 
 _NOISE_STREAM = 1  # fold_in tag of a step's noise key, apart from its sampling key
@@ -317,6 +350,7 @@ def make_step(problem: Problem, method: Method, optimizer: optax.GradientTransfo
 
   def step(carry, drawn=None):
     params, opt_state = carry
+    drawn = sharding.shard_batch(drawn, method.mesh, method.batch_size)
     updates, extra = oracle(problem, method.memory, params, drawn)
     updates, opt_state = optimizer.update(updates, opt_state, params, **extra)
     return optax.apply_updates(params, updates), opt_state
@@ -423,9 +457,11 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     else:
       carry = jax.lax.fori_loop(0, log_every, lambda _, c: step(c), (state.params, state.opt_state))
       state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
+    state = _on_mesh(problem, method, state)
     return state, log_point(problem, schedule, state, record_params)
 
-  return jax.lax.scan(log_block, state, None, length=num_logs)
+  state, points = jax.lax.scan(log_block, state, None, length=num_logs)
+  return _on_mesh(problem, method, state), points  # the state as it came in: chunks never recompile
 
 
 run_chunk_jit = jax.jit(run_chunk,
@@ -497,9 +533,12 @@ def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, i
       params, opt_state = jax.lax.scan(lambda c, d: (step(c, d), None),
                                        (state.params, state.opt_state), drawn)[0]
     state = state._replace(params=params, opt_state=opt_state, step=state.step + log_every)
+    state = _on_mesh(problem, method, state)
     return state, log_point(problem, schedule, state, record_params)
 
-  return jax.lax.scan(log_block, state, indices.reshape(-1, log_every, method.batch_size))
+  state, points = jax.lax.scan(log_block, state,
+                               indices.reshape(-1, log_every, method.batch_size))
+  return _on_mesh(problem, method, state), points
 
 
 def epochs(problem: Problem, method: Method, steps):
@@ -508,11 +547,18 @@ def epochs(problem: Problem, method: Method, steps):
   return None if num_samples is None else epochs_done(method, num_samples, steps)
 
 
+@jax.jit
+def _finite(tree) -> jax.Array:
+  """Whether every leaf of ``tree`` is finite (one program, not one per leaf)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
+                           + [jnp.asarray(True)]))
+
+
 def failure(rows: list[dict], state: RunState, limit: float) -> Failure | None:
   """The first log point whose objective is not finite or above ``limit``, or parameters that
   are not finite at the chunk's end."""
   bad = [r for r in rows if not math.isfinite(r["objective"]) or r["objective"] > limit]
-  params_ok = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(state.params))
+  params_ok = bool(_finite(state.params))
   if not bad and params_ok:
     return None
   if not bad:

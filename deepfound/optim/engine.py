@@ -18,7 +18,7 @@ call, from a user's own module too (``tests/test_extension.py`` registers one).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 
@@ -83,6 +83,16 @@ class Engine(Protocol):
 
   def final_facts(self, problem, method, state) -> dict[str, Any]:
     """Facts of a finished run for its summary (e.g. a stopping rule's outcome); may be empty."""
+
+
+@runtime_checkable
+class DataParallel(Protocol):
+  """An engine's method that runs data-parallel: ``with_mesh(mesh)`` is the same method with
+  each minibatch sharded over the mesh's ``"data"`` axis (``sharding.py``), its state placed by
+  the engine's ``init_state`` and kept so by its chunks (``driver.Method``,
+  ``game.GameMethod``); ``with_mesh(None)`` runs on one device."""
+
+  def with_mesh(self, mesh: jax.sharding.Mesh | None) -> Any: ...
 
 
 _ENGINES: list[tuple[type, Engine]] = []

@@ -37,6 +37,7 @@ from checkpoints. The problem is a ``kinds.Game``; this module is its engine
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -48,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deepfound.optim import driver, schedules
+from deepfound.optim import driver, schedules, sharding
 from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
 from deepfound.optim.registry import snapshot_period
 from deepfound.optim.schemes import SCHEMES, SchemeSpec, get_scheme, register_scheme
@@ -65,7 +66,8 @@ class GameMethod:
   registered ``schemes.SchemeSpec``) with its options, and the minibatch size.
 
   ``GameMethod(sgd, sgd, scheme="alternating", discriminator_steps=5)``: keyword arguments
-  beyond the shared ones are the scheme's options, defaults filled in.
+  beyond the shared ones are the scheme's options, defaults filled in. ``with_mesh(mesh)``
+  shards every minibatch of both players over a mesh (``sharding.py``).
   """
 
   generator: driver.Method
@@ -73,6 +75,7 @@ class GameMethod:
   scheme: str
   batch_size: int
   options: tuple[tuple[str, Any], ...]  # the scheme's options, sorted by name
+  mesh: jax.sharding.Mesh | None  # minibatches sharded over its "data" axis; None: one device
 
   def __init__(self, generator: driver.Method, discriminator: driver.Method,
                scheme: str = "simultaneous", batch_size: int = 64, **options: Any):
@@ -89,8 +92,17 @@ class GameMethod:
     resolved = get_scheme(scheme).resolve_options(options)
     for field, value in (("generator", generator), ("discriminator", discriminator),
                          ("scheme", scheme), ("batch_size", batch_size),
-                         ("options", tuple(sorted(resolved.items())))):
+                         ("options", tuple(sorted(resolved.items()))), ("mesh", None)):
       object.__setattr__(self, field, value)
+
+  def with_mesh(self, mesh: jax.sharding.Mesh | None) -> GameMethod:
+    """This method with both players' minibatches sharded over ``mesh`` (None: one device)."""
+    if mesh is not None and self.batch_size % sharding.mesh_size(mesh):
+      raise ValueError(f"batch_size {self.batch_size} does not split over a mesh of "
+                       f"{sharding.mesh_size(mesh)} devices")
+    method = copy.copy(self)
+    object.__setattr__(method, "mesh", mesh)
+    return method
 
   @property
   def players(self) -> tuple[driver.Method, driver.Method]:
@@ -246,8 +258,9 @@ def make_step(problem: Game, method: GameMethod, optimizers):
   return spec.make_step(problem, method, optimizers)
 
 
-def _draws(problem: Game, key, size: int):
-  return lambda j: problem.draw(jax.random.fold_in(key, j), size)
+def _draws(problem: Game, key, size: int, mesh: jax.sharding.Mesh | None = None):
+  """j -> the j-th fresh minibatch of a step, sharded over ``mesh``."""
+  return lambda j: sharding.shard_batch(problem.draw(jax.random.fold_in(key, j), size), mesh, size)
 
 
 def _simultaneous_step(problem: Game, method: GameMethod, optimizers):
@@ -257,7 +270,8 @@ def _simultaneous_step(problem: Game, method: GameMethod, optimizers):
 
   def step(carry, key):
     (theta, xi), (state_g, state_d) = carry
-    (grad_g, grad_d), _ = gradients(problem, (theta, xi), _draws(problem, key, method.batch_size)(0))
+    batch = _draws(problem, key, method.batch_size, method.mesh)(0)
+    (grad_g, grad_d), _ = gradients(problem, (theta, xi), batch)
     theta, state_g = _move(opt_g, grad_g, state_g, theta)
     xi, state_d = _move(opt_d, grad_d, state_d, xi)
     return (theta, problem.project(xi)), (state_g, state_d)
@@ -272,7 +286,7 @@ def _alternating_step(problem: Game, method: GameMethod, optimizers):
 
   def step(carry, key):
     (theta, xi), (state_g, state_d) = carry
-    draw = _draws(problem, key, method.batch_size)
+    draw = _draws(problem, key, method.batch_size, method.mesh)
     for j in range(k):
       grad_d = _discriminator_gradient(problem, (theta, xi), draw(j))
       xi, state_d = _move(opt_d, grad_d, state_d, xi)
@@ -286,7 +300,7 @@ def _alternating_step(problem: Game, method: GameMethod, optimizers):
 
 def _extragradient_step(problem: Game, method: GameMethod, optimizers):
   def step(carry, key):
-    draw = _draws(problem, key, method.batch_size)
+    draw = _draws(problem, key, method.batch_size, method.mesh)
     return _extragradient(problem, optimizers, *carry,
                           lambda point, j: gradients(problem, point, draw(j))[0])
 
@@ -321,7 +335,8 @@ def _svre_step(problem: FiniteGame, method: GameMethod, optimizers):
         snapshot.count % period == 0,
         lambda: Snapshot((theta, xi), full_gradients(problem, (theta, xi)), snapshot.count),
         lambda: snapshot)
-    draw = lambda j: jax.random.randint(jax.random.fold_in(key, j), (size,), 0, n)  # noqa: E731
+    draw = lambda j: sharding.shard_batch(  # noqa: E731
+        jax.random.randint(jax.random.fold_in(key, j), (size,), 0, n), method.mesh, size)
     params, states = _extragradient(
         problem, optimizers, (theta, xi), (state_g, state_d),
         lambda point, j: variance_reduced_gradients(problem, point, snapshot, draw(j)))
@@ -364,8 +379,17 @@ def init_state(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Arr
   opt_state = (opt_g.init(params[0]), opt_d.init(params[1]))
   init = method.spec.init_snapshot
   snapshot = () if init is None else init(params)
-  return GameState(tuple(params), opt_state, jnp.zeros((), jnp.int32), key,
-                   jnp.full((), -1, jnp.int32), jnp.full((2,), -1, jnp.int32), snapshot)
+  return _on_mesh(method, GameState(tuple(params), opt_state, jnp.zeros((), jnp.int32), key,
+                                    jnp.full((), -1, jnp.int32), jnp.full((2,), -1, jnp.int32),
+                                    snapshot))
+
+
+def _on_mesh(method: GameMethod, state: GameState) -> GameState:
+  """``state`` replicated on ``method.mesh`` (a game keeps no per-sample memory); unchanged
+  without a mesh."""
+  if method.mesh is None:
+    return state
+  return sharding.constrain(state, sharding.replicated(method.mesh))
 
 
 def _finite(tree) -> jax.Array:
@@ -406,9 +430,11 @@ def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameSt
     (players, broken), _ = jax.lax.scan(body, (players, state.broken_at), (steps, keys))
     state = state._replace(params=players[0], opt_state=players[1], step=state.step + log_every,
                            broken_at=broken, snapshot=players[2] if snapshots else ())
+    state = _on_mesh(method, state)
     return state, log_point(problem, schedule, state, record_params)
 
-  return jax.lax.scan(log_block, state, None, length=num_logs)
+  state, points = jax.lax.scan(log_block, state, None, length=num_logs)
+  return _on_mesh(method, state), points  # the state as it came in: chunks never recompile
 
 
 run_chunk_jit = jax.jit(run_chunk,

@@ -120,7 +120,8 @@ def tree_bytes(tree) -> int:
 
 
 def batch_size_for(per_run: int, shared: int, budget: int, num_devices: int, num_runs: int) -> int:
-  """Runs per program call: as many as fit, a multiple of the device count."""
+  """Runs per program call: as many as fit, a multiple of the device count (every process's
+  devices: ``len(jax.devices())``)."""
   per_device = (budget - shared) // per_run
   if per_device < 1:
     raise SweepMemoryError(
@@ -141,12 +142,14 @@ def write_rows(workdir: str, rows: list[dict], curves: dict[str, np.ndarray]) ->
 
 
 def summarize(spec, rows, groups, results, best, total) -> dict:
-  """summary.json: the runs, programs, best run of each program, devices and timings."""
+  """summary.json: the runs, programs, best run of each program, devices (every process's)
+  and timings (process 0's)."""
   run_steps = sum(len(g.runs) * g.configs[0].num_steps for g in groups)
   run_seconds = sum(r["run_seconds"] for r in results)
   return dict(
       spec=spec, num_runs=len(rows), num_programs=len(groups), best=best,
-      devices=[str(d) for d in jax.devices()], backend=jax.default_backend(),
+      devices=[str(d) for d in jax.devices()], process_count=jax.process_count(),
+      backend=jax.default_backend(),
       seconds=total, compile_s=sum(r["compile_s"] for r in results), run_seconds=run_seconds,
       runs_per_second=len(rows) / run_seconds, run_steps_per_second=run_steps / run_seconds,
       runs_per_batch=[r["batch"] for r in results],

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from deepfound import distributed
 from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype, precision_scope
 from deepfound.experiment.games import player_values
@@ -220,7 +221,7 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
     return state.broken_at, points._replace(params=None)
 
   program = jax.jit(jax.vmap(one_run, in_axes=(None, 0, 0, 0)), out_shardings=across)
-  shared_on_device = jax.device_put(shared, replicated)
+  shared_on_device = distributed.put(shared, replicated)
   keys: dict[int, np.ndarray] = {}
 
   def key_of(seed):
@@ -235,7 +236,7 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
     varying = [None if x is None else x[rows] for x in stacked]
     hyper = _hyper(configs, dtype)
     key = np.stack([key_of(c.seed) for c in configs])
-    return (shared_on_device, *jax.device_put((varying, hyper, key), across))
+    return (shared_on_device, *distributed.put((varying, hyper, key), across))
 
   def compile_for(batch):  # from shapes: nothing of the size of the batch is allocated
     def of(x):
@@ -280,7 +281,7 @@ def _run_group(group: Group, setups: dict[int, experiment.Setup], budget: int,
   steps, run_seconds = None, 0.0
   for number, chunk in enumerate(chunks, 1):
     tic = time.perf_counter()
-    broken_at, points = jax.device_get(compiled(*inputs(chunk, batch)))
+    broken_at, points = distributed.gather(compiled(*inputs(chunk, batch)))
     run_seconds += time.perf_counter() - tic
     objective[chunk] = np.asarray(points.objective)[:len(chunk)]
     broken[chunk] = np.asarray(broken_at)[:len(chunk)]

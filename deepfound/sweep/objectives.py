@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from deepfound import distributed
 from deepfound.experiment import build as experiment
 from deepfound.experiment.config import precision_dtype, precision_scope
 from deepfound.optim import driver
@@ -105,7 +106,7 @@ def _program(problem, method, config0, hyper_rows, group: Group, batch: int):
     return points
 
   program = jax.jit(jax.vmap(one_run, in_axes=(None, 0, 0, None)), out_shardings=across)
-  problem = jax.device_put(problem, replicated)
+  problem = distributed.put(problem, replicated)
 
   def inputs(indices):
     padded = indices + [indices[-1]] * (batch - len(indices))  # same shape: no recompilation
@@ -114,7 +115,7 @@ def _program(problem, method, config0, hyper_rows, group: Group, batch: int):
         jnp.asarray([hyper_rows[i][name] for i in padded], dtype)
         for name in ("learning_rate", "l0", "strong_convexity")))
     key = jax.random.PRNGKey(group.configs[indices[0]].seed)
-    return (problem, *jax.device_put((l2, hyper), across), jax.device_put(key, replicated))
+    return (problem, *distributed.put((l2, hyper), across), distributed.put(key, replicated))
 
   return program, inputs
 
@@ -138,7 +139,7 @@ def _run_group(group: Group, budget: int, log: Callable[[str], None]) -> dict[st
   steps, run_seconds = None, 0.0
   for number, chunk in enumerate(chunks, 1):
     tic = time.perf_counter()
-    points = jax.device_get(compiled(*inputs(chunk)))
+    points = distributed.gather(compiled(*inputs(chunk)))
     run_seconds += time.perf_counter() - tic
     objective[chunk] = np.asarray(points.objective)[:len(chunk)]
     steps = np.asarray(points.step)[0]

@@ -7,6 +7,11 @@ A sweep keeps no checkpoint: its outputs are written when every program has run,
 scratch folder that then moves into the workdir, so a sweep that fails or is interrupted leaves
 nothing of its own behind. ``config.json`` records the sweep (its config and SPEC); a different
 sweep on the same workdir is refused, and the same one runs again and replaces its outputs.
+
+On many processes (``deepfound.distributed``), every process plans the same runs (and refuses a
+bad SPEC alike, before anything runs), the runs are sharded over every process's devices, and
+process 0 alone checks and locks the workdir, prints the progress lines and writes the outputs;
+a refusal there (a workdir in use, a different sweep) stops every process alike.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import ml_collections
 
+from deepfound import distributed
 from deepfound.errors import ConfigError
 from deepfound.experiment import build as experiment
 from deepfound.experiment.config import stored_config, validate
@@ -91,6 +97,9 @@ def plan(config: ml_collections.ConfigDict, spec: str, given: Collection[str] = 
       validate(run_config, given=set(run) | set(given))
     except ConfigError as e:
       raise SpecError(f"run {index} ({_describe(run)}): {e}") from e
+    if run_config.mesh.data != 1:
+      raise SpecError(f"mesh.data={run_config.mesh.data}: a sweep shards its runs over the devices, "
+                      "not each run's minibatch; leave mesh.data at 1")
     key = tuple((k, v) for k, v in run.items() if k not in program.vmapped_keys)
     label = ", ".join(f"{k}={v}" for k, v in key) or program.label(run_config)
     group = groups.setdefault(key, Group(label, [], []))
@@ -276,16 +285,34 @@ def run_sweep(config: ml_collections.ConfigDict, spec: str, workdir: str,
   anything, ``ConfigError`` if ``workdir`` holds a train.py run or a different sweep, and
   ``KeyboardInterrupt`` as soon as the caller is interrupted (the program running then stops at
   its next call); the workdir then holds nothing of this sweep.
+
+  On many processes every process calls it alike: process 0 writes, and ``log`` is called on
+  process 0 only; every process returns the summary (process 0 its own, the others a JSON copy),
+  and a refusal on process 0 (its workdir) is a ``ConfigError`` on the others.
   """
-  check_workdir(workdir)
+  distributed.on_main(lambda: check_workdir(workdir))
   values, groups = plan(config, spec, given)
   program = program_for(config)
-  budget = experiment.memory_budget(max_memory_mb or config.optim.max_memory_mb)
-  with WorkdirLock(workdir):
-    check_same_sweep(workdir, config, spec)
+  # Process 0's budget on every process, which must all cut the runs into the same calls (the
+  # hosts of one job are alike).
+  budget = distributed.on_main(
+      lambda: experiment.memory_budget(max_memory_mb or config.optim.max_memory_mb))
+  if not distributed.is_main():
+    log = _silent
+  with contextlib.ExitStack() as held:
+
+    def claim():  # process 0's: the workdir's lock, held until the outputs are written
+      held.enter_context(WorkdirLock(workdir))
+      check_same_sweep(workdir, config, spec)
+
+    distributed.on_main(claim)
     start = time.perf_counter()
     ran, results = _in_background(
         lambda cancel: _run_programs(program, groups, budget, log, cancel))
     total = time.perf_counter() - start
-    return _write(workdir, record(config, spec), lambda folder: program.write_outputs(
-        folder, spec, values, ran, results, total))
+    return distributed.on_main(lambda: _write(workdir, record(config, spec), lambda folder: (
+        program.write_outputs(folder, spec, values, ran, results, total))))
+
+
+def _silent(line: str) -> None:
+  del line
