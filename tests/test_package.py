@@ -46,13 +46,18 @@ def test_accelerator_check_small_runs_on_the_cpu(tmp_path):
   from deepfound.benchmarks import accelerator
 
   config = mlp_digits.get_config("sgd")
-  sizes = dict(accelerator.SMALL, num_samples=2000, sag_steps=2000, sweep_runs=8, net_steps=100)
+  sizes = dict(accelerator.SMALL, num_samples=2000, sag_steps=2000, sweep_runs=8, net_steps=100,
+               scaling_runs=(1, 4), scaling_steps=200)
   results = accelerator.run_check(str(tmp_path), True, config, "test", log=lambda _: None,
                                   sizes=sizes)
-  for name in ("sag", "sweep", "mlp", "checkpoint"):
+  for name in ("sag", "sweep", "scaling", "mlp", "data_parallel", "checkpoint"):
     assert "error" not in results[name], results[name]
   assert results["checkpoint"]["identical"] and results["checkpoint"]["resumed_from_step"] == 2000
   assert results["sweep"]["runs"] == 8 and results["sag"]["suboptimality"] > 0
+  assert [row["runs"] for row in results["scaling"]["rows"]] == [1, 4]
+  assert results["scaling"]["bytes_per_run_step"] == 4 * (4 * results["scaling"]["num_features"] + 2)
+  one_device = results["data_parallel"]["rows"][0]
+  assert one_device["devices"] == 1 and not any(one_device["collectives"].values())
   table = (tmp_path / "accelerator.md").read_text()
   assert "| checkpoint and resume | resumed from step 2000: parameters identical" in table
 

@@ -1,10 +1,15 @@
 """What an accelerator is for, checked and timed on whatever backend JAX has: one long SAG run,
-a large step-size sweep in one program, network training with vmapped seeds, and the
+a large step-size sweep in one program and its throughput against the number of runs (with the
+fraction of the device's memory bandwidth it reaches), network training with vmapped seeds and
+split over the devices (``mesh.data``, with the collectives XLA compiled into the step), and the
 checkpoint/resume path with the state on the device. Writes accelerator.{md,json}."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,8 +27,13 @@ from deepfound.problems import make_problem, solve_optimum
 from deepfound.sweep.runner import run_sweep
 
 FULL = dict(num_samples=1_000_000, sag_steps=200_000, sweep_runs=4096, sweep_epochs=1,
-            net_steps=20_000)
-SMALL = dict(num_samples=10_000, sag_steps=10_000, sweep_runs=64, sweep_epochs=1, net_steps=500)
+            net_steps=20_000, scaling_runs=(1, 64, 1024, 4096, 16384, 65536), scaling_steps=10_000)
+SMALL = dict(num_samples=10_000, sag_steps=10_000, sweep_runs=64, sweep_epochs=1, net_steps=500,
+             scaling_runs=(1, 16), scaling_steps=2_000)
+# Peak memory bandwidth (GB/s) of the devices we know, by jax's device_kind: the limit a
+# memory-bound sweep is compared with (vendors' data sheets; SXM parts).
+BANDWIDTH_GBS = {"NVIDIA H100 80GB HBM3": 3350.0, "NVIDIA H200": 4800.0, "NVIDIA A100-SXM4-80GB": 2039.0}
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 
 
 def sag_run(num_samples: int, num_steps: int) -> dict:
@@ -57,6 +67,79 @@ def sag_sweep(num_runs: int, epochs: int) -> dict:
               compile_s=summary["compile_s"], runs_per_second=summary["runs_per_second"],
               run_steps_per_second=summary["run_steps_per_second"],
               runs_per_batch=summary["runs_per_batch"])
+
+
+def _sweep_problem():
+  config = base_config()
+  config.data.name, config.optim.name = "quantum", "sag"
+  return config
+
+
+def run_step_bytes(num_features: int, itemsize: int = 4) -> int:
+  """Bytes one SAG run-step of the scalar layout must move when the runs of a call share their
+  sample (same seed): its parameters and gradient sum read and written (4 p values), its memory
+  slot read and written (2); the shared row is read once for all runs, so it is left out."""
+  return (4 * num_features + 2) * itemsize
+
+
+def sweep_scaling(counts, steps: int) -> dict:
+  """Run-steps/s of a SAG step-size sweep on the quantum data against the number of runs in
+  one program, and the fraction of the memory bandwidth that reaches (``run_step_bytes``)."""
+  config = _sweep_problem()
+  config.num_steps = config.log_every = steps
+  kind = jax.devices()[0].device_kind
+  num_features = None
+  rows = []
+  for runs in counts:
+    with tempfile.TemporaryDirectory() as workdir:
+      summary = run_sweep(config, f"optim.learning_rate=geomspace(1e-4, 1e-1, {runs})", workdir,
+                          log=lambda _: None)
+    if num_features is None:
+      from deepfound.experiment.build import build_problem
+
+      params = build_problem(config).init_params()
+      num_features = sum(int(leaf.size) for leaf in jax.tree.leaves(params))
+    rate = summary["run_steps_per_second"]
+    bandwidth = BANDWIDTH_GBS.get(kind)
+    moved = rate * run_step_bytes(num_features) / 1e9
+    rows.append(dict(runs=runs, run_steps_per_second=rate, seconds=summary["run_seconds"],
+                     gb_per_second=moved,
+                     bandwidth_fraction=None if bandwidth is None else moved / bandwidth))
+  return dict(steps=steps, num_features=num_features, bytes_per_run_step=run_step_bytes(num_features),
+              bandwidth_gbs=BANDWIDTH_GBS.get(kind), rows=rows)
+
+
+def collective_counts(compiled) -> dict[str, int]:
+  """The collectives in a compiled program's HLO (a loop body's ops counted once: per step)."""
+  text = compiled.as_text()
+  return {op: len(re.findall(rf"\b{op}(?:-start)?\(", text)) for op in COLLECTIVES}
+
+
+def _chunk(compiled, setup, state):
+  return jax.block_until_ready(compiled(setup.problem, setup.hyper, state))
+
+
+def data_parallel(digits_config: ml_collections.ConfigDict, steps: int) -> dict:
+  """The digits MLP's minibatch SGD on one device and split over every device (mesh.data):
+  samples/s, and the collectives XLA put into the compiled step."""
+  from deepfound.experiment.build import build, on_mesh
+  from deepfound.optim.engine import engine_for
+
+  rows = []
+  for devices in sorted({1, jax.device_count()}):
+    config = copy.deepcopy(digits_config)
+    config.mesh.data = devices
+    config.optim.batch_size = max(config.optim.batch_size, devices)
+    setup = on_mesh(config, build(config))
+    runs = engine_for(setup.problem)
+    state = runs.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(0))
+    compiled = runs.run_chunk_jit.lower(setup.problem, setup.method, setup.hyper, state,
+                                        num_logs=1, log_every=steps).compile()
+    seconds = median_seconds(functools.partial(_chunk, compiled, setup, state), repeats=3)
+    rows.append(dict(devices=devices, batch=config.optim.batch_size,
+                     samples_per_second=steps * config.optim.batch_size / seconds,
+                     collectives=collective_counts(compiled)))
+  return dict(steps=steps, rows=rows)
 
 
 def digits_mlp(digits_config: ml_collections.ConfigDict, steps: int) -> dict:
@@ -96,7 +179,9 @@ def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, c
                  **versions("jax"), **machine("python"))
   for name, fn in (("sag", lambda: sag_run(sizes["num_samples"], sizes["sag_steps"])),
                    ("sweep", lambda: sag_sweep(sizes["sweep_runs"], sizes["sweep_epochs"])),
+                   ("scaling", lambda: sweep_scaling(sizes["scaling_runs"], sizes["scaling_steps"])),
                    ("mlp", lambda: digits_mlp(digits_config, sizes["net_steps"])),
+                   ("data_parallel", lambda: data_parallel(digits_config, sizes["net_steps"])),
                    ("checkpoint", checkpoint_resume)):
     tic = time.perf_counter()
     try:
@@ -114,6 +199,7 @@ def _cell(section: dict, fmt: Callable[[dict], str]) -> str:
 
 def markdown(r: dict) -> str:
   sag, sweep, mlp, ckpt = r["sag"], r["sweep"], r["mlp"], r["checkpoint"]
+  scaling, parallel = r.get("scaling", {"error": "not run"}), r.get("data_parallel", {"error": "not run"})
   rows = [
       ("backend, device", f"{r['backend']}, {r['device_kind']} ({len(r['devices'])} device(s)); "
                           f"jax {r['jax']}, Python {r['python']}"),
@@ -128,6 +214,16 @@ def markdown(r: dict) -> str:
       ("digits MLP, minibatch SGD", _cell(mlp, lambda s: (
           f"batch {s['batch']}, {s['steps']:,} steps: {s['samples_per_second']:,.0f} samples/s; "
           f"8 vmapped seeds: {s['samples_per_second_8_seeds']:,.0f} samples/s in all"))),
+      ("SAG sweep against its number of runs", _cell(scaling, lambda s: "; ".join(
+          f"{row['runs']:,}: {row['run_steps_per_second']:,.3g} run-steps/s"
+          + (f" ({100 * row['bandwidth_fraction']:.1f} % of {s['bandwidth_gbs']:,.0f} GB/s)"
+             if row["bandwidth_fraction"] is not None else f" ({row['gb_per_second']:.3g} GB/s)")
+          for row in s["rows"]) + f"; {s['bytes_per_run_step']} bytes a run-step")),
+      ("digits MLP split over the devices (mesh.data)", _cell(parallel, lambda s: "; ".join(
+          f"{row['devices']} device(s), batch {row['batch']}: {row['samples_per_second']:,.0f} "
+          "samples/s, collectives in the step: "
+          + (", ".join(f"{n} {op}" for op, n in row["collectives"].items() if n) or "none")
+          for row in s["rows"]))),
       ("checkpoint and resume", _cell(ckpt, lambda s: (
           f"resumed from step {s['resumed_from_step']}: parameters "
           f"{'identical to' if s['identical'] else 'DIFFERENT from'} a straight run"))),
