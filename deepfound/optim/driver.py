@@ -22,7 +22,6 @@ touched at those rows only (see ``memory.py``), and indices come from a counter-
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import math
@@ -106,12 +105,7 @@ class Method:
     that draws no samples (BGD's full gradients) has nothing to shard and refuses a mesh."""
     if mesh is not None and not self.draws_samples:
       raise ValueError(f"{self.name} takes full gradients: no minibatch to shard over a mesh")
-    if mesh is not None and self.batch_size % sharding.mesh_size(mesh):
-      raise ValueError(f"batch_size {self.batch_size} does not split over a mesh of "
-                       f"{sharding.mesh_size(mesh)} devices")
-    method = copy.copy(self)
-    object.__setattr__(method, "mesh", mesh)
-    return method
+    return sharding.with_mesh(self, mesh)
 
   @property
   def label(self) -> str:

@@ -37,7 +37,6 @@ from checkpoints. The problem is a ``kinds.Game``; this module is its engine
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import math
@@ -97,12 +96,7 @@ class GameMethod:
 
   def with_mesh(self, mesh: jax.sharding.Mesh | None) -> GameMethod:
     """This method with both players' minibatches sharded over ``mesh`` (None: one device)."""
-    if mesh is not None and self.batch_size % sharding.mesh_size(mesh):
-      raise ValueError(f"batch_size {self.batch_size} does not split over a mesh of "
-                       f"{sharding.mesh_size(mesh)} devices")
-    method = copy.copy(self)
-    object.__setattr__(method, "mesh", mesh)
-    return method
+    return sharding.with_mesh(self, mesh)
 
   @property
   def players(self) -> tuple[driver.Method, driver.Method]:

@@ -20,6 +20,7 @@ which gathers sharded arrays across processes.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
@@ -57,6 +58,18 @@ def data_mesh(num_devices: int) -> Mesh | None:
     raise ValueError(f"a mesh of {num_devices} devices needs {per_process} from each process; "
                      "some process has fewer")
   return Mesh(np.asarray(chosen), (DATA_AXIS,))
+
+
+def with_mesh(method: Any, mesh: Mesh | None) -> Any:
+  """A copy of a frozen method (``driver.Method``, ``game.GameMethod``) whose minibatches of
+  ``method.batch_size`` are sharded over ``mesh`` (its ``mesh`` field); a batch that does not
+  split over the mesh is refused."""
+  if mesh is not None and method.batch_size % mesh_size(mesh):
+    raise ValueError(f"batch_size {method.batch_size} does not split over a mesh of "
+                     f"{mesh_size(mesh)} devices")
+  method = copy.copy(method)
+  object.__setattr__(method, "mesh", mesh)
+  return method
 
 
 def mesh_size(mesh: Mesh | None) -> int:
