@@ -2,8 +2,9 @@
 key its run reads (its model's, loss's, data set's and rule's: the declared read keys) and of one
 key it ignores. Each is parsed as train.py parses it (config_flags), then validated and built as
 ``run_experiment`` does before compiling: a refusal must be a ``ConfigError``/``DataError`` (or a
-flag error) of one line, an acceptance must build; never another exception. A few of the cases
-then run through train.py itself: exit 2 with one line on stderr and no workdir left, or exit 0.
+flag error) of one line, an acceptance must build; never another exception. A few hostile cases
+beyond those go the whole way: through run_experiment (refused before anything is written), and
+one through train.py itself (exit 2, one line on stderr, no workdir left).
 """
 
 import glob
@@ -117,26 +118,52 @@ def _lookup(config, key):
   return node
 
 
-CLI_CASES = [  # each a process that imports JAX: a few, refused at validation and at build
+# Through train.py (a process that imports JAX), one case refused when its model is built: exit 2,
+# one line, no workdir. The others (refused at validation, or when the problem is built) are
+# refused by the call train.py makes (run_experiment with the given key), in this process.
+CLI_CASES = [
+    ("cnn_digits.py", "model.channels", "(4, 4, 4, 4)"),  # refused when built (8 x 8 images)
+]
+IN_PROCESS_CASES = [
     ("gan_2d.py:ring", "model.discriminator_hidden", "(-3,)"),
     ("pushforward_2d.py:ring", "problem.epsilon", "1e-30"),
-    ("pushforward_2d.py:ring,mmd", "optim.tol", "2.5"),  # refused when the problem is built
-    ("cnn_digits.py", "model.channels", "(4, 4, 4, 4)"),  # likewise (8 x 8 images)
+    pytest.param("pushforward_2d.py:ring,mmd", "optim.tol", "2.5",  # refused when the problem
+                 marks=pytest.mark.slow),  # is built (seconds)
 ]
 
 
 @pytest.mark.slow
-def test_hostile_overrides_through_train_py(tmp_path):
-  for number, (config, key, value) in enumerate(CLI_CASES):
-    workdir = tmp_path / f"run{number}"
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
-         f"--config={os.path.join(ROOT, 'configs', config)}", f"--workdir={workdir}",
-         f"--config.{key}={value}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
-        config, key, value, result.returncode, result.stderr[-2000:])
-    assert not workdir.exists() or not any(workdir.iterdir()), (config, key, value)
+@pytest.mark.parametrize("config, key, value", CLI_CASES)
+def test_hostile_overrides_through_train_py(tmp_path, config, key, value):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
+       f"--config={os.path.join(ROOT, 'configs', config)}", f"--workdir={workdir}",
+       f"--config.{key}={value}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
+      config, key, value, result.returncode, result.stderr[-2000:])
+  assert key in lines[0]
+  assert not workdir.exists() or not any(workdir.iterdir()), (config, key, value)
+
+
+@pytest.mark.parametrize("config, key, value", IN_PROCESS_CASES)
+def test_hostile_overrides_refused_before_writing(tmp_path, config, key, value):
+  from deepfound.experiment import run_experiment
+
+  argv = ["train.py", f"--config={os.path.join(ROOT, 'configs', config)}",
+          f"--config.{key}={value}"]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
+  values(argv)
+  given = config_flags.get_override_values(values["config"])
+  assert set(given) == {key}
+  workdir = tmp_path / "run"
+  with pytest.raises((ConfigError, DataError)) as error:
+    run_experiment(values["config"].value, str(workdir), progress=False, given=given)
+  assert str(error.value) and "\n" not in str(error.value), str(error.value)
+  assert key in str(error.value)
+  assert not workdir.exists()
 
 
 def test_an_objective_that_overflows_at_the_start_is_refused_before_writing(tmp_path):

@@ -178,14 +178,27 @@ def train(workdir, *args, config="ring"):
   return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loss,scheme", [("js", "alternating"), ("wgan_gp", "extragradient")])
-def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
-  result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
-                 f"--config.problem.loss={loss}", f"--config.optim.scheme={scheme}",
-                 config="grid,2")
-  assert result.returncode == 0, result.stderr
-  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def gan_config(arg="ring", **overrides):
+  """gan_2d's config at the size of ``SMALL``, with ``a__b__c=value`` setting config.a.b.c, for
+  runs through the Python API (``run_experiment``): the CLI's own plumbing is tested once here
+  (``test_a_2d_gan_through_the_cli``, ``test_a_bad_game_setting_exits_2_with_one_line``)."""
+  from configs import gan_2d
+
+  config = gan_2d.get_config(arg)
+  config.model.hidden, config.model.discriminator_hidden = (32, 32), (32,)
+  config.data.num_samples = 5000
+  for key, value in overrides.items():
+    *groups, field = key.split("__")
+    node = config
+    for group in groups:
+      node = node[group]
+    node[field] = value
+  return config
+
+
+def _check_gan_rows(workdir):
+  """metrics.jsonl of a 100-step run logged every 50: every game metric finite, the game moved."""
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [0, 50, 100]
   for key in ("generator_loss", "discriminator_loss", "generator_grad_norm",
               "discriminator_grad_norm", "modes_captured", "high_quality_fraction", "objective"):
@@ -194,44 +207,103 @@ def test_a_2d_gan_through_the_cli(tmp_path, loss, scheme):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", [[], ["--config.optim.scheme=svre",
-                                          "--config.optim.svre_frequency=30"]])
-def test_a_resumed_game_ends_with_the_same_parameters(tmp_path, scheme):
-  # svre: the snapshot (taken at steps 0, 30, 60, 90) travels in the checkpoint of step 50.
-  args = ["--config.log_every=25", "--config.checkpoint_every=50", *scheme]
-  assert train(tmp_path / "straight", "--config.num_steps=100", *args).returncode == 0
-  assert train(tmp_path / "resumed", "--config.num_steps=50", *args).returncode == 0
-  result = train(tmp_path / "resumed", "--config.num_steps=100", *args)  # from step 50
+def test_a_2d_gan_through_the_cli(tmp_path):
+  result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
+                 "--config.problem.loss=js", "--config.optim.scheme=alternating",
+                 config="grid,2")
   assert result.returncode == 0, result.stderr
+  _check_gan_rows(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_a_packed_wgan_gp_by_extragradient_with_a_maxout_critic(tmp_path):
+  """The other loss and scheme of the CLI test's packed GAN, through the Python API, with a maxout
+  critic (model.maxout_pieces)."""
+  from deepfound.experiment import run_experiment
+
+  config = gan_config("grid,2", num_steps=100, log_every=50, problem__loss="wgan_gp",
+                      optim__scheme="extragradient", model__maxout_pieces=3)
+  run_experiment(config, str(tmp_path / "run"), progress=False)
+  _check_gan_rows(tmp_path / "run")
+  params = np.load(tmp_path / "run" / "params.npz")
+  # The critic's first layer: packs of 2 points in 2-D (4 inputs) to 32 units x 3 pieces; the
+  # generator's layers (2 -> 32 -> 32 -> 2) have no such shape.
+  assert any(v.shape == (4, 96) for v in params.values())
+  assert not any(v.shape == (4, 32) for v in params.values())
+
+
+@pytest.mark.slow
+def test_a_resumed_game_ends_with_the_same_parameters(tmp_path):
+  """A game stopped at a checkpoint and resumed ends with the parameters of the straight run.
+
+  svre: its snapshot (taken at steps 0, 30, 60, 90) travels in the checkpoint of step 50. One
+  scheme is enough: the runner saves and restores a game's state as the list of its leaves,
+  whatever the scheme, and svre's state holds every other scheme's leaves (both players'
+  parameters and adam states, the step, the key, broken_at) and its snapshot besides.
+
+  The stopped run's config.json is also made as it was before model.maxout_pieces existed: such a
+  run resumes (the key counts at its default), and a change of that key is still refused.
+  """
+  from deepfound.experiment import ConfigError, run_experiment
+
+  def config(num_steps, **overrides):
+    return gan_config(num_steps=num_steps, log_every=25, checkpoint_every=50, optim__scheme="svre",
+                      optim__svre_frequency=30, **overrides)
+
+  run_experiment(config(100), str(tmp_path / "straight"), progress=False)
+  run_experiment(config(50), str(tmp_path / "resumed"), progress=False)
+  path = tmp_path / "resumed" / "config.json"
+  stored = json.loads(path.read_text())
+  del stored["config"]["model"]["maxout_pieces"]  # as config.json was before the key was added
+  path.write_text(json.dumps(stored))
+  summary = run_experiment(config(100), str(tmp_path / "resumed"), progress=False)  # from step 50
+  assert summary["resumed_from_step"] == 50 and summary["step"] == 100
   straight = np.load(tmp_path / "straight" / "params.npz")
   resumed = np.load(tmp_path / "resumed" / "params.npz")
   assert sorted(straight) == sorted(resumed) and len(straight) > 4
   for name in straight:
     np.testing.assert_array_equal(straight[name], resumed[name])
+  with pytest.raises(ConfigError, match=r"different config \(model.maxout_pieces differ\)"):
+    run_experiment(config(150, model__maxout_pieces=3), str(tmp_path / "resumed"), progress=False)
 
 
 @pytest.mark.slow
 def test_a_diverging_game_names_the_player(tmp_path):
-  result = train(tmp_path / "run", "--config.num_steps=100", "--config.log_every=50",
-                 "--config.problem.loss=wgan_gp", "--config.optim.discriminator.name=sgd",
-                 "--config.optim.discriminator.learning_rate=1e12")
-  assert result.returncode == 1
-  assert "the discriminator's parameters are not finite at step" in result.stderr
+  """(The CLI's exit status 1 for a DivergenceError is tested in tests/experiment/test_cli.py.)"""
+  from deepfound.experiment import DivergenceError, run_experiment
+
+  config = gan_config(num_steps=100, log_every=50, problem__loss="wgan_gp",
+                      optim__discriminator__name="sgd", optim__discriminator__learning_rate=1e12)
+  with pytest.raises(DivergenceError, match="the discriminator's parameters are not finite at step"):
+    run_experiment(config, str(tmp_path / "run"), progress=False)
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["status"] == "diverged"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags,message", [
-    (["--config.optim.scheme=leapfrog"], "optim.scheme"),
-    (["--config.optim.generator.name=sag"], "optim.generator.name=sag"),
-    (["--config.problem.pack=0"], "problem.pack"),
-    (["--config.problem.loss=mmd"], "problem.loss"),
-])
-def test_bad_game_settings_exit_2(tmp_path, flags, message):
-  result = train(tmp_path / "run", *flags)
+def test_a_bad_game_setting_exits_2_with_one_line(tmp_path):
+  result = train(tmp_path / "run", "--config.optim.scheme=leapfrog")
   assert result.returncode == 2, result.stderr
-  assert message in result.stderr and result.stderr.strip().count("\n") == 0
+  assert "optim.scheme" in result.stderr and result.stderr.strip().count("\n") == 0
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(optim__scheme="leapfrog"), "optim.scheme must be one of"),
+    (dict(optim__generator__name="sag"), "optim.generator.name=sag"),
+    (dict(problem__pack=0), "problem.pack must be in"),
+    (dict(problem__loss="mmd"), "problem.loss must be one of"),
+    (dict(model__maxout_pieces=0), "model.maxout_pieces must be in"),
+])
+def test_bad_game_settings_are_refused_in_one_line_before_anything_is_written(tmp_path, overrides,
+                                                                                message):
+  """What the CLI prints, on one line, with exit status 2 (deepfound.cli.run_main)."""
+  from deepfound.experiment import ConfigError, run_experiment
+
+  with pytest.raises(ConfigError, match=message) as refused:
+    run_experiment(gan_config(**overrides), str(tmp_path / "run"), progress=False)
+  assert "\n" not in str(refused.value)
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -284,31 +356,6 @@ def test_maxout_units_are_the_largest_of_their_pieces():
   pieces = np.asarray(x @ first.kernel[...] + first.bias[...]).reshape(6, 4, 5)
   expected = pieces.max(axis=-1) @ np.asarray(last.kernel[...]) + np.asarray(last.bias[...])
   np.testing.assert_allclose(net(x), expected, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_a_maxout_gan_through_the_cli(tmp_path):
-  result = train(tmp_path / "run", "--config.num_steps=40", "--config.log_every=20",
-                 "--config.model.maxout_pieces=3")
-  assert result.returncode == 0, result.stderr
-  params = np.load(tmp_path / "run" / "params.npz")
-  assert any(v.shape == (2, 96) for v in params.values())  # the critic's first layer: 32 x 3
-  bad = train(tmp_path / "bad", "--config.model.maxout_pieces=0")
-  assert bad.returncode == 2 and "model.maxout_pieces" in bad.stderr
-
-
-@pytest.mark.slow
-def test_a_run_made_before_a_config_key_existed_resumes(tmp_path):
-  args = ["--config.log_every=20", "--config.checkpoint_every=20"]
-  assert train(tmp_path / "run", "--config.num_steps=20", *args).returncode == 0
-  path = tmp_path / "run" / "config.json"
-  stored = json.loads(path.read_text())
-  del stored["config"]["model"]["maxout_pieces"]  # as config.json was before the key was added
-  path.write_text(json.dumps(stored))
-  result = train(tmp_path / "run", "--config.num_steps=40", *args)
-  assert result.returncode == 0, result.stderr
-  changed = train(tmp_path / "run", "--config.num_steps=60", "--config.model.maxout_pieces=3", *args)
-  assert changed.returncode == 2 and "model.maxout_pieces" in changed.stderr
 
 
 def test_a_finite_blow_up_of_a_game_is_a_divergence():
