@@ -35,3 +35,15 @@ def np_full_gradient(x, y, b, l2=L2):
 
 def np_objective(x, y, b, l2=L2):
   return np.mean(np.log1p(np.exp(-y * (x @ b)))) + 0.5 * l2 * b @ b
+
+
+def override(config, **changes):
+  """``config`` with ``changes`` set in place and returned: ``optim__learning_rate=0.1`` sets
+  ``config.optim.learning_rate``."""
+  for key, value in changes.items():
+    *groups, leaf = key.split("__")
+    node = config
+    for group in groups:
+      node = node[group]
+    node[leaf] = value
+  return config

@@ -9,6 +9,7 @@ import os
 import sys
 
 import pytest
+from conftest import override
 
 from deepfound.experiment import ConfigError, base_config, validate
 from deepfound.experiment.config import kind_key_groups, model_key_groups, stored_config
@@ -29,13 +30,7 @@ CONFIGS = sorted(os.path.basename(f)[:-3] for f in glob.glob(os.path.join(ROOT, 
 
 def config_of(module: str, arg=None, **overrides):
   config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
-  for key, value in overrides.items():
-    *groups, field = key.split("__")
-    node = config
-    for group in groups:
-      node = node[group]
-    node[field] = value
-  return config
+  return override(config, **overrides)
 
 
 @pytest.mark.parametrize("module", CONFIGS)

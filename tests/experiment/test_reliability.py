@@ -20,6 +20,9 @@ from deepfound.sweep.spec import SpecError, expand, parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+from conftest import override  # noqa: E402
+
 from configs import logreg_quantum, mlp_digits  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -98,13 +101,7 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_resumes(tmp_path):
 def _quantum(method="sgd", **changes):
   config = logreg_quantum.get_config(method)
   config.num_steps, config.log_every = 200, 100
-  for key, value in changes.items():
-    *groups, leaf = key.split("__")
-    node = config
-    for group in groups:
-      node = node[group]
-    node[leaf] = value
-  return config
+  return override(config, **changes)
 
 
 BAD_CONFIGS = [

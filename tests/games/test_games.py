@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import override
 
 from deepfound.optim import driver, game
 from deepfound.problems.gan import gradient_penalty, js_discriminator_loss
@@ -187,13 +188,7 @@ def gan_config(arg="ring", **overrides):
   config = gan_2d.get_config(arg)
   config.model.hidden, config.model.discriminator_hidden = (32, 32), (32,)
   config.data.num_samples = 5000
-  for key, value in overrides.items():
-    *groups, field = key.split("__")
-    node = config
-    for group in groups:
-      node = node[group]
-    node[field] = value
-  return config
+  return override(config, **overrides)
 
 
 def _check_gan_rows(workdir):

@@ -41,6 +41,7 @@ from deepfound.experiment.config import precision_scope
 from deepfound.experiment.restore import restore_run
 from deepfound.optim import driver, game, sharding
 from deepfound.errors import ConfigError
+from deepfound.sweep.common import set_key
 
 tmp, DEVICES = sys.argv[1], int(sys.argv[2])
 out = dict(devices=jax.device_count())
@@ -51,11 +52,7 @@ def mlp(method, **changes):
   config.model.hidden = (16,)  # 1348 training images: they split over 1, 2 and 4 devices
   config.num_steps, config.log_every, config.checkpoint_every = 84, 42, 42
   for key, value in changes.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+    set_key(config, key, value)
   return config
 
 
