@@ -4,8 +4,8 @@ and progress; the same call resumes an interrupted run.
 A run started on several processes (``jax.distributed.initialize``) runs the same program on
 every one, each calling orbax's save and restore; process 0 alone holds the workdir's lock,
 writes config.json, metrics.jsonl, summary.json and params.npz, and prints progress, and the
-others follow its decisions (``_on_lead``, ``_from_lead``). With one process this is the
-process that does everything.
+others get its results and its refusals (``distributed.on_main``). With one process this is
+the process that does everything.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
+from deepfound import distributed
 from deepfound.errors import ConfigError
 from deepfound.experiment import outputs
 from deepfound.experiment.build import Setup, build, host_arrays, on_mesh
@@ -75,48 +74,16 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str, progress: bo
     files = outputs.RunFiles(workdir)
     if not outputs.writable(workdir):  # a finished run on a read-only mount is still finished
       return _finished_read_only(config, setup, files)
-    with contextlib.ExitStack() as lock:
-      _on_lead(lambda: lock.enter_context(WorkdirLock(workdir)),
-               f"taking the lock of --workdir {workdir}")
-      finished = _on_lead(lambda: _open_workdir(config, setup, files), f"opening --workdir {workdir}")
-      if _from_lead(finished is not None):
-        return finished if _lead() else outputs.read_json(files.summary)
+    with contextlib.ExitStack() as held:
+
+      def claim():  # process 0's: the workdir's lock, held until the run ends
+        held.enter_context(WorkdirLock(workdir))
+
+      distributed.on_main(claim)
+      finished = distributed.on_main(lambda: _open_workdir(config, setup, files))
+      if finished is not None:
+        return finished
       return _train(config, setup, files, progress)
-
-
-def _lead() -> bool:
-  """Whether this process writes the run's files: process 0 (the only one, without
-  ``jax.distributed``)."""
-  return jax.process_index() == 0
-
-
-def _from_lead(value):
-  """Process 0's ``value`` (a bool or a number) on every process; ``value`` itself with one
-  process."""
-  if jax.process_count() == 1:
-    return value
-  if isinstance(value, bool):  # sent as a number: the broadcast sums over processes
-    return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
-  return multihost_utils.broadcast_one_to_all(np.asarray(value)).item()
-
-
-def _on_lead(fn, doing: str):
-  """``fn()`` on process 0, which the others wait for: if it raises, it raises there and the others
-  stop with a ConfigError saying that process 0 stopped while ``doing`` (its own line says why).
-  Returns what ``fn`` returned on process 0, None on the others; with one process, ``fn()``."""
-  if jax.process_count() == 1:
-    return fn()
-  result, error = None, None
-  if _lead():
-    try:
-      result = fn()
-    except Exception as e:  # noqa: BLE001 - raised again below, once the others know
-      error = e
-  if not _from_lead(error is None):
-    if error is not None:
-      raise error
-    raise ConfigError(f"process 0 stopped while {doing}; its error says why")
-  return result
 
 
 def _differing_keys(old, new, prefix: str = "") -> list[str]:
@@ -129,7 +96,7 @@ def _differing_keys(old, new, prefix: str = "") -> list[str]:
 def _stored_run(config, setup: Setup, files: outputs.RunFiles) -> dict | None:
   """Checks, reading only, that the workdir holds this config's run (a larger num_steps extends
   it) on the same data, or no run; returns the summary of a run that is already complete."""
-  for warning in setup.warnings if _lead() else ():
+  for warning in setup.warnings if distributed.is_main() else ():
     print(f"warning: {warning}", file=sys.stderr)
   config_json = json.loads(config.to_json())
   if os.path.exists(files.config):
@@ -232,11 +199,11 @@ def _start(config, setup: Setup, files: outputs.RunFiles, checkpointer: Checkpoi
     runs = engine(setup)
     state = runs.init_state(setup.problem, setup.method, setup.hyper,
                             jax.random.PRNGKey(config.seed))
-    kept = _on_lead(lambda: files.truncate_metrics(start_step), f"reading {files.metrics}") or []
+    kept = distributed.on_main(lambda: files.truncate_metrics(start_step))
     return checkpointer.restore(start_step, state), start_step, (kept[-1]["elapsed_s"] if kept else 0.0)
   state, first = _initial_point(config, setup)
-  _on_lead(lambda: files.write_metrics(_rows(setup, jax.tree.map(lambda a: a[None], first), 0.0,
-                                             0.0)), f"writing {files.metrics}")
+  distributed.on_main(lambda: files.write_metrics(_rows(setup, jax.tree.map(lambda a: a[None], first),
+                                                        0.0, 0.0)))
   return state, 0, 0.0
 
 
@@ -249,13 +216,13 @@ def _rows(setup: Setup, points, first_elapsed: float, seconds: float) -> list[di
 def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dict:
   with Checkpointer(files.workdir) as checkpointer:  # closed on every way out, before the exit
     state, start_step, elapsed_before = _start(config, setup, files, checkpointer)
-    limit = _from_lead(BLOWUP_FACTOR * max(abs(files.metric_lines()[0]["objective"]), 1.0)
-                       if _lead() else 0.0)
+    limit = distributed.on_main(
+        lambda: BLOWUP_FACTOR * max(abs(files.metric_lines()[0]["objective"]), 1.0))
     logs_per_chunk = min(config.num_steps // config.log_every,
                          max(1, config.checkpoint_every // config.log_every))
     chunks = _Chunks(setup, config.log_every)
     chunks(min(logs_per_chunk, (config.num_steps - start_step) // config.log_every or 1), state)
-    bar = Progress(setup.label, config.num_steps, start_step, enabled=progress and _lead())
+    bar = Progress(setup.label, config.num_steps, start_step, enabled=progress and distributed.is_main())
     run_seconds, step = 0.0, start_step
     while step < config.num_steps:
       program = chunks(min(logs_per_chunk, (config.num_steps - step) // config.log_every), state)
@@ -269,7 +236,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
       stopped_at = int(state.stopped_at)
       if stopped_at >= 0:  # converged (optim.tol): keep the rows up to the first after it
         rows = rows[:next(k for k, r in enumerate(rows) if r["step"] >= stopped_at) + 1]
-      _on_lead(lambda rows=rows: files.append_metrics(rows), f"writing {files.metrics}")
+      distributed.on_main(lambda rows=rows: files.append_metrics(rows))
       step = int(state.step)
       checkpointer.save(step, state)
       bar.update(step, rows[-1]["objective"], rows[-1]["suboptimality"])
@@ -303,16 +270,15 @@ def _stop_if_diverged(rows, state, setup: Setup, files: outputs.RunFiles, compil
     outputs.write_json(files.summary, dict(last[-1] if last else {}, status="diverged",
                                            message=message, **_run_facts(setup, compile_s)))
 
-  _on_lead(write, f"writing {files.summary}")
+  distributed.on_main(write)
   raise DivergenceError(message)
 
 
 def _finish(setup: Setup, files: outputs.RunFiles, state, timing: dict) -> dict:
   """summary.json and params.npz of a complete run (written by process 0; every process
   computes them and returns the summary)."""
-  last = _on_lead(lambda: files.metric_lines()[-1], f"reading {files.metrics}")
   summary = dict(
-      last if _lead() else {},
+      distributed.on_main(lambda: files.metric_lines()[-1]),
       status="complete",
       steps_per_second=(timing["steps_run"] / timing["run_seconds"]
                         if timing["run_seconds"] > 0 else None),
@@ -338,5 +304,5 @@ def _finish(setup: Setup, files: outputs.RunFiles, state, timing: dict) -> dict:
     outputs.write_npz(files.params, arrays)
     outputs.write_json(files.summary, summary)
 
-  _on_lead(write, f"writing {files.summary}")
+  distributed.on_main(write)
   return summary
