@@ -199,29 +199,38 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
-  """``jax.device_put(tree, sharding)`` where ``sharding`` may span other processes' devices:
-  every process passes the same host values (or arrays of its own), and each keeps the shards
-  of its devices. (``jax.device_put`` cannot move an array committed to one local device onto
-  devices of other processes, so those are copied to the host first.)"""
-  if sharding.is_fully_addressable:
-    return jax.device_put(tree, sharding)
+def put(tree: Any, sharding: Any) -> Any:
+  """``tree`` placed on the devices of ``sharding`` (one sharding for every leaf, or a pytree of
+  them like ``tree``), which may span other processes' devices: every process passes the same
+  values (or arrays of its own), and each one builds the shards of its own devices from them, so
+  no value crosses hosts. (``jax.device_put`` cannot move an array committed to one local device
+  onto devices of other processes.)"""
+  if isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(lambda leaf: _put_leaf(leaf, sharding), tree)
+  return jax.tree.map(_put_leaf, tree, sharding)
 
-  def to_host(x):  # an array of this process's devices; a global one is left as it is
-    return np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable else x
 
-  return jax.device_put(jax.tree.map(to_host, tree), sharding)
+def _put_leaf(leaf, sharding: jax.sharding.Sharding):
+  dtype = getattr(leaf, "dtype", None)
+  if sharding.is_fully_addressable or (dtype is not None
+                                       and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
+    return jax.device_put(leaf, sharding)
+  values = np.asarray(leaf)
+  return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
 
 
 def gather(tree: Any) -> Any:
-  """The host (NumPy) values of a pytree whose arrays may be global, their shards spread over
-  the processes: every process gets every shard (``process_allgather``; a collective where
-  some array is global, so every process calls it), as ``jax.device_get`` gets local arrays."""
+  """The host (NumPy) values of a pytree whose arrays may be global: read from this process's
+  devices where they hold all of an array (one device, replicated, or one process), gathered
+  from every process where it is sharded over several (``process_allgather``: a collective, so
+  every process calls it), as ``jax.device_get`` gets local arrays."""
 
   def one(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return jax.device_get(x)
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(jax.device_get(x))
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_shards[0].data)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
   return jax.tree.map(one, tree)
 

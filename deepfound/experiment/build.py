@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from deepfound import data as data_lib
+from deepfound import distributed
 from deepfound.errors import ConfigError
 from deepfound.experiment.config import mesh_devices
 from deepfound.experiment.discriminative import STREAM_EVALUATION_SAMPLES
@@ -277,6 +278,6 @@ def check_gradient_memory(config, problem, method: driver.Method) -> float | Non
 
 def host_arrays(tree) -> dict[str, np.ndarray]:
   """A pytree's leaves by their key path, as NumPy arrays (for params.npz); leaves sharded over
-  several processes are gathered (``sharding.host_array``: every process must call this)."""
-  return {jax.tree_util.keystr(path): sharding.host_array(leaf)
+  several processes are gathered (``distributed.gather``: every process must call this)."""
+  return {jax.tree_util.keystr(path): distributed.gather(leaf)
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}

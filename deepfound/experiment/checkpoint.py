@@ -27,8 +27,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from deepfound import distributed
 from deepfound.errors import ConfigError
-from deepfound.optim.sharding import host_array
 
 DIGEST_KEY = "deepfound_sha256"  # custom metadata of a step: the SHA-256 of its arrays
 _STEP_METADATA = "_CHECKPOINT_METADATA"  # orbax's file for a step's metadata
@@ -65,7 +65,7 @@ def digest(leaves: dict) -> str:
          if jax.dtypes.issubdtype(leaves[name].dtype, jax.dtypes.prng_key) else leaves[name]
          for name in names]
   sha = hashlib.sha256()
-  for name, array in zip(names, [host_array(leaf) for leaf in raw], strict=True):
+  for name, array in zip(names, distributed.gather(raw), strict=True):
     array = np.ascontiguousarray(array)
     sha.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
     sha.update(array.reshape(-1).view(np.uint8))

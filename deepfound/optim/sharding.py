@@ -14,7 +14,8 @@ run on one device (no mesh) traces to the program it always had.
 
 The mesh is made of global devices (``jax.devices()``), the same number from each process, so
 that a run started on several hosts (``jax.distributed.initialize``) spans all of them; arrays
-are placed from values every process holds alike (``place``), and read back with ``host_array``,
+are placed from values every process holds alike (``distributed.put``), and read back with
+``distributed.gather``,
 which gathers sharded arrays across processes.
 """
 
@@ -26,9 +27,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from deepfound import distributed
 
 DATA_AXIS = "data"
 MEMORY_FIELD = "table"  # the field of a rule's state that holds its per-sample memory
@@ -122,42 +124,13 @@ def state_shardings(state: Any, mesh: Mesh, num_samples: int | None) -> Any:
 
 def constrain(tree: Any, shardings: Any) -> Any:
   """``tree`` with the given shardings (a pytree like it, or one sharding for all leaves), as a
-  constraint on traced values and placing concrete ones (``place``)."""
+  constraint on traced values and placing concrete ones (``distributed.put``)."""
   if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree)):
     return jax.lax.with_sharding_constraint(tree, shardings)
-  return place(tree, shardings)
-
-
-def place(tree: Any, shardings: Any) -> Any:
-  """Concrete ``tree`` on the devices of ``shardings`` (a pytree like it, or one sharding). Each
-  process passes the same values (a run's state and data are pure functions of its config);
-  across processes every one contributes the rows of its own devices, no value crosses hosts."""
-  if not isinstance(shardings, jax.sharding.Sharding):
-    return jax.tree.map(_place_leaf, tree, shardings)
-  return jax.tree.map(lambda leaf: _place_leaf(leaf, shardings), tree)
-
-
-def _place_leaf(leaf, sharding: jax.sharding.Sharding):
-  dtype = getattr(leaf, "dtype", None)
-  if sharding.is_fully_addressable or (dtype is not None
-                                       and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)):
-    return jax.device_put(leaf, sharding)
-  values = np.asarray(leaf)
-  return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
+  return distributed.put(tree, shardings)
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
   """``tree`` (the problem's data, the hyperparameters) replicated on every device of the mesh;
   unchanged without a mesh."""
-  return tree if mesh is None else place(tree, replicated(mesh))
-
-
-def host_array(leaf) -> np.ndarray:
-  """The value of a device array as a NumPy array on every process: read from the local devices
-  where they hold all of it (one device, replicated, or one process), gathered across processes
-  where it is sharded over several (a collective: every process must call it)."""
-  if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
-    return np.asarray(jax.device_get(leaf))
-  if leaf.is_fully_replicated:
-    return np.asarray(leaf.addressable_shards[0].data)
-  return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+  return tree if mesh is None else distributed.put(tree, replicated(mesh))
