@@ -34,6 +34,9 @@ MetricsFn = Callable[[optax.Params, Any], dict[str, jax.Array]]
 SampleFn = Callable[[optax.Params, jax.Array, int], jax.Array]  # (params, key, num) -> (num, d)
 
 
+_COUPLING_STREAM = 2  # fold_in tag of the key that pairs a batch, apart from its losses' keys
+
+
 def _no_metrics(params, problem) -> dict[str, jax.Array]:
   del params, problem
   return {}
@@ -133,6 +136,12 @@ class NoisyFiniteSum(_Parts):
   of it. The objective is a Monte-Carlo estimate on ``objective_samples`` training samples with
   the fixed ``objective_key``, so it is a deterministic function of theta (logged curves do not
   jitter from the noise of the estimate, only from theta).
+
+  With ``couple`` (flow matching's pairing of data and noise), a batch's samples are the rows
+  ``couple(samples, key)`` return: each sample joined to its part of a minibatch-wide draw (an
+  optimal-transport coupling pairs the whole minibatch at once). Evaluations over more samples
+  (the objective, the full gradient, the SAG table) pair them in chunks of ``couple_size``, as
+  the steps' minibatches are paired.
   """
 
   samples: jax.Array  # (n, *sample_shape)
@@ -144,6 +153,8 @@ class NoisyFiniteSum(_Parts):
   metrics_fn: MetricsFn = _static(_no_metrics)
   final_fn: MetricsFn = _static(_no_metrics)
   objective_samples: int = _static(10_000)
+  couple: Callable[[jax.Array, jax.Array], jax.Array] | None = _static()
+  couple_size: int = _static(1)
 
   @property
   def num_samples(self) -> int:
@@ -152,8 +163,23 @@ class NoisyFiniteSum(_Parts):
   def batch(self, indices: jax.Array) -> jax.Array:
     return self.samples[indices]
 
+  def paired(self, samples: jax.Array, key: jax.Array) -> jax.Array:
+    """``samples`` as the losses take them: unchanged, or ``couple``d in chunks of
+    ``couple_size`` (the rest, if any, as one smaller chunk)."""
+    if self.couple is None:
+      return samples
+    key = jax.random.fold_in(key, _COUPLING_STREAM)
+    n, b = samples.shape[0], min(self.couple_size, samples.shape[0])
+    whole = n // b * b
+    chunks = samples[:whole].reshape(n // b, b, *samples.shape[1:])
+    paired = jax.vmap(self.couple)(chunks, jax.random.split(key, n // b))
+    parts = [paired.reshape(whole, *paired.shape[2:])]
+    if whole < n:
+      parts.append(self.couple(samples[whole:], jax.random.fold_in(key, n)))
+    return jnp.concatenate(parts)
+
   def noisy_batch(self, indices: jax.Array, key: jax.Array):
-    return self.samples[indices], key
+    return self.paired(self.samples[indices], key), key
 
   def with_l2(self, l2: jax.Array) -> NoisyFiniteSum:
     return dataclasses.replace(self, l2=l2)
@@ -172,6 +198,8 @@ class NoisyFiniteSum(_Parts):
     return jax.grad(lambda p: jnp.mean(jax.vmap(self._loss, (None, 0, 0))(p, samples, keys)))(params)
 
   def data_loss(self, params, samples: jax.Array, key: jax.Array) -> jax.Array:
+    """The mean loss over ``samples`` (paired first, if the problem pairs them)."""
+    samples = self.paired(samples, key)
     keys = jax.random.split(key, samples.shape[0])
     return jnp.mean(jax.vmap(self.sample_loss, (None, 0, 0))(params, samples, keys))
 
@@ -187,7 +215,8 @@ class NoisyFiniteSum(_Parts):
   def snapshot(self, params, memory: str):
     if memory != "pytree":
       raise ValueError("generative models need memory='pytree'")
-    table = self.terms(params, (self.samples, self.objective_key)).gradients
+    batch = (self.paired(self.samples, self.objective_key), self.objective_key)
+    table = self.terms(params, batch).gradients
     return table, jax.tree.map(lambda t: jnp.mean(t, axis=0), table)
 
 
