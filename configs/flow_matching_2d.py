@@ -9,7 +9,7 @@ N(0, I) to the data, sampled by its ODE (beyond 17.4; deepfound.models.flow_matc
 exact OT assignment of each minibatch to its noise points, OT-CFM) or sinkhorn (pairs drawn from
 ott-jax's entropic plan). The velocity is an MLP of 3 x 256 silu units on (x, t and 12 Fourier
 features of t), trained by adam (rate 1e-3 decaying as 1/(1 + t/l0)) on minibatches of 256 for
-20,000 steps. The loss is a finite sum over data points of an expectation over t and the noise
+30,000 steps. The loss is a finite sum over data points of an expectation over t and the noise
 point: any registered rule runs on it (--config.optim.name=sag with fewer points,
 --config.data.num_samples=10000).
 
@@ -45,7 +45,7 @@ def get_config(arg: str = "ring"):
   config.optim.schedule = "inverse_time"
   config.optim.l0 = 5_000.0
   config.optim.batch_size = 256
-  config.num_steps = 20_000
-  config.log_every = 2_000
+  config.num_steps = 30_000
+  config.log_every = 3_000
   config.checkpoint_every = 10_000
   return config

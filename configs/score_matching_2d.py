@@ -8,7 +8,7 @@ eps(x, t), the score -eps / s(t), sampled by the probability-flow ODE and by the
 ``:<data>[,<schedule>]``: data ring, grid or moons (100,000 training points); schedule vp (beta
 linear from 0.1 to 20, the default) or ve (s from 1e-3 to 5 in the standardized data's units).
 The network is an MLP of 3 x 256 silu units on (x, t and 12 Fourier features of t), trained by adam
-on minibatches of 256 for 20,000 steps.
+on minibatches of 256 for 30,000 steps.
 
 Logged: the denoising loss on test points, score_error (s(t)^2 times the squared error of the
 score against the exact score of the noised mixture, averaged over t), the mode metrics of 2,500
@@ -42,7 +42,7 @@ def get_config(arg: str = "ring"):
   config.optim.schedule = "inverse_time"
   config.optim.l0 = 5_000.0
   config.optim.batch_size = 256
-  config.num_steps = 20_000
-  config.log_every = 2_000
+  config.num_steps = 30_000
+  config.log_every = 3_000
   config.checkpoint_every = 10_000
   return config

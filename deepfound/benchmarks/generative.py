@@ -23,7 +23,7 @@ import numpy as np
 
 from deepfound.benchmarks.cases import expand_cases, facts, load_config, stack_trees
 from deepfound.benchmarks.timing import write_results, write_text
-from deepfound.experiment import build, precision_scope, validate
+from deepfound.experiment import build, precision_dtype, precision_scope, validate
 from deepfound.optim import driver
 from deepfound.problems.generative import LossFiniteSum, PushForward
 
@@ -99,7 +99,7 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
     params = stack_trees([p.init_params() for p in problems])
     method = build.build_method(config)
     resolved = build.resolve_hyperparameters(config, build.problem_constants(problem))
-    hyper = driver.hyperparameters(**resolved, dtype=build.precision_dtype(config.precision))
+    hyper = driver.hyperparameters(**resolved, dtype=precision_dtype(config.precision))
     keys = jax.vmap(jax.random.PRNGKey)(config.seed + jnp.arange(num_seeds))
 
     def one(problem, key, start):

@@ -180,10 +180,11 @@ def build(config, dataset, *, score: bool):
     if images is not None:
       out.update(images(samples))
     else:
-      test = to_data(test_points(problem_, W2_POINTS))
-      out["w2"] = fm.sinkhorn_w2(samples[:W2_POINTS], test)
+      m = min(W2_POINTS, problem_.test_samples.shape[0], problem_.samples.shape[0])
+      test = to_data(test_points(problem_, m))
+      out["w2"] = fm.wasserstein2(samples[:m], test)
       # the same distance between training and test points: what an exact sampler gets
-      out["w2_reference"] = fm.sinkhorn_w2(to_data(problem_.samples[:W2_POINTS]), test)
+      out["w2_reference"] = fm.wasserstein2(to_data(problem_.samples[:m]), test)
     if not score:
       noise = jax.random.normal(jax.random.PRNGKey(2), (STRAIGHTNESS_POINTS, dim), dtype)
       out["straightness"] = fm.straightness(field(p), noise, precise)
@@ -194,11 +195,16 @@ def build(config, dataset, *, score: bool):
       out.update({f"sde_{k}": v for k, v in known[2](to_data(sde)).items()})
     return out
 
+  def sample_fn(p, key, num, solver=precise):
+    """Draws in the data's units by the ODE (``solver``: a ``flow_matching.Solver``)."""
+    return to_data(draw(p, key, num, solver)[0])
+
   return NoisyFiniteSum(jnp.asarray(y, dtype), jnp.asarray(y_test, dtype), params,
                         jnp.asarray(config.problem.l2, dtype),
                         jax.random.PRNGKey(config.model.seed + 2), sample_loss, metrics_fn,
                         final_fn, objective_samples=min(len(y), 4_096), couple=couple,
-                        couple_size=config.optim.batch_size)
+                        couple_size=config.optim.batch_size, sample_fn=sample_fn,
+                        to_data=to_data)
 
 
 def check(config) -> None:

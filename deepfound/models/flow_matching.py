@@ -324,14 +324,21 @@ def straightness(field: Field, y0: jax.Array, solver: Solver, num_times: int = 1
   return jnp.mean(jnp.sum(jnp.square(speeds - chord), -1))
 
 
-def sinkhorn_w2(x: jax.Array, y: jax.Array, epsilon: float = 1e-3) -> jax.Array:
-  """The 2-Wasserstein distance between two point clouds of equal weights, as the square root of
-  the transport cost <P, C> of ott-jax's Sinkhorn plan P at epsilon a fraction of the mean
-  squared distance (close to exact for small epsilon; the plan's cost is >= W2^2 up to the
-  marginals' tolerance)."""
-  from ott.geometry import pointcloud
-  from ott.solvers import linear
+def wasserstein2(x: jax.Array, y: jax.Array) -> jax.Array:
+  """The exact 2-Wasserstein distance between two clouds of n points of equal weights: the
+  optimal assignment for the squared distance (scipy's ``linear_sum_assignment``, on the host
+  through ``jax.pure_callback``; O(n^3), a second or so at n = 2,500)."""
+  import numpy as np
+  from scipy.optimize import linear_sum_assignment
 
-  geom = pointcloud.PointCloud(x, y, epsilon=epsilon, relative_epsilon="mean")
-  out = linear.solve(geom, max_iterations=5000, threshold=1e-4)
-  return jnp.sqrt(jnp.maximum(out.primal_cost, 0.0))
+  if x.shape != y.shape:
+    raise ValueError(f"wasserstein2 takes clouds of equal shape, got {x.shape} and {y.shape}")
+
+  def host(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cost = np.sum(np.square(a[:, None, :] - b[None, :, :]), axis=-1)
+    rows, cols = linear_sum_assignment(cost)
+    return np.asarray(np.sqrt(cost[rows, cols].mean()), x.dtype)
+
+  return jax.pure_callback(host, jax.ShapeDtypeStruct((), x.dtype), x, y,
+                           vmap_method="sequential")

@@ -155,6 +155,16 @@ class NoisyFiniteSum(_Parts):
   objective_samples: int = _static(10_000)
   couple: Callable[[jax.Array, jax.Array], jax.Array] | None = _static()
   couple_size: int = _static(1)
+  sample_fn: Callable[..., jax.Array] | None = _static()  # (params, key, num, **options) -> draws
+  # stored samples -> the data's units, where the model stores them transformed (standardized)
+  to_data: Callable[[jax.Array], jax.Array] | None = _static()
+
+  def sample(self, params, key: jax.Array, num: int, **options) -> jax.Array:
+    """``num`` draws from the model at ``params`` (flow and score models), in the data's units;
+    ``options`` go to the model's sampler (e.g. its ODE solver)."""
+    if self.sample_fn is None:
+      raise TypeError("this model has no sampler")
+    return self.sample_fn(params, key, num, **options)
 
   @property
   def num_samples(self) -> int:
