@@ -2,7 +2,8 @@
 
 Importing the package registers the built-in problem kinds (``kinds.py``: ``objectives.py``,
 ``games.py``) and the built-in models (``models.py``): those of 17.1-17.3
-(``discriminative.py``) and of 17.4 (``generative.py``, ``gan.py``) and beyond it (``flow_matching.py``), in the order ``--help`` lists them."""
+(``discriminative.py``) and of 17.4 (``generative.py``, ``gan.py``) and beyond it
+(``flow_matching.py``), in the order ``--help`` lists them."""
 # ruff: noqa: I001
 
 from deepfound.errors import ConfigError

@@ -19,19 +19,23 @@ Log points (every ``log_every`` steps) report the regression loss on test points
 ``problem.ode_tolerance``, the exact trace in up to ``EXACT_TRACE_DIMS`` dimensions and
 Hutchinson's estimator above), the mode metrics and the 2-Wasserstein distance of samples drawn by
 the same adaptive solver (``w2_reference``: that distance between as many training and test
-points, the floor an exact sampler reaches), the paths' straightness (flow matching), samples of the reverse SDE
-(score matching: ``sde_*``), and on images the classifier metrics of the GANs and bits/dim.
+points, the floor an exact sampler reaches), the paths' straightness (flow matching), samples of
+the reverse SDE (score matching: ``sde_*``), and on images the classifier metrics of the GANs and
+bits/dim.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deepfound.data.mixtures import MIXTURES
 from deepfound.errors import ConfigError
 from deepfound.experiment.config import precision_dtype
 from deepfound.experiment.generative import (
@@ -68,6 +72,77 @@ def _standardize(x: np.ndarray):
   return loc, scale
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dynamics:
+  """A built model's dynamics in the network's (standardized) units: its ODE field ``field(p)``
+  from N(0, prior_variance I) at t_noise to the data at t_data, its loss, and on a mixture of
+  known law (``means``, ``sd`` standardized) the exact target its ``errors`` compare with."""
+
+  merge: Callable  # params -> the TimeMLP
+  dim: int
+  schedule: fm.Schedule | None  # None: flow matching
+  means: jax.Array | None = None
+  sd: float | None = None
+
+  @property
+  def times(self) -> tuple[float, float, float]:
+    """(t_data, t_noise, prior_variance)."""
+    if self.schedule is None:
+      return 1.0, 0.0, 1.0
+    return self.schedule.t_min, 1.0, self.schedule.prior_variance
+
+  def field(self, p) -> fm.Field:
+    if self.schedule is None:
+      return self.merge(p)
+    return fm.probability_flow(fm.score_from_noise(self.merge(p), self.schedule), self.schedule)
+
+  def sample_loss(self, p, sample, key):
+    if self.schedule is None:  # a (data, noise) pair
+      return fm.flow_matching_loss(self.merge(p), sample[:self.dim], sample[self.dim:], key)
+    return fm.denoising_loss(self.merge(p), self.schedule, sample, key)
+
+  def errors(self, p, points: jax.Array, t: jax.Array) -> jax.Array:
+    """Per test point, at time t (one fixed noise draw): flow matching's squared velocity error on
+    the path's law at t (noise and data mixed); for a score model s(t)^2 times the squared score
+    error (the noise prediction's error), on the noised data's law."""
+    noise = jax.random.normal(jax.random.PRNGKey(1), points.shape, points.dtype)
+    if self.schedule is None:
+      y_t = (1 - t) * noise + t * points
+      exact = fm.mixture_velocity(y_t, t, self.means, self.sd)
+      return jnp.sum(jnp.square(self.merge(p)(y_t, t) - exact), -1)
+    a, s = self.schedule.mean_sd(t)
+    noisy = a * points + s * noise
+    exact = fm.noised_mixture_score(noisy, a, s, self.means, self.sd)
+    learned = fm.score_from_noise(self.merge(p), self.schedule)(noisy, t)
+    return s**2 * jnp.sum(jnp.square(learned - exact), -1)
+
+
+def dynamics(config, dim: int, loc: np.ndarray, scale: float, dtype) -> Dynamics:
+  """The ``Dynamics`` of ``config``'s model on data of dimension ``dim`` standardized by (loc,
+  scale); the network is built afresh (its parameters come from the caller)."""
+  from flax import nnx
+
+  model = fm.TimeMLP(dim, tuple(config.model.hidden), config.model.activation,
+                     rngs=nnx.Rngs(config.model.seed))
+  _, merge = _pure(model, dtype)
+  schedule = fm.Schedule(config.problem.schedule) if config.model.name == "score_matching" else None
+  means = sd = None
+  if config.data.name in MIXTURES:
+    mixture = MIXTURES[config.data.name]
+    means, sd = jnp.asarray((mixture.means - loc) / scale, dtype), mixture.sd / scale
+  return Dynamics(merge, dim, schedule, means, sd)
+
+
+def dynamics_of(config, problem: NoisyFiniteSum) -> Dynamics:
+  """The ``Dynamics`` of a problem that ``build`` made from ``config`` (for pictures: the
+  standardization is read back from ``problem.to_data``)."""
+  dim = problem.samples.shape[1]
+  dtype = problem.samples.dtype
+  loc = np.asarray(problem.to_data(jnp.zeros((dim,), dtype)), np.float64)
+  scale = float(np.asarray(problem.to_data(jnp.ones((dim,), dtype)))[0] - loc[0])
+  return dynamics(config, dim, loc, scale, dtype)
+
+
 def build(config, dataset, *, score: bool):
   from flax import nnx
 
@@ -79,53 +154,20 @@ def build(config, dataset, *, score: bool):
   dim = x.shape[1]
   loc, scale = _standardize(x)
   y, y_test = (x - loc) / scale, (x_test - loc) / scale
-  model = fm.TimeMLP(dim, tuple(config.model.hidden), config.model.activation,
-                     rngs=nnx.Rngs(config.model.seed))
-  params, merge = _pure(model, dtype)
+  params, _ = _pure(fm.TimeMLP(dim, tuple(config.model.hidden), config.model.activation,
+                               rngs=nnx.Rngs(config.model.seed)), dtype)
+  model = dynamics(config, dim, loc, scale, dtype)
   problem = config.problem
   sampler = fm.Solver("heun", steps=problem.sample_steps)
   precise = fm.Solver("tsit5", tolerance=problem.ode_tolerance)
   log_scale = dim * math.log(scale)
   loc_d = jnp.asarray(loc, dtype)
   known = _mixture_metrics(config.data.name)
-  if known is not None:  # the mixture in the network's coordinates
-    from deepfound.data.mixtures import MIXTURES
-
-    mixture = MIXTURES[config.data.name]
-    means = jnp.asarray((mixture.means - loc) / scale, dtype)
-    sd = mixture.sd / scale
-
-  if score:
-    schedule = fm.Schedule(problem.schedule)
-    t_data, t_noise, prior_variance = schedule.t_min, 1.0, schedule.prior_variance
-
-    def field(p):
-      return fm.probability_flow(fm.score_from_noise(merge(p), schedule), schedule)
-
-    def sample_loss(p, sample, key):
-      return fm.denoising_loss(merge(p), schedule, sample, key)
-
-    def errors(p, points, t):  # sd(t) times the score's error: the noise prediction's error
-      a, s = schedule.mean_sd(t)
-      noisy = a * points + s * jax.random.normal(jax.random.PRNGKey(1), points.shape, dtype)
-      exact = fm.noised_mixture_score(noisy, a, s, means, sd)
-      return s**2 * jnp.sum(jnp.square(fm.score_from_noise(merge(p), schedule)(noisy, t) - exact), -1)
-
-    couple = None
-  else:
-    t_data, t_noise, prior_variance = 1.0, 0.0, 1.0
+  t_data, t_noise, prior_variance = model.times
+  field, sample_loss, errors = model.field, model.sample_loss, model.errors
+  couple = None
+  if not score:
     coupling = problem.coupling
-
-    def field(p):
-      return merge(p)
-
-    def sample_loss(p, pair, key):
-      return fm.flow_matching_loss(merge(p), pair[:dim], pair[dim:], key)
-
-    def errors(p, points, t):  # on the path's own law at t: noise and data mixed
-      noise = jax.random.normal(jax.random.PRNGKey(1), points.shape, dtype)
-      y_t = (1 - t) * noise + t * points
-      return jnp.sum(jnp.square(merge(p)(y_t, t) - fm.mixture_velocity(y_t, t, means, sd)), -1)
 
     def couple(samples, key):
       return jnp.concatenate([samples, fm.couple(samples, key, coupling, SINKHORN_EPSILON)], -1)
@@ -189,9 +231,9 @@ def build(config, dataset, *, score: bool):
       noise = jax.random.normal(jax.random.PRNGKey(2), (STRAIGHTNESS_POINTS, dim), dtype)
       out["straightness"] = fm.straightness(field(p), noise, precise)
     elif known is not None:
-      sde = fm.reverse_sde_sample(fm.score_from_noise(merge(p), schedule), schedule,
-                                  jax.random.PRNGKey(3), MODE_SAMPLES, dim, problem.sde_steps,
-                                  dtype)
+      score_fn = fm.score_from_noise(model.merge(p), model.schedule)
+      sde = fm.reverse_sde_sample(score_fn, model.schedule, jax.random.PRNGKey(3), MODE_SAMPLES,
+                                  dim, problem.sde_steps, dtype)
       out.update({f"sde_{k}": v for k, v in known[2](to_data(sde)).items()})
     return out
 
@@ -208,6 +250,12 @@ def build(config, dataset, *, score: bool):
 
 
 def check(config) -> None:
+  tolerance = config.problem.ode_tolerance
+  floor = 10 * float(np.finfo(precision_dtype(config.precision)).eps)
+  if not floor <= tolerance <= 0.1:
+    raise ConfigError(f"problem.ode_tolerance must be in [{floor:.3g}, 0.1] in {config.precision} "
+                      f"(10 machine epsilons: below, the adaptive solver cannot meet it), got "
+                      f"{tolerance!r}")
   if (config.model.name == "flow_matching" and config.problem.coupling == "ot"
       and config.optim.batch_size > 1024):
     raise ConfigError(f"problem.coupling=ot solves a {config.optim.batch_size} x "
@@ -235,7 +283,7 @@ register_model(ModelSpec(
         *_SHARED)))
 register_model(ModelSpec(
     name="score_matching", build=functools.partial(build, score=True), losses=("denoising",),
-    uses=("hidden", "activation"),
+    uses=("hidden", "activation"), check=check,
     summary="denoising score matching (VP or VE); probability-flow ODE and reverse-SDE sampling",
     problem_options=(
         Option("schedule", str, "vp", "score_matching: noise schedule, vp or ve (Song et al. "

@@ -213,6 +213,8 @@ def test_score_matching_and_sag_on_its_finite_sum(tmp_path):
     ("score_matching_2d", dict(problem__schedule="sub-vp"), "problem.schedule"),
     ("score_matching_2d", dict(problem__coupling="ot"), "problem.coupling"),
     ("flow_matching_2d", dict(problem__ode_tolerance=0.0), "problem.ode_tolerance"),
+    ("score_matching_2d", dict(problem__ode_tolerance=1e-9), "10 machine epsilons"),
+    ("flow_matching_2d", dict(problem__sample_steps=0), "problem.sample_steps"),
 ])
 def test_bad_configs_are_refused(module, overrides, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
