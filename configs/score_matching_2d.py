@@ -17,32 +17,19 @@ the mode metrics and 2-Wasserstein distance of adaptive ODE samples, and the mod
 reverse-SDE samples (1,000 Euler-Maruyama steps, sde_*).
 """
 
-from deepfound.experiment import base_config
+from configs import flow_matching_2d
 from deepfound.models.flow_matching import SCHEDULES
-
-DATA = ("ring", "grid", "moons")
 
 
 def get_config(arg: str = "ring"):
   data, _, schedule = arg.partition(",")
   schedule = schedule or "vp"
-  if data not in DATA or schedule not in SCHEDULES:
+  if data not in flow_matching_2d.DATA or schedule not in SCHEDULES:
     raise ValueError(f"unknown {arg!r}; expected <data>[,<schedule>] with data in "
-                     f"{', '.join(DATA)} and schedule in {', '.join(SCHEDULES)}")
-  config = base_config()
-  config.data.name = data
-  config.data.num_samples = 100_000
+                     f"{', '.join(flow_matching_2d.DATA)} and schedule in {', '.join(SCHEDULES)}")
+  config = flow_matching_2d.get_config(data)  # the same network, rule and steps
   config.model.name = "score_matching"
-  config.model.hidden = (256, 256, 256)
-  config.model.activation = "silu"
   config.problem.loss = "denoising"
+  config.problem.coupling = "independent"  # flow matching's key, at its default: unread here
   config.problem.schedule = schedule
-  config.optim.name = "adam"
-  config.optim.learning_rate = 1e-3
-  config.optim.schedule = "inverse_time"
-  config.optim.l0 = 5_000.0
-  config.optim.batch_size = 256
-  config.num_steps = 30_000
-  config.log_every = 3_000
-  config.checkpoint_every = 10_000
   return config

@@ -21,6 +21,8 @@ from deepfound.cli import fail, flags_parser  # noqa: E402
 flags.DEFINE_string("out", "runs/flow_matching",
                     "Output directory (results/flow_matching regenerates the committed one).")
 flags.DEFINE_integer("steps", 30_000, "Training steps of the 2-D flow and score models.")
+flags.DEFINE_integer("coupled_steps", 10_000, "Training steps of the two couplings (batch 128).")
+flags.DEFINE_integer("digits_steps", None, "Training steps on the digits (default: its config's).")
 flags.DEFINE_string("generative_bench", "results/generative/bench.json",
                     "bench.json of scripts/bench_generative.py (the 17.4 models).")
 
@@ -32,8 +34,13 @@ def main(argv):
   f = flags.FLAGS
   if f.steps < 30 or f.steps % 30:
     fail(f"--steps must be a positive multiple of 30, got {f.steps}")
+  for name in ("coupled_steps", "digits_steps"):
+    value = getattr(f, name)
+    if value is not None and (value < 10 or value % 10):
+      fail(f"--{name} must be a positive multiple of 10, got {value}")
   flow_matching.make_all(f.out, f.steps, f.generative_bench,
-                         log=lambda line: print(line, file=sys.stderr))
+                         log=lambda line: print(line, file=sys.stderr),
+                         coupled_steps=f.coupled_steps, digits_steps=f.digits_steps)
   print(f"wrote the pictures into {f.out}")
 
 

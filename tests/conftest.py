@@ -47,3 +47,22 @@ def override(config, **changes):
       node = node[group]
     node[leaf] = value
   return config
+
+
+def assert_chunks_give_one_run(problem, method, num_steps: int = 8):
+  """Runs ``num_steps`` steps of ``method`` at rate 1e-3 on ``problem`` straight and in two
+  chunks, and asserts the same parameters: what resuming a run relies on (a stochastic finite
+  sum's noise and pairing are functions of the run's key and the step)."""
+  import jax
+
+  from deepfound.optim import driver
+
+  hyper = driver.hyperparameters(1e-3)
+  key = jax.random.PRNGKey(3)
+  half = num_steps // 2
+  whole, _ = driver.run(problem, method, hyper, key, num_steps=num_steps, log_every=half)
+  state = driver.init_state(problem, method, hyper, key)
+  for _ in range(2):
+    state, _ = driver.run_chunk_jit(problem, method, hyper, state, num_logs=1, log_every=half)
+  for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(state.params), strict=True):
+    np.testing.assert_array_equal(a, b)

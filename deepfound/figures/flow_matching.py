@@ -195,8 +195,10 @@ def models_2d(out: str, generative_bench: str, flow_bench: str) -> dict:
   return dict(rows=len(rows))
 
 
-def make_all(out: str, steps: int, generative_bench: str, log=print) -> dict:
-  """Every picture: the trainings (``steps`` each for the 2-D models), then the drawings."""
+def make_all(out: str, steps: int, generative_bench: str, log=print,
+             coupled_steps: int = 10_000, digits_steps: int | None = None) -> dict:
+  """Every picture: the trainings (``steps`` each for the 2-D models, ``coupled_steps`` for the
+  couplings at batch 128, ``digits_steps`` or the config's for the digits), then the drawings."""
   from configs import flow_matching_2d, flow_matching_digits, score_matching_2d
   from deepfound.experiment.flow_matching import dynamics_of
 
@@ -213,8 +215,9 @@ def make_all(out: str, steps: int, generative_bench: str, log=print) -> dict:
   coupled = {}
   for coupling in ("independent", "ot"):
     config = flow_matching_2d.get_config(f"ring,{coupling}")
-    config.optim.batch_size, config.num_steps, config.log_every = 128, 10_000, 1_000
-    problem, (params,) = train_snapshots(config, [10_000])
+    config.optim.batch_size, config.num_steps = 128, coupled_steps
+    config.log_every = coupled_steps // 10
+    problem, (params,) = train_snapshots(config, [coupled_steps])
     coupled[coupling] = (problem, params, dynamics_of(config, problem))
     log(f"trained the {coupling} coupling")
   done["couplings"] = couplings(out, coupled)
@@ -224,6 +227,8 @@ def make_all(out: str, steps: int, generative_bench: str, log=print) -> dict:
   done["score_error"] = score_error(out, problem, params, snapshots, dynamics_of(config, problem))
   log("trained score matching on the ring")
   config = flow_matching_digits.get_config()
+  if digits_steps is not None:
+    config.num_steps, config.log_every = digits_steps, digits_steps // 10
   problem, (params,) = train_snapshots(config, [config.num_steps])
   final = jax.device_get(jax.jit(problem.final_metrics)(params))
   keep = ("test_bits_per_dim", "classes_covered", "class_kl", "frechet_distance")

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_chunks_give_one_run
 
 from deepfound.experiment import ConfigError, run_experiment, validate
 from deepfound.experiment.build import build_method, build_problem
-from deepfound.optim import driver
 from deepfound.problems.generative import NoisyFiniteSum
 from deepfound.problems.kinds import Expectation, FiniteSum, StochasticFiniteSum, check_runnable
 
@@ -105,15 +105,7 @@ def test_noise_keys_are_a_function_of_the_step():
   config = config_of("vae_digits", "2", model__hidden=(8,))
   problem = build_problem(config)
   assert isinstance(problem, NoisyFiniteSum) and isinstance(problem, StochasticFiniteSum)
-  method = build_method(config)
-  hyper = driver.hyperparameters(1e-3)
-  key = jax.random.PRNGKey(3)
-  whole, _ = driver.run(problem, method, hyper, key, num_steps=8, log_every=4)
-  state = driver.init_state(problem, method, hyper, key)
-  for _ in range(2):
-    state, _ = driver.run_chunk_jit(problem, method, hyper, state, num_logs=1, log_every=4)
-  for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(state.params), strict=True):
-    np.testing.assert_array_equal(a, b)
+  assert_chunks_give_one_run(problem, build_method(config))
   # Different steps draw different noise: the batch's key changes the gradient (one compiled
   # program for both keys; op by op, the VAE's gradient costs seconds of dispatch).
   gradient = jax.jit(lambda problem, key: problem.mean_gradient(

@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_chunks_give_one_run
 from scipy.linalg import expm
 
 from deepfound.experiment import ConfigError, run_experiment, validate
 from deepfound.experiment.build import build_method, build_problem
 from deepfound.models import flow_matching as fm
-from deepfound.optim import driver
 from deepfound.problems.generative import NoisyFiniteSum
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -174,15 +174,7 @@ def test_ot_coupled_run_cut_in_chunks_gives_the_straight_run():
   config = config_of("flow_matching_2d", "ring,ot", **TINY)
   problem = build_problem(config)
   assert isinstance(problem, NoisyFiniteSum) and problem.couple_size == 32
-  method = build_method(config)
-  hyper = driver.hyperparameters(1e-3)
-  key = jax.random.PRNGKey(3)
-  whole, _ = driver.run(problem, method, hyper, key, num_steps=8, log_every=4)
-  state = driver.init_state(problem, method, hyper, key)
-  for _ in range(2):
-    state, _ = driver.run_chunk_jit(problem, method, hyper, state, num_logs=1, log_every=4)
-  for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(state.params), strict=True):
-    np.testing.assert_array_equal(a, b)
+  assert_chunks_give_one_run(problem, build_method(config))
   # A batch is paired with its noise: data points first, then their OT partners.
   samples, _ = problem.noisy_batch(jnp.arange(32), jax.random.PRNGKey(0))
   assert samples.shape == (32, 4)
