@@ -32,6 +32,7 @@ def _mixture_draws(key, num, means=MEANS, sd=SD):
   return means[ids] + sd * jax.random.normal(jax.random.fold_in(key, 1), (num, means.shape[1]))
 
 
+@pytest.mark.slow
 def test_noised_mixture_score_is_the_gradient_of_the_convolved_density():
   # p_t(y) = E_x N(y; a x, s^2 I) estimated by quadrature over 400,000 draws of the mixture (no
   # use of the closed form): its log-gradient against the closed form.
@@ -86,6 +87,7 @@ def test_flow_matching_loss_at_the_exact_velocity_is_its_known_minimum():
   assert float(mean_loss(0.1)) == pytest.approx(minimum + 2 * 0.1**2, rel=0.01)
 
 
+@pytest.mark.slow
 def test_ot_coupling_is_the_brute_force_assignment():
   data = jax.random.normal(jax.random.PRNGKey(6), (6, 2)) * 2 + 1
   key = jax.random.PRNGKey(7)
@@ -103,6 +105,7 @@ def test_ot_coupling_is_the_brute_force_assignment():
   assert all(np.any(np.all(np.isclose(np.asarray(noise), p), -1)) for p in np.asarray(drawn))
 
 
+@pytest.mark.slow
 def test_ode_likelihood_of_an_affine_flow_is_the_change_of_variables():
   # dy/dt = A y + c from y0 ~ N(0, I): y(1) = e^A y0 + A^{-1} (e^A - I) c and
   # log p1(y(1)) = log N(y0) - tr A.
