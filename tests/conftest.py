@@ -1,7 +1,16 @@
-"""Shared tiny problems and NumPy references of the chapter's formulas."""
+"""Shared tiny problems and NumPy references of the chapter's formulas, and run helpers."""
+
+import importlib
+import json
+import os
+import sys
 
 import numpy as np
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)  # the configs live beside the package, not in it
 
 NUM_SAMPLES, NUM_FEATURES, L2 = 6, 3, 0.1
 # Fixed sample indices, with repeats, so that memory reads of earlier writes are exercised.
@@ -35,6 +44,18 @@ def np_full_gradient(x, y, b, l2=L2):
 
 def np_objective(x, y, b, l2=L2):
   return np.mean(np.log1p(np.exp(-y * (x @ b)))) + 0.5 * l2 * b @ b
+
+
+def config_of(module: str, arg=None, **overrides):
+  """``configs/<module>.py``'s config (with ``arg``), ``overrides`` set as in ``override``."""
+  config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
+  return override(config, **overrides)
+
+
+def metric_rows(workdir) -> list[dict]:
+  """The rows of a run's metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
 
 
 def override(config, **changes):

@@ -20,7 +20,7 @@ import numpy as np
 
 from deepfound.benchmarks.cases import expand_cases, facts, load_config
 from deepfound.benchmarks.generative import seed_runs
-from deepfound.benchmarks.timing import write_results, write_text
+from deepfound.benchmarks.timing import write_results
 from deepfound.experiment import precision_scope
 from deepfound.models import flow_matching as fm
 
@@ -186,7 +186,3 @@ def markdown(results: dict) -> str:
             f"{found['seconds']:.0f} s in all."]
   return "\n".join(lines) + "\n"
 
-
-def write_markdown(out: str) -> None:
-  with open(os.path.join(out, "bench.json")) as f:
-    write_text(os.path.join(out, "bench.md"), markdown(json.load(f)))

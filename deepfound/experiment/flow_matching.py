@@ -117,14 +117,17 @@ class Dynamics:
     return s**2 * jnp.sum(jnp.square(learned - exact), -1)
 
 
-def dynamics(config, dim: int, loc: np.ndarray, scale: float, dtype) -> Dynamics:
-  """The ``Dynamics`` of ``config``'s model on data of dimension ``dim`` standardized by (loc,
-  scale); the network is built afresh (its parameters come from the caller)."""
+def _network(config, dim: int, dtype):
+  """(initial params, merge) of ``config``'s TimeMLP on ``dim`` coordinates."""
   from flax import nnx
 
-  model = fm.TimeMLP(dim, tuple(config.model.hidden), config.model.activation,
-                     rngs=nnx.Rngs(config.model.seed))
-  _, merge = _pure(model, dtype)
+  return _pure(fm.TimeMLP(dim, tuple(config.model.hidden), config.model.activation,
+                          rngs=nnx.Rngs(config.model.seed)), dtype)
+
+
+def dynamics(config, merge, dim: int, loc: np.ndarray, scale: float, dtype) -> Dynamics:
+  """The ``Dynamics`` of ``config``'s model (its network's ``merge``) on data of dimension
+  ``dim`` standardized by (loc, scale)."""
   schedule = fm.Schedule(config.problem.schedule) if config.model.name == "score_matching" else None
   means = sd = None
   if config.data.name in MIXTURES:
@@ -140,12 +143,10 @@ def dynamics_of(config, problem: NoisyFiniteSum) -> Dynamics:
   dtype = problem.samples.dtype
   loc = np.asarray(problem.to_data(jnp.zeros((dim,), dtype)), np.float64)
   scale = float(np.asarray(problem.to_data(jnp.ones((dim,), dtype)))[0] - loc[0])
-  return dynamics(config, dim, loc, scale, dtype)
+  return dynamics(config, _network(config, dim, dtype)[1], dim, loc, scale, dtype)
 
 
 def build(config, dataset, *, score: bool):
-  from flax import nnx
-
   dtype = precision_dtype(config.precision)
   x, x_test = _flat_samples(config, dataset)
   levels = config.problem.dequantize_levels
@@ -154,9 +155,8 @@ def build(config, dataset, *, score: bool):
   dim = x.shape[1]
   loc, scale = _standardize(x)
   y, y_test = (x - loc) / scale, (x_test - loc) / scale
-  params, _ = _pure(fm.TimeMLP(dim, tuple(config.model.hidden), config.model.activation,
-                               rngs=nnx.Rngs(config.model.seed)), dtype)
-  model = dynamics(config, dim, loc, scale, dtype)
+  params, merge = _network(config, dim, dtype)
+  model = dynamics(config, merge, dim, loc, scale, dtype)
   problem = config.problem
   sampler = fm.Solver("heun", steps=problem.sample_steps)
   precise = fm.Solver("tsit5", tolerance=problem.ode_tolerance)
@@ -229,7 +229,8 @@ def build(config, dataset, *, score: bool):
       out["w2_reference"] = fm.wasserstein2(to_data(problem_.samples[:m]), test)
     if not score:
       noise = jax.random.normal(jax.random.PRNGKey(2), (STRAIGHTNESS_POINTS, dim), dtype)
-      out["straightness"] = fm.straightness(field(p), noise, precise)
+      out["straightness"], failed = fm.straightness(field(p), noise, precise)
+      out["ode_failures"] = out["ode_failures"] + failed.astype(dtype)
     elif known is not None:
       score_fn = fm.score_from_noise(model.merge(p), model.schedule)
       sde = fm.reverse_sde_sample(score_fn, model.schedule, jax.random.PRNGKey(3), MODE_SAMPLES,
@@ -249,15 +250,20 @@ def build(config, dataset, *, score: bool):
                         to_data=to_data)
 
 
-def check(config) -> None:
+def check_tolerance(config) -> None:
+  """Both models: an ODE tolerance the adaptive solver can meet in the run's precision."""
   tolerance = config.problem.ode_tolerance
   floor = 10 * float(np.finfo(precision_dtype(config.precision)).eps)
   if not floor <= tolerance <= 0.1:
     raise ConfigError(f"problem.ode_tolerance must be in [{floor:.3g}, 0.1] in {config.precision} "
                       f"(10 machine epsilons: below, the adaptive solver cannot meet it), got "
                       f"{tolerance!r}")
-  if (config.model.name == "flow_matching" and config.problem.coupling == "ot"
-      and config.optim.batch_size > 1024):
+
+
+def check_flow_matching(config) -> None:
+  """The tolerance, and an exact OT coupling small enough to solve at every step."""
+  check_tolerance(config)
+  if config.problem.coupling == "ot" and config.optim.batch_size > 1024:
     raise ConfigError(f"problem.coupling=ot solves a {config.optim.batch_size} x "
                       f"{config.optim.batch_size} assignment (O(b^3)) every step: use "
                       "optim.batch_size <= 1024, or problem.coupling=sinkhorn")
@@ -275,7 +281,7 @@ _SHARED = (
 
 register_model(ModelSpec(
     name="flow_matching", build=functools.partial(build, score=False), losses=("squared",),
-    uses=("hidden", "activation"), check=check,
+    uses=("hidden", "activation"), check=check_flow_matching,
     summary="conditional flow matching, linear path; a velocity MLP of (x, t); ODE sampling",
     problem_options=(
         Option("coupling", str, "independent", "flow_matching: independent (I-CFM), ot (exact "
@@ -283,7 +289,7 @@ register_model(ModelSpec(
         *_SHARED)))
 register_model(ModelSpec(
     name="score_matching", build=functools.partial(build, score=True), losses=("denoising",),
-    uses=("hidden", "activation"), check=check,
+    uses=("hidden", "activation"), check=check_tolerance,
     summary="denoising score matching (VP or VE); probability-flow ODE and reverse-SDE sampling",
     problem_options=(
         Option("schedule", str, "vp", "score_matching: noise schedule, vp or ve (Song et al. "

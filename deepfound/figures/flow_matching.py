@@ -104,7 +104,7 @@ def couplings(out: str, runs: dict[str, tuple[Any, Any, Any]]) -> dict:
     grid = grid.reshape(-1, 2)
     arrows = np.asarray(field(jnp.asarray(grid, jnp.float32), 0.5))
     straight = float(fm.straightness(field, jax.random.normal(jax.random.PRNGKey(2), (1000, 2)),
-                                     fm.Solver()))
+                                     fm.Solver())[0])
     points = np.asarray(problem.to_data(jnp.asarray(grid, jnp.float32)))
     ax.quiver(points[:, 0], points[:, 1], arrows[:, 0], arrows[:, 1], color="0.7", width=0.003)
     for k in range(PATHS):

@@ -239,25 +239,37 @@ def _controller(solver: Solver):
   return diffrax.PIDController(rtol=solver.tolerance, atol=solver.tolerance, norm=max_norm)
 
 
+def _solve(field: Callable, y0, t0: float, t1: float, solver: Solver, saveat):
+  """diffrax's solution of dy/dt = field(y, t), y(t0) = y0, from t0 to t1 by ``solver``, saved
+  at ``saveat``; never raises (``sol.result`` says whether it succeeded)."""
+  import diffrax
+
+  term = diffrax.ODETerm(lambda t, y, args: field(y, t))
+  if solver.name == "tsit5":
+    method, controller = diffrax.Tsit5(), _controller(solver)
+    dt0, max_steps = (t1 - t0) / 16, solver.max_steps
+  else:
+    method = diffrax.Euler() if solver.name == "euler" else diffrax.Heun()
+    controller = diffrax.ConstantStepSize()
+    dt0, max_steps = (t1 - t0) / solver.steps, solver.steps
+  return diffrax.diffeqsolve(term, method, t0, t1, dt0, y0, stepsize_controller=controller,
+                             max_steps=max_steps, saveat=saveat, throw=False)
+
+
+def _failed(sol) -> jax.Array:
+  import diffrax
+
+  return sol.result != diffrax.RESULTS.successful
+
+
 def integrate(field: Callable, y0, t0: float, t1: float, solver: Solver):
   """y(t1) for dy/dt = field(y, t), y(t0) = y0 (any pytree), with diffrax. Returns (y(t1),
   number of steps taken, failed): ``failed`` is True where the adaptive solver ran out of steps
   (its y is then not a solution: callers report it, they do not use it silently)."""
   import diffrax
 
-  term = diffrax.ODETerm(lambda t, y, args: field(y, t))
-  if solver.name == "tsit5":
-    method = diffrax.Tsit5()
-    controller = _controller(solver)
-    dt0, max_steps = (t1 - t0) / 16, solver.max_steps
-  else:
-    method = diffrax.Euler() if solver.name == "euler" else diffrax.Heun()
-    controller = diffrax.ConstantStepSize()
-    dt0, max_steps = (t1 - t0) / solver.steps, solver.steps
-  sol = diffrax.diffeqsolve(term, method, t0, t1, dt0, y0, stepsize_controller=controller,
-                            max_steps=max_steps, saveat=diffrax.SaveAt(t1=True), throw=False)
-  failed = sol.result != diffrax.RESULTS.successful
-  return jax.tree.map(lambda leaf: leaf[-1], sol.ys), sol.stats["num_steps"], failed
+  sol = _solve(field, y0, t0, t1, solver, diffrax.SaveAt(t1=True))
+  return jax.tree.map(lambda leaf: leaf[-1], sol.ys), sol.stats["num_steps"], _failed(sol)
 
 
 def divergence(field: Callable, y: jax.Array, t: jax.Array, probe: jax.Array | None = None):
@@ -305,23 +317,18 @@ def ode_sample(field: Field, key: jax.Array, num: int, dim: int, t_noise: float,
   return integrate(field, y0, t_noise, t_data, solver)
 
 
-def straightness(field: Field, y0: jax.Array, solver: Solver, num_times: int = 16) -> jax.Array:
+def straightness(field: Field, y0: jax.Array, solver: Solver, num_times: int = 16):
   """E_t ||v(y_t, t) - (y_1 - y_0)||^2 along the ODE's paths from y0 at t = 0 (flow matching's
-  time convention): 0 for straight paths traversed at constant speed (Liu et al. 2023)."""
+  time convention): 0 for straight paths traversed at constant speed (Liu et al. 2023). Returns
+  (that mean, failed) as ``integrate`` does."""
   import diffrax
 
   times = jnp.linspace(0.0, 1.0, num_times)
-  term = diffrax.ODETerm(lambda t, y, args: field(y, t))
-  method = diffrax.Tsit5() if solver.name == "tsit5" else diffrax.Heun()
-  controller = _controller(solver) if solver.name == "tsit5" else diffrax.ConstantStepSize()
-  dt0 = 1.0 / (16 if solver.name == "tsit5" else solver.steps)
-  sol = diffrax.diffeqsolve(term, method, 0.0, 1.0, dt0, y0, stepsize_controller=controller,
-                            max_steps=solver.max_steps, saveat=diffrax.SaveAt(ts=times),
-                            throw=False)
+  sol = _solve(field, y0, 0.0, 1.0, solver, diffrax.SaveAt(ts=times))
   paths = sol.ys  # (num_times, n, d)
   chord = paths[-1] - paths[0]
   speeds = jax.vmap(field)(paths, times)
-  return jnp.mean(jnp.sum(jnp.square(speeds - chord), -1))
+  return jnp.mean(jnp.sum(jnp.square(speeds - chord), -1)), _failed(sol)
 
 
 def wasserstein2(x: jax.Array, y: jax.Array) -> jax.Array:

@@ -15,8 +15,7 @@ run on one device (no mesh) traces to the program it always had.
 The mesh is made of global devices (``jax.devices()``), the same number from each process, so
 that a run started on several hosts (``jax.distributed.initialize``) spans all of them; arrays
 are placed from values every process holds alike (``distributed.put``), and read back with
-``distributed.gather``,
-which gathers sharded arrays across processes.
+``distributed.gather``, which gathers sharded arrays across processes.
 """
 
 from __future__ import annotations

@@ -51,8 +51,9 @@ def _static(default=None):
 
 
 class _Parts:
-  """What the three problems share: the start, the L2 term's gradient, and the metrics, from
-  the fields ``initial_params``, ``l2``, ``metrics_fn`` and ``final_fn``."""
+  """What the three problems share: the start, the L2 term's gradient, the metrics and the
+  sampler, from the fields ``initial_params``, ``l2``, ``metrics_fn``, ``final_fn`` and
+  ``sample_fn`` (``PushForward`` samples by its generator instead)."""
 
   def init_params(self):
     return self.initial_params
@@ -65,6 +66,13 @@ class _Parts:
 
   def final_metrics(self, params) -> dict[str, jax.Array]:
     return self.final_fn(params, self)
+
+  def sample(self, params, key: jax.Array, num: int, **options) -> jax.Array:
+    """``num`` draws from the model at ``params`` by its ``sample_fn`` (a density, flow or score
+    model's sampler, in the data's units); ``options`` go to it (e.g. an ODE solver)."""
+    if self.sample_fn is None:
+      raise TypeError("this model has no sampler")
+    return self.sample_fn(params, key, num, **options)
 
 
 @jax.tree_util.register_dataclass
@@ -90,12 +98,6 @@ class LossFiniteSum(_Parts):
 
   def batch(self, indices: jax.Array) -> jax.Array:
     return self.samples[indices]
-
-  def sample(self, params, key: jax.Array, num: int) -> jax.Array:
-    """``num`` draws from the model at ``params`` (a density model's sampler)."""
-    if self.sample_fn is None:
-      raise TypeError("this model has no sampler")
-    return self.sample_fn(params, key, num)
 
   def with_l2(self, l2: jax.Array) -> LossFiniteSum:
     return dataclasses.replace(self, l2=l2)
@@ -158,13 +160,6 @@ class NoisyFiniteSum(_Parts):
   sample_fn: Callable[..., jax.Array] | None = _static()  # (params, key, num, **options) -> draws
   # stored samples -> the data's units, where the model stores them transformed (standardized)
   to_data: Callable[[jax.Array], jax.Array] | None = _static()
-
-  def sample(self, params, key: jax.Array, num: int, **options) -> jax.Array:
-    """``num`` draws from the model at ``params`` (flow and score models), in the data's units;
-    ``options`` go to the model's sampler (e.g. its ODE solver)."""
-    if self.sample_fn is None:
-      raise TypeError("this model has no sampler")
-    return self.sample_fn(params, key, num, **options)
 
   @property
   def num_samples(self) -> int:

@@ -3,21 +3,16 @@ losses, problem kinds, rules and schedules declare (``config.check_read_keys``),
 model reads gets the generic check of its type. All in Python, before any data or compilation."""
 
 import glob
-import importlib
 import json
 import os
-import sys
 
 import pytest
-from conftest import override
+from conftest import ROOT, config_of
 
 from deepfound.experiment import ConfigError, base_config, validate
 from deepfound.experiment.config import kind_key_groups, model_key_groups, stored_config
 from deepfound.experiment.models import MODELS, SHARED_KEYS
 from deepfound.optim import RULES
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)  # the configs live beside the package, not in it
 
 # The arguments of each config file (others: its default); every variant must validate.
 ARGS = {"gan_2d": ["ring", "grid,2"], "density_2d": ["ring", "grid,gmm", "moons,flow"],
@@ -26,11 +21,6 @@ ARGS = {"gan_2d": ["ring", "grid,2"], "density_2d": ["ring", "grid,gmm", "moons,
         "mlp_digits": list(RULES.names()), "cnn_digits": ["adam", "sag"], "vae_digits": ["2", "5"]}
 CONFIGS = sorted(os.path.basename(f)[:-3] for f in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not f.endswith("__init__.py"))
-
-
-def config_of(module: str, arg=None, **overrides):
-  config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
-  return override(config, **overrides)
 
 
 @pytest.mark.parametrize("module", CONFIGS)

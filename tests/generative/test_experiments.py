@@ -1,8 +1,6 @@
 """Section 17.4's configs through the experiment runner at a few steps, the problem kinds they
 build, the driver's per-step noise keys, and refusals of bad combinations."""
 
-import importlib
-import json
 import os
 import subprocess
 import sys
@@ -11,27 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_chunks_give_one_run
+from conftest import ROOT, assert_chunks_give_one_run, config_of, metric_rows
 
 from deepfound.experiment import ConfigError, run_experiment, validate
 from deepfound.experiment.build import build_method, build_problem
 from deepfound.problems.generative import NoisyFiniteSum
 from deepfound.problems.kinds import Expectation, FiniteSum, StochasticFiniteSum, check_runnable
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)  # the configs live beside the package, not in it
-
-
-def config_of(module: str, arg=None, **overrides):
-  config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
-  for key, value in overrides.items():
-    group, _, field = key.rpartition("__")
-    (config[group] if group else config)[field] = value
-  return config
-
-
-def rows_of(workdir):
-  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -39,7 +22,7 @@ def test_gmm_on_the_ring_learns_the_modes(tmp_path):
   config = config_of("density_2d", "ring,gmm", data__num_samples=4000, num_steps=600, log_every=300,
                      checkpoint_every=300, optim__batch_size=64)
   summary = run_experiment(config, str(tmp_path), progress=False)
-  rows = rows_of(tmp_path)
+  rows = metric_rows(tmp_path)
   assert [r["step"] for r in rows] == [0, 300, 600]
   assert rows[-1]["kl_gap"] < rows[0]["kl_gap"] - 1.0
   # The test NLL minus the entropy, which is known for the ring: -4.29 nats (Monte-Carlo).
@@ -55,7 +38,7 @@ def test_flow_on_moons_and_sag_on_its_finite_sum(tmp_path):
                      model__hidden=(16,), num_steps=200, log_every=100, optim__name="sag",
                      optim__learning_rate=1e-3, optim__batch_size=1)
   summary = run_experiment(config, str(tmp_path), progress=False)
-  rows = rows_of(tmp_path)
+  rows = metric_rows(tmp_path)
   assert rows[-1]["test_nll"] < rows[0]["test_nll"]
   assert "kl_gap" not in rows[-1]  # the law of moons is not known
   assert summary["gradient_memory_mb"] > 0  # one gradient per sample and parameter
@@ -70,7 +53,7 @@ def test_pushforward_mmd_and_its_kind(tmp_path):
   assert isinstance(problem, Expectation) and not isinstance(problem, FiniteSum)
   check_runnable(problem)
   run_experiment(config, str(tmp_path), progress=False)
-  rows = rows_of(tmp_path)
+  rows = metric_rows(tmp_path)
   assert rows[-1]["objective"] < rows[0]["objective"]
   assert rows[-1]["epoch"] is None and "modes_captured" in rows[-1]
 
@@ -80,7 +63,7 @@ def test_linear_autoencoder_approaches_pca(tmp_path):
   config = config_of("autoencoder_digits", "linear", model__code_size=4, num_steps=3000,
                      log_every=1500)
   run_experiment(config, str(tmp_path), progress=False)
-  last = rows_of(tmp_path)[-1]
+  last = metric_rows(tmp_path)[-1]
   assert last["pca_mse"] <= last["reconstruction_mse"] < 1.1 * last["pca_mse"]
   assert last["test_reconstruction_mse"] > 0
 
@@ -90,7 +73,7 @@ def test_vae_on_digits_reports_its_bounds(tmp_path):
   config = config_of("vae_digits", num_steps=420, log_every=210, problem__eval_importance_samples=50,
                      problem__eval_test_samples=40)
   summary = run_experiment(config, str(tmp_path), progress=False)
-  rows = rows_of(tmp_path)
+  rows = metric_rows(tmp_path)
   assert rows[-1]["test_elbo"] > rows[0]["test_elbo"] + 5  # nats per image
   # The importance-weighted estimate of log p(x) lies above the ELBO of the same images.
   assert summary["test_log_likelihood"] > summary["test_log_likelihood_elbo"]

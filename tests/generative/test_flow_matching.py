@@ -1,10 +1,8 @@
 """Flow matching and score matching: exact targets, couplings, ODE likelihoods, samplers, runs."""
 
-import importlib
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -12,16 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_chunks_give_one_run
+from conftest import ROOT, assert_chunks_give_one_run, config_of, metric_rows
 from scipy.linalg import expm
 
 from deepfound.experiment import ConfigError, run_experiment, validate
 from deepfound.experiment.build import build_method, build_problem
 from deepfound.models import flow_matching as fm
 from deepfound.problems.generative import NoisyFiniteSum
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
 
 MEANS = jnp.array([[1.0, 0.0], [-0.5, 0.8], [0.2, -1.2]])
 SD = 0.3
@@ -153,21 +148,9 @@ def test_samplers_with_the_exact_score_recover_a_gaussian(kind):
   np.testing.assert_allclose(jnp.std(flow, 0), [sd, sd], rtol=0.06)
 
 
-def config_of(module, arg=None, **overrides):
-  config = importlib.import_module(f"configs.{module}").get_config(*([arg] if arg else []))
-  for key, value in overrides.items():
-    group, _, field = key.rpartition("__")
-    (config[group] if group else config)[field] = value
-  return config
-
-
 TINY = dict(data__num_samples=2_000, model__hidden=(16, 16), num_steps=40, log_every=20,
             checkpoint_every=20, optim__batch_size=32, problem__nll_test_samples=50,
             problem__sample_steps=4, problem__ode_tolerance=1e-3)
-
-
-def rows_of(workdir):
-  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -192,7 +175,7 @@ def test_score_matching_and_sag_on_its_finite_sum(tmp_path):
       TINY, data__num_samples=300, optim__name="saga", optim__learning_rate=1e-3,
       optim__schedule="constant", optim__batch_size=4, problem__sde_steps=20))
   summary = run_experiment(config, str(tmp_path), progress=False)
-  rows = rows_of(tmp_path)
+  rows = metric_rows(tmp_path)
   assert rows[-1]["score_error"] < rows[0]["score_error"]
   assert summary["gradient_memory_mb"] > 0
   for key in ("test_nll", "sde_modes_captured", "w2", "w2_reference"):
@@ -229,7 +212,7 @@ def test_cli_runs_each_config_for_a_few_steps(tmp_path):
     summary = json.loads((tmp_path / str(i) / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["ode_failures"] == 0
     assert math.isfinite(summary["test_nll"]) and summary["nll_ode_steps"] > 0
-    rows = rows_of(tmp_path / str(i))
+    rows = metric_rows(tmp_path / str(i))
     assert [r["step"] for r in rows] == [0, 20, 40] and rows[-1]["test_loss"] < rows[0]["test_loss"]
     if i == 0:  # moons: no known law, so no kl_gap; a flow's straightness and w2
       assert "kl_gap" not in summary and summary["straightness"] > 0 and summary["w2"] > 0
