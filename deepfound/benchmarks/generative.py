@@ -27,23 +27,37 @@ from deepfound.experiment import build, precision_dtype, precision_scope, valida
 from deepfound.optim import driver
 from deepfound.problems.generative import LossFiniteSum, PushForward
 
-# The flows run at CPU sizes (8 couplings of 2 x 64 units, batch 256): configs/density_2d.py's
-# default (16 couplings of 2 x 128, batch 512, 40,000 steps) is for an accelerator.
-FLOW_CPU = dict(model__num_layers=8, model__hidden=(64, 64), optim__batch_size=256, num_steps=20_000)
-LR_10K = 1e-4  # sgd, sag and adam alike (3e-4 sent 2 of 3 sgd seeds to NaN)
-# SAG keeps one gradient per sample and parameter: 10,000 samples of the CPU flow (35k parameters,
-# 1.4 GB a seed in float32, hence 3 seeds); the three rules on the same problem, rate and steps.
-FLOW_10K = dict(FLOW_CPU, data__num_samples=10_000, optim__batch_size=16,
-                optim__learning_rate=LR_10K, num_steps=20_000)
+# The spline flows run at configs/density_2d.py's size (its CPU configuration). RealNVP runs at a
+# CPU size (8 couplings of 2 x 64 units, batch 256), not the config's accelerator size (16 of
+# 2 x 128, batch 512, 40,000 steps).
+REALNVP_CPU = dict(model__num_layers=8, model__hidden=(64, 64), optim__batch_size=256,
+                   num_steps=20_000)
+LR_10K = 1e-4  # sgd, sag and adam alike on RealNVP (3e-4 sent 2 of 3 sgd seeds to NaN)
+# SAG keeps one gradient per sample and parameter: 10,000 samples of the CPU flow (35k parameters
+# for RealNVP, 1.4 GB a seed in float32; 61k for the spline flow, 2.4 GB), hence 3 seeds; the
+# three rules on the same problem, rate, batch and steps.
+REALNVP_10K = dict(REALNVP_CPU, data__num_samples=10_000, optim__batch_size=16,
+                   optim__learning_rate=LR_10K, num_steps=20_000)
+SPLINE_10K_RATES = dict(sgd=1e-3, sag=1e-3, adam=1e-3)
+SPLINE_10K = dict(data__num_samples=10_000, optim__batch_size=16, optim__schedule="inverse_time",
+                  optim__l0=5_000.0, num_steps=20_000)
 # name -> (config module, its argument, overrides). Steps and rates are the configs' unless set.
 CASES = {
     "gmm_ring": ("density_2d", "ring,gmm", {}),
     "gmm_grid": ("density_2d", "grid,gmm", {}),
-    "flow_ring": ("density_2d", "ring", FLOW_CPU),
-    "flow_grid": ("density_2d", "grid", FLOW_CPU),
-    "flow_ring_10k_sgd": ("density_2d", "ring", dict(FLOW_10K, optim__name="sgd")),
-    "flow_ring_10k_sag": ("density_2d", "ring", dict(FLOW_10K, optim__name="sag")),
-    "flow_ring_10k_adam": ("density_2d", "ring", dict(FLOW_10K, optim__name="adam")),
+    "flow_ring": ("density_2d", "ring", {}),
+    "flow_grid": ("density_2d", "grid", {}),
+    "flow_ring_10k_sgd": ("density_2d", "ring", dict(SPLINE_10K, optim__name="sgd",
+                                                      optim__learning_rate=SPLINE_10K_RATES["sgd"])),
+    "flow_ring_10k_sag": ("density_2d", "ring", dict(SPLINE_10K, optim__name="sag",
+                                                      optim__learning_rate=SPLINE_10K_RATES["sag"])),
+    "flow_ring_10k_adam": ("density_2d", "ring", dict(SPLINE_10K, optim__name="adam",
+                                                       optim__learning_rate=SPLINE_10K_RATES["adam"])),
+    "realnvp_ring": ("density_2d", "ring,realnvp", REALNVP_CPU),
+    "realnvp_grid": ("density_2d", "grid,realnvp", REALNVP_CPU),
+    "realnvp_ring_10k_sgd": ("density_2d", "ring,realnvp", dict(REALNVP_10K, optim__name="sgd")),
+    "realnvp_ring_10k_sag": ("density_2d", "ring,realnvp", dict(REALNVP_10K, optim__name="sag")),
+    "realnvp_ring_10k_adam": ("density_2d", "ring,realnvp", dict(REALNVP_10K, optim__name="adam")),
     "mmd_ring": ("pushforward_2d", "ring,mmd", {}),
     "mmd_grid": ("pushforward_2d", "grid,mmd", {}),
     # Sinkhorn runs hundreds of iterations a step: far fewer steps than MMD on a CPU.
@@ -58,12 +72,14 @@ CASES = {
 }
 # Fewer seeds where a CPU run is long (--num_seeds caps all).
 SEEDS = {"flow_ring_10k_sgd": 3, "flow_ring_10k_sag": 3, "flow_ring_10k_adam": 3,
+         "realnvp_ring_10k_sgd": 3, "realnvp_ring_10k_sag": 3, "realnvp_ring_10k_adam": 3,
          "sinkhorn_ring": 1, "sinkhorn_grid": 1}
 GROUPS = {
     "cheap": ["gmm_ring", "gmm_grid", "ae_linear_2", "ae_linear_8", "ae_linear_16", "ae_mlp_8",
               "mmd_ring", "mmd_grid"],
     "slow": ["flow_ring", "flow_grid", "flow_ring_10k_adam", "flow_ring_10k_sgd",
-             "flow_ring_10k_sag", "sinkhorn_ring", "sinkhorn_grid"],
+             "flow_ring_10k_sag", "realnvp_ring", "realnvp_grid", "realnvp_ring_10k_adam",
+             "realnvp_ring_10k_sgd", "realnvp_ring_10k_sag", "sinkhorn_ring", "sinkhorn_grid"],
 }
 GROUPS["all"] = GROUPS["cheap"] + GROUPS["slow"]
 SHOWN = ("objective", "test_nll", "kl_gap", "modes_captured", "high_quality_fraction", "mode_kl",

@@ -69,9 +69,9 @@ def stored_config(stored: dict) -> ml_collections.ConfigDict:
   stored = copy.deepcopy(stored)
   name = (stored.get("model") or {}).get("name")
   if name in MODELS:
-    upgrade = get_kind(MODELS.get(name).kind).upgrade
-    if upgrade is not None:
-      upgrade(stored)
+    for upgrade in (get_kind(MODELS.get(name).kind).upgrade, MODELS.get(name).upgrade):
+      if upgrade is not None:
+        upgrade(stored)
   config = base_config()
   config.update(stored)
   _reset_unread(config)
@@ -210,7 +210,8 @@ def rule_key_groups(prefix: str, group: ml_collections.ConfigDict) -> list[KeyGr
 
 def model_key_groups(config: ml_collections.ConfigDict) -> list[KeyGroup]:
   """What the config's model reads of every model's keys (and problem.l2), then what its loss
-  reads of the model's per-loss keys."""
+  reads of the model's per-loss keys, then what each of its variant options reads
+  (``ModelSpec.variant_keys``)."""
   spec, loss = MODELS.get(config.model.name), config.problem.loss
   every = ({f"model.{k}" for k in SHARED_KEYS} | {f"model.{k}" for k in MODELS.options()}
            | {"problem.l2"} | {f"problem.{k}" for k in problem_options()})
@@ -220,7 +221,9 @@ def model_key_groups(config: ml_collections.ConfigDict) -> list[KeyGroup]:
   per_loss = {f"problem.{k}" for keys in spec.loss_keys.values() for k in keys}
   return [KeyGroup(f"model.name={spec.name}", frozenset(every), frozenset(read)),
           KeyGroup(f"problem.loss={loss} (model.name={spec.name})", frozenset(per_loss),
-                   frozenset(f"problem.{k}" for k in spec.loss_reads(loss)))]
+                   frozenset(f"problem.{k}" for k in spec.loss_reads(loss)))] + [
+              KeyGroup(reader, keys, reads, preset=True)
+              for reader, keys, reads in spec.variant_reads(config)]
 
 
 def single_rule_keys() -> frozenset[str]:
@@ -376,10 +379,10 @@ def _validate_model(config, given: Collection[str]) -> None:
   model, data = config.model, config.data
   spec = MODELS.get(model.name)
   _one_of("problem.loss", config.problem.loss, spec.losses)
-  model_keys, loss_keys = model_key_groups(config)
+  model_keys, *loss_and_variant_keys = model_key_groups(config)
   check_read_keys(config, [model_keys], given)
   check_keys(spec, config)  # (a loss's required key is named before another loss's stale one)
-  check_read_keys(config, [loss_keys], given)
+  check_read_keys(config, loss_and_variant_keys, given)
   if DATASETS.get(data.name).stream:
     for option in spec.problem_options:
       if config.problem[option.name] not in (None, option.default):

@@ -16,6 +16,7 @@ likelihoods are those of the data as given.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ from deepfound.experiment.models import (
     source_name,
     train_test,
 )
+from deepfound.models.density import MIXINGS, TRANSFORMS
 from deepfound.problems.divergences import PARAMETERS, parameter_problem
 from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
 from deepfound.registry import Option
@@ -120,33 +122,88 @@ def _gmm(config, x: np.ndarray, rngs):
 
 
 def _flow(config, x: np.ndarray, rngs):
-  """RealNVP with the data's mean and per-coordinate sd built in."""
-  from deepfound.models.density import RealNVP
+  """A coupling flow (spline or affine) with the data's mean and per-coordinate sd built in."""
+  from deepfound.models.density import CouplingFlow
 
+  model = config.model
   scale = x.std(axis=0)
-  return RealNVP(x.shape[1], config.model.num_layers, tuple(config.model.hidden), rngs=rngs,
-                 activation=config.model.activation, data_loc=x.mean(axis=0),
-                 data_scale=np.where(scale > 0, scale, 1.0))
+  return CouplingFlow(x.shape[1], model.num_layers, tuple(model.hidden), rngs=rngs,
+                      transform=model.transform, mixing=model.mixing, num_bins=model.num_bins,
+                      tail_bound=model.tail_bound, activation=model.activation,
+                      data_loc=x.mean(axis=0), data_scale=np.where(scale > 0, scale, 1.0))
+
+
+def _upgrade_flow(stored: dict) -> None:
+  """Flows stored before model.transform existed were RealNVP: affine couplings, alternating."""
+  model = stored.setdefault("model", {})
+  if "transform" not in model:
+    model.update(transform="affine", mixing="alternate")
+
+
+def _validation_split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(training rows, validation rows): round(fraction n) rows drawn at random (seeded) from the
+  training set; the test set is not touched."""
+  count = int(round(fraction * len(x)))
+  if not fraction:
+    return x, x[:0]
+  if not 1 <= count < len(x):
+    raise ConfigError(f"problem.validation_fraction = {fraction} leaves {len(x) - count} training "
+                      f"and {count} validation samples of {len(x)}")
+  order = np.random.default_rng(seed).permutation(len(x))
+  return x[np.sort(order[count:])], x[np.sort(order[:count])]
+
+
+def bits_per_dim(nll: jax.Array, dim: int, levels: int) -> jax.Array:
+  """The NLL (nats) of a density of dequantized data (k + u) / (levels + 1) on [0, 1]^dim, as bits
+  per dimension of the discrete data k in {0, ..., levels}: (nll / dim + log(levels + 1)) / log 2
+  (the volume of a cell of the grid is (levels + 1)^-dim). A uniform model has log2(levels + 1)."""
+  return (nll / dim + math.log(levels + 1)) / math.log(2)
+
+
+def _dequantize_draw(x: jax.Array, key: jax.Array, levels: int) -> jax.Array:
+  """Intensities k / levels -> (k + u) / (levels + 1), u ~ U[0, 1) drawn from ``key``."""
+  counts = jnp.round(x * levels)
+  return (counts + jax.random.uniform(key, x.shape, x.dtype)) / (levels + 1)
 
 
 def build_density(config, dataset, make_model):
-  """Maximum likelihood of the density that ``make_model(config, x, rngs)`` builds."""
+  """Maximum likelihood of the density that ``make_model(config, x, rngs)`` builds.
+
+  With ``problem.dequantize_levels`` (images), every step dequantizes its minibatch with fresh
+  uniform noise (as flows of images are trained: a fixed draw is a set of n points in [0, 1]^d
+  that a flow can memorize), so the problem is a ``NoisyFiniteSum``; the test and validation
+  images are dequantized once (seeded), and their NLLs are of those draws.
+
+  With ``problem.validation_fraction`` > 0, that share of the training set is held out: its NLL
+  (``valid_nll``) is logged and the run reports the iterate of its best log point
+  (``driver.selects``), whose NLLs the summary gives as ``final_*``.
+  """
   from flax import nnx
 
   dtype = precision_dtype(config.precision)
   x, x_test = _flat_samples(config, dataset)
   levels = config.problem.dequantize_levels
-  x, x_test = _dequantize(x, levels, config.data.seed), _dequantize(x_test, levels, config.data.seed + 1)
-  model = make_model(config, x, nnx.Rngs(config.model.seed))
+  x, x_valid = _validation_split(x, config.problem.validation_fraction, config.data.seed + 2)
+  check_batch_size(config, len(x))
+  x_test = _dequantize(x_test, levels, config.data.seed + 1)
+  x_valid = _dequantize(x_valid, levels, config.data.seed + 3)
+  # The model's standardization is fitted to one dequantized draw of the training set.
+  model = make_model(config, _dequantize(x, levels, config.data.seed), nnx.Rngs(config.model.seed))
   params, merge = _pure(model, dtype)
   known = _mixture_metrics(config.data.name)
+  dim = x.shape[1]
+  validation = len(x_valid) > 0
 
-  def sample_loss(p, sample):
-    return -merge(p).log_density(sample)
+  def nll(p, samples):
+    return -jnp.mean(merge(p).log_density(samples))
 
   def metrics_fn(p, problem):
-    test_nll = problem.data_loss(p, problem.test_samples)
+    test_nll = nll(p, problem.test_samples)
     out = dict(test_nll=test_nll)
+    if problem.validation_samples is not None:
+      out.update(valid_nll=nll(p, problem.validation_samples))
+    if levels is not None:
+      out.update(test_bits_per_dim=bits_per_dim(test_nll, dim, levels))
     if known is not None:
       entropy, stderr, modes = known
       out.update(kl_gap=test_nll - entropy, entropy=jnp.asarray(entropy, test_nll.dtype),
@@ -154,12 +211,32 @@ def build_density(config, dataset, make_model):
       out.update(modes(merge(p).sample(jax.random.PRNGKey(0), MODE_SAMPLES)))
     return out
 
+  def final_fn(p, problem):  # at the reported iterate: the selected one, with a validation set
+    return {f"final_{k}": v for k, v in metrics_fn(p, problem).items()
+            if k in ("test_nll", "valid_nll", "test_bits_per_dim", "kl_gap")}
+
   def sample_fn(p, key, num):
     return merge(p).sample(key, num)
 
-  return LossFiniteSum(jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
-                       jnp.asarray(config.problem.l2, dtype), sample_loss, metrics_fn,
-                       sample_fn=sample_fn)
+  shared = dict(metrics_fn=metrics_fn, final_fn=final_fn if validation else _no_final,
+                sample_fn=sample_fn,
+                validation_samples=jnp.asarray(x_valid, dtype) if validation else None,
+                select_by="valid_nll" if validation else None)
+  data = (jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
+          jnp.asarray(config.problem.l2, dtype))
+  if levels is None:
+    return LossFiniteSum(*data, lambda p, sample: -merge(p).log_density(sample), **shared)
+
+  def noisy_loss(p, sample, key):
+    return -merge(p).log_density(_dequantize_draw(sample, key, levels))
+
+  return NoisyFiniteSum(*data, jax.random.PRNGKey(config.model.seed + 2), noisy_loss,
+                        objective_samples=min(len(x), 10_000), **shared)
+
+
+def _no_final(p, problem):
+  del p, problem
+  return {}
 
 
 # ---- push-forward generators (Sinkhorn, MMD) --------------------------------------------------
@@ -308,19 +385,38 @@ def build_vae(config, dataset):
 
 DEQUANTIZE = Option("dequantize_levels", int, None,
                     "gmm, flow: intensities k/levels get uniform noise (digits: 16)", _count)
+VALIDATION = Option("validation_fraction", float, 0.0,
+                    "gmm, flow: share of the training set held out; the run reports the iterate "
+                    "of the best validation NLL", lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
 LATENT_SIZE = Option("latent_size", int, 2, "pushforward, vae: latent dimension", _count)
 
 register_model(ModelSpec(
     name="gmm", build=functools.partial(build_density, make_model=_gmm), losses=("nll",),
     summary="Gaussian mixture (Cholesky-factored precisions), fitted by MLE (17.4.1)",
     options=(Option("num_components", int, 8, "gmm: mixture components", _count),),
-    problem_options=(DEQUANTIZE,)))
+    problem_options=(DEQUANTIZE, VALIDATION)))
+def _one_of(choices):
+  return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
 register_model(ModelSpec(
     name="flow", build=functools.partial(build_density, make_model=_flow), losses=("nll",),
     uses=("hidden", "activation"),
-    summary="RealNVP affine-coupling flow (model.num_layers, model.hidden), fitted by MLE (17.4.1)",
-    options=(Option("num_layers", int, 6, "flow: affine coupling layers", _count),),
-    problem_options=(DEQUANTIZE,)))
+    summary="coupling flow, rational-quadratic splines (or RealNVP's affine maps), MLE (17.4.1)",
+    options=(Option("num_layers", int, 6, "flow: coupling layers", _count),
+             Option("transform", str, "spline",
+                    "flow: the couplings' map, spline (Neural Spline Flows) or affine (RealNVP)",
+                    _one_of(TRANSFORMS)),
+             Option("mixing", str, "lu", "flow: between couplings, an LU-factored linear map "
+                    "(lu), a fixed permutation (permute), or nothing (alternate)",
+                    _one_of(MIXINGS)),
+             Option("num_bins", int, 8, "flow (spline): bins of each spline",
+                    lambda v: None if 2 <= v <= 512 else "must be in [2, 512]"),
+             Option("tail_bound", float, 3.0, "flow (spline): the splines act on [-B, B] of the "
+                    "standardized data, the identity outside", _positive)),
+    variant_keys={"transform": {"spline": ("num_bins", "tail_bound")}},
+    upgrade=_upgrade_flow,
+    problem_options=(DEQUANTIZE, VALIDATION)))
 register_model(ModelSpec(
     name="pushforward", build=build_pushforward, losses=tuple(PARAMETERS), finite_sum=False,
     uses=("hidden", "activation"), loss_keys={loss: (key,) for loss, key in PARAMETERS.items()},

@@ -96,10 +96,29 @@ class ModelSpec:
   # The problem.<option>s of its own that only some losses read: loss -> those it reads. An
   # option that no loss names here is read by every loss; the others are refused when set.
   loss_keys: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, hash=False)
+  # The model.<option>s of its own that only some values of another of its options read:
+  # option -> {value: the options that value reads}. An option named under no value is read
+  # always; the others are refused when set, as per-loss keys are (e.g. the flow's model.num_bins
+  # is read by model.transform=spline only).
+  variant_keys: Mapping[str, Mapping[str, tuple[str, ...]]] = dataclasses.field(
+      default_factory=dict, hash=False)
+  # upgrade(stored) rewrites the model's keys in a config dict that an older version stored, e.g.
+  # a default that changed since (so old runs resume as they were made); None: nothing to do.
+  upgrade: Callable[[dict], None] | None = None
   penalized: bool = True  # reads problem.l2 (a weight of (l2/2)||params||^2 in its objective)
   # check(config) -> None: the model's own checks of values it reads that need more than one key
   # or the run's precision (``ConfigError`` naming the key); None: none.
   check: Callable[[ml_collections.ConfigDict], None] | None = None
+
+  def variant_reads(self, config) -> list[tuple[str, frozenset[str], frozenset[str]]]:
+    """(reader, its keys, those it reads) per entry of ``variant_keys``, for ``config``."""
+    out = []
+    for option, by_value in self.variant_keys.items():
+      value = config.model[option]
+      every = frozenset(f"model.{k}" for keys in by_value.values() for k in keys)
+      read = frozenset(f"model.{k}" for k in by_value.get(value, ()))
+      out.append((f"model.{option}={value} (model.name={self.name})", every, read))
+    return out
 
   def loss_reads(self, loss: str) -> tuple[str, ...]:
     """The names of its problem options that ``loss`` reads."""
@@ -128,6 +147,12 @@ def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
   if taken:
     raise ValueError(f"model {spec.name!r}: options {sorted(taken)} are shared model keys; "
                      "name them in uses")
+  own = {o.name for o in spec.options}
+  unknown = (set(spec.variant_keys) | {k for by_value in spec.variant_keys.values()
+                                       for keys in by_value.values() for k in keys}) - own
+  if unknown:
+    raise ValueError(f"model {spec.name!r}: variant_keys names {sorted(unknown)}, which are not "
+                     "its options")
   unknown = (set(spec.loss_keys) - set(spec.losses)) | (
       {k for keys in spec.loss_keys.values() for k in keys} - {o.name for o in spec.problem_options})
   if unknown:

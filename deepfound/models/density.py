@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.scipy.special import logsumexp
 
+from deepfound.models import splines
 from deepfound.models.networks import MLP
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -160,6 +161,96 @@ class AffineCoupling(nnx.Module):
     return self._join(x_a, (x_b - shift) * jnp.exp(-log_scale)), -jnp.sum(log_scale, axis=-1)
 
 
+class SplineCoupling(nnx.Module):
+  """One rational-quadratic spline coupling layer (Durkan et al. 2019): conditioning coordinates a
+  and transformed coordinates b, each x_b,j -> g_j(x_b,j; theta_j(x_a)) a monotone spline on
+  [-``tail_bound``, ``tail_bound``] with ``num_bins`` bins and identity tails (``splines``):
+
+    density direction (x -> z):  z_a = x_a,  z_b,j = g_j(x_b,j),   log|det dz/dx| = sum_j log g_j',
+    sampling direction (z -> x): x_b,j = g_j^{-1}(z_b,j) (closed form, a quadratic per point).
+
+  The MLP on x_a gives the 3K - 1 unconstrained numbers of each g_j; its last layer starts at zero,
+  so every g_j starts as the identity.
+  """
+
+  def __init__(self, conditioner: Sequence[int], transformed: Sequence[int], hidden: Sequence[int],
+               activation: str, num_bins: int, tail_bound: float, *, rngs: nnx.Rngs):
+    self.conditioner, self.transformed = tuple(conditioner), tuple(transformed)
+    order = self.conditioner + self.transformed
+    self.unorder = tuple(int(i) for i in np.argsort(order))
+    self.num_bins, self.tail_bound = int(num_bins), float(tail_bound)
+    width = splines.params_per_dimension(self.num_bins)
+    self.net = MLP([len(self.conditioner), *hidden, width * len(self.transformed)], activation,
+                   rngs=rngs)
+    last = self.net.layers[-1]
+    last.kernel[...] = jnp.zeros_like(last.kernel[...])
+    last.bias[...] = jnp.zeros_like(last.bias[...])
+
+  def _knots(self, x_a: jax.Array) -> splines.Knots:
+    raw = self.net(x_a).reshape(*x_a.shape[:-1], len(self.transformed), -1)
+    return splines.knots(*splines.split_params(raw, self.num_bins), self.tail_bound)
+
+  def _join(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.concatenate([a, b], axis=-1)[..., self.unorder]
+
+  def forward(self, z: jax.Array) -> jax.Array:
+    z_a, z_b = z[..., self.conditioner], z[..., self.transformed]
+    x_b, _ = splines.inverse(z_b, self._knots(z_a))
+    return self._join(z_a, x_b)
+
+  def inverse(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(z, log|det dz/dx|)."""
+    x_a, x_b = x[..., self.conditioner], x[..., self.transformed]
+    z_b, log_slope = splines.forward(x_b, self._knots(x_a))
+    return self._join(x_a, z_b), jnp.sum(log_slope, axis=-1)
+
+
+class Permutation(nnx.Variable):
+  """A fixed (not trained) permutation of the coordinates: excluded by the ``nnx.Param`` filter."""
+
+
+class LULinear(nnx.Module):
+  """An invertible linear layer z = W x with W = L U P (the "LU-decomposed linear" layer that
+  Neural Spline Flows puts between couplings, after Kingma and Dhariwal 2018's Glow):
+
+  - P a fixed random permutation (drawn at construction, not trained);
+  - L unit lower triangular (its strict lower triangle a parameter);
+  - U upper triangular with diagonal exp(``log_diagonal``) (its strict upper triangle a
+    parameter), so log|det W| = sum(log_diagonal), O(d), and W is invertible for any parameters.
+
+  It starts as the permutation P (L = U = I). The sampling direction x = W^{-1} z is two
+  triangular solves.
+  """
+
+  def __init__(self, dim: int, *, rngs: nnx.Rngs):
+    self.dim = dim
+    self.permutation = Permutation(jax.random.permutation(rngs.params(), dim))
+    self.lower = nnx.Param(jnp.zeros((dim, dim)))
+    self.upper = nnx.Param(jnp.zeros((dim, dim)))
+    self.log_diagonal = nnx.Param(jnp.zeros((dim,)))
+
+  def _factors(self) -> tuple[jax.Array, jax.Array]:
+    eye = jnp.eye(self.dim, dtype=self.lower[...].dtype)
+    lower = jnp.tril(self.lower[...], -1) + eye
+    upper = jnp.triu(self.upper[...], 1) + jnp.diag(jnp.exp(self.log_diagonal[...]))
+    return lower, upper
+
+  def inverse(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(W x, log|det W|) for the rows x (..., d)."""
+    lower, upper = self._factors()
+    z = (x[..., self.permutation[...]] @ upper.T) @ lower.T  # P x is a gather of the coordinates
+    return z, jnp.broadcast_to(jnp.sum(self.log_diagonal[...]), x.shape[:-1])
+
+  def forward(self, z: jax.Array) -> jax.Array:
+    """W^{-1} z for the rows z (..., d)."""
+    lower, upper = self._factors()
+    rows = z.reshape(-1, self.dim).T
+    v = jax.scipy.linalg.solve_triangular(lower, rows, lower=True, unit_diagonal=True)
+    u = jax.scipy.linalg.solve_triangular(upper, v, lower=False)
+    x = jnp.zeros_like(u).at[self.permutation[...]].set(u)
+    return x.T.reshape(z.shape)
+
+
 def coupling_partitions(dim: int, num_layers: int, mask: str = "halves") -> list[tuple[tuple[int, ...],
                                                                                       tuple[int, ...]]]:
   """(conditioning, transformed) coordinates of each layer, the roles swapping from layer to layer.
@@ -176,31 +267,64 @@ def coupling_partitions(dim: int, num_layers: int, mask: str = "halves") -> list
   return [(first, second) if layer % 2 == 0 else (second, first) for layer in range(num_layers)]
 
 
-class RealNVP(nnx.Module):
-  """A RealNVP flow x = g(z), z ~ N(0, I_d) (Dinh et al. 2017):
+TRANSFORMS = ("spline", "affine")  # the coupling layers' elementwise transform
+MIXINGS = ("lu", "permute", "alternate")  # what sits between two couplings
+
+
+class CouplingFlow(nnx.Module):
+  """A coupling flow x = g(z), z ~ N(0, I_d):
 
     g = S o f_{L-1} o ... o f_0,   S(u) = loc + scale * u,
 
-  with f_l the affine couplings (``AffineCoupling``) on alternating partitions of the coordinates
-  and S a fixed standardization of the data (``data_loc``, ``data_scale``: e.g. the data's mean and
-  standard deviation; default 0 and 1), so that the couplings see data of unit scale whatever
-  the data's (the grid spans [-4, 4], the ring [-1, 1]). Change of variables:
+  with f_l the coupling layers on alternating partitions of the coordinates, ``transform``:
+
+  - ``spline``: rational-quadratic spline couplings (``SplineCoupling``; Neural Spline Flows,
+    Durkan et al. 2019), ``num_bins`` bins on [-``tail_bound``, ``tail_bound``], identity tails;
+  - ``affine``: affine couplings (``AffineCoupling``; RealNVP, Dinh et al. 2017);
+
+  and, between two couplings, ``mixing``:
+
+  - ``lu``: an invertible linear layer W = L U P (``LULinear``), as Neural Spline Flows has;
+  - ``permute``: a fixed random permutation of the coordinates (an ``LULinear`` whose L and U
+    are not trained would be the same; here it is a bare gather);
+  - ``alternate``: nothing (the partitions' alternation alone mixes the coordinates: RealNVP).
+
+  S is a fixed standardization of the data (``data_loc``, ``data_scale``: e.g. the data's mean and
+  standard deviation; default 0 and 1), so that the couplings see data of unit scale whatever the
+  data's (the grid spans [-4, 4], the ring [-1, 1]) and the splines' bound sits where the data
+  are. Change of variables:
 
     log p(x) = log N(z; 0, I) + log|det dz/dx|,   z = g^{-1}(x),
-    log|det dz/dx| = -sum_i log scale_i - sum_l sum_j s_{l,j},
 
-  the last sum over the log-scales of the layers' inverses. At initialization every coupling is
-  the identity, so p = N(loc, diag(scale^2)).
+  the log-determinant a sum over the layers'. At initialization every layer is the identity (or a
+  permutation), so p = N(loc, diag(scale^2)).
   """
 
   def __init__(self, dim: int, num_layers: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs,
-               activation: str = "relu", mask: str = "halves", max_log_scale: float = 3.0,
+               transform: str = "spline", mixing: str = "lu", num_bins: int = 8,
+               tail_bound: float = 3.0, activation: str = "relu", mask: str = "halves",
+               max_log_scale: float = 3.0,
                data_loc: jax.Array | np.ndarray | float | None = None,
                data_scale: jax.Array | np.ndarray | float | None = None):
+    if transform not in TRANSFORMS:
+      raise ValueError(f"unknown transform {transform!r}; expected one of {', '.join(TRANSFORMS)}")
+    if mixing not in MIXINGS:
+      raise ValueError(f"unknown mixing {mixing!r}; expected one of {', '.join(MIXINGS)}")
     self.dim = dim
-    self.couplings = nnx.List([
-        AffineCoupling(conditioner, transformed, hidden, activation, max_log_scale, rngs=rngs)
-        for conditioner, transformed in coupling_partitions(dim, num_layers, mask)])
+    layers = []
+    for index, (conditioner, transformed) in enumerate(coupling_partitions(dim, num_layers, mask)):
+      if index and mixing == "lu":
+        layers.append(LULinear(dim, rngs=rngs))
+      elif index and mixing == "permute":
+        layers.append(FixedPermutation(dim, rngs=rngs))
+      if transform == "spline":
+        layers.append(SplineCoupling(conditioner, transformed, hidden, activation, num_bins,
+                                     tail_bound, rngs=rngs))
+      else:
+        layers.append(AffineCoupling(conditioner, transformed, hidden, activation, max_log_scale,
+                                     rngs=rngs))
+    # "couplings" holds every layer in order (RealNVP's parameter paths are those of earlier runs).
+    self.couplings = nnx.List(layers)
     loc = jnp.broadcast_to(jnp.asarray(0.0 if data_loc is None else data_loc, jnp.float32), (dim,))
     scale = jnp.broadcast_to(jnp.asarray(1.0 if data_scale is None else data_scale, jnp.float32), (dim,))
     if not bool(jnp.all(scale > 0)):
@@ -234,3 +358,23 @@ class RealNVP(nnx.Module):
   def sample(self, key: jax.Array, num: int) -> jax.Array:
     """g(z) for num draws z ~ N(0, I): (num, d)."""
     return self.forward(jax.random.normal(key, (num, self.dim)))
+
+
+class FixedPermutation(nnx.Module):
+  """z = x[..., perm] for a random permutation drawn at construction (not trained); log|det| = 0."""
+
+  def __init__(self, dim: int, *, rngs: nnx.Rngs):
+    self.permutation = Permutation(jax.random.permutation(rngs.params(), dim))
+
+  def inverse(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return x[..., self.permutation[...]], jnp.zeros(x.shape[:-1], x.dtype)
+
+  def forward(self, z: jax.Array) -> jax.Array:
+    return z[..., jnp.argsort(self.permutation[...])]
+
+
+def RealNVP(dim: int, num_layers: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs,  # noqa: N802
+            **kwargs) -> CouplingFlow:
+  """RealNVP (Dinh et al. 2017): affine couplings on alternating partitions, nothing between."""
+  return CouplingFlow(dim, num_layers, hidden, rngs=rngs, transform="affine", mixing="alternate",
+                      **kwargs)

@@ -13,7 +13,7 @@ What a step computes comes from the rule's spec (``registry.RuleSpec``): its tra
 the gradient oracle it needs (``oracles.py``). The problem is a ``FiniteSum`` or an
 ``Expectation`` (``deepfound.problems.kinds``); this module is their engine (``engine.Engine``:
 ``init_state``, ``run_chunk_jit``, ``initial_log_point``, ``run``, ``reported_params``,
-``epochs``, ``failure``, ``final_facts``), registered at its end.
+``final_params``, ``epochs``, ``failure``, ``final_facts``), registered at its end.
 
 Per-step cost does not depend on n: one sample (or minibatch) is gathered, the gradient memory is
 touched at those rows only (see ``memory.py``), and indices come from a counter-based PRNG
@@ -148,6 +148,34 @@ class RunState(NamedTuple):
   # and the step at which the run converged (-1 while it runs; a converged run idles).
   anchor: Any
   stopped_at: jax.Array
+  # With a problem that selects its reported iterate (``select_by``, e.g. a flow's validation
+  # NLL): the best log point so far (``Best``); else () (no leaves: older checkpoints resume).
+  best: Any = ()
+
+
+class Best(NamedTuple):
+  """The log point with the smallest value of the problem's ``select_by`` metric so far: that
+  value (inf before the first log point), its step (-1 before) and its reported iterate."""
+
+  value: jax.Array
+  step: jax.Array
+  params: optax.Params
+
+
+def selects(problem: Problem) -> str | None:
+  """The metric whose smallest logged value selects the iterate a run reports at its end (its
+  final metrics and saved parameters), or None: the last iterate. A problem says so by a
+  ``select_by`` attribute (``problems.generative.LossFiniteSum``: a validation NLL)."""
+  return getattr(problem, "select_by", None)
+
+
+def _track_best(problem: Problem, state: RunState, point: LogPoint) -> RunState:
+  """``state`` with ``best`` moved to this log point if its metric is smaller (a NaN never is)."""
+  value = point.extras[selects(problem)].astype(state.best.value.dtype)
+  better = value < state.best.value
+  pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
+  return state._replace(best=Best(pick(value, state.best.value), pick(state.step, state.best.step),
+                                  jax.tree.map(pick, reported_params(state), state.best.params)))
 
 
 def has_l1(problem: Problem) -> bool:
@@ -219,8 +247,13 @@ def init_state(problem: Problem, method: Method, hyper: Hyperparameters, key: ja
   else:
     order = jnp.zeros((0,), jnp.int32)
   anchor = _stop_weights(problem, params) if method.tol is not None else jnp.zeros((0,))
+  best = ()
+  if selects(problem) is not None:
+    dtype = jax.tree.leaves(params)[0].dtype  # the metrics' precision
+    best = Best(jnp.asarray(jnp.inf, dtype), jnp.full((), -1, jnp.int32),
+                jax.tree.map(jnp.copy, params))
   state = RunState(params, opt_state, jnp.zeros((), jnp.int32), order, key, anchor,
-                   jnp.full((), -1, jnp.int32))
+                   jnp.full((), -1, jnp.int32), best)
   return _on_mesh(problem, method, state)
 
 
@@ -364,6 +397,12 @@ def reported_params(state: RunState) -> optax.Params:
   return averaged_params(state.opt_state, state.params)
 
 
+def final_params(state: RunState) -> optax.Params:
+  """The iterate a finished run reports (its final metrics, its saved parameters): the best log
+  point's where the problem selects one (``selects``), else ``reported_params``."""
+  return state.best.params if isinstance(state.best, Best) else reported_params(state)
+
+
 def log_point(problem: Problem, schedule: optax.Schedule, state: RunState, record_params: bool = False
               ) -> LogPoint:
   """The metrics of ``state``: E and the problem's metrics at the reported iterate."""
@@ -452,7 +491,10 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
       carry = jax.lax.fori_loop(0, log_every, lambda _, c: step(c), (state.params, state.opt_state))
       state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
     state = _on_mesh(problem, method, state)
-    return state, log_point(problem, schedule, state, record_params)
+    point = log_point(problem, schedule, state, record_params)
+    if selects(problem) is not None:
+      state = _track_best(problem, state, point)
+    return state, point
 
   state, points = jax.lax.scan(log_block, state, None, length=num_logs)
   return _on_mesh(problem, method, state), points  # the state as it came in: chunks never recompile
@@ -528,7 +570,10 @@ def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, i
                                        (state.params, state.opt_state), drawn)[0]
     state = state._replace(params=params, opt_state=opt_state, step=state.step + log_every)
     state = _on_mesh(problem, method, state)
-    return state, log_point(problem, schedule, state, record_params)
+    point = log_point(problem, schedule, state, record_params)
+    if selects(problem) is not None:
+      state = _track_best(problem, state, point)
+    return state, point
 
   state, points = jax.lax.scan(log_block, state,
                                indices.reshape(-1, log_every, method.batch_size))
@@ -567,12 +612,18 @@ def failure(rows: list[dict], state: RunState, limit: float) -> Failure | None:
 
 
 def final_facts(problem: Problem, method: Method, state: RunState) -> dict[str, Any]:
-  """With a stopping tolerance: whether the run converged, at which step and epoch."""
+  """With a stopping tolerance: whether the run converged, at which step and epoch. With a
+  selected iterate (``selects``): the metric, the step it was taken at and its value there."""
+  facts: dict[str, Any] = {}
+  if isinstance(state.best, Best):
+    step = int(state.best.step)
+    facts.update(selected_by=selects(problem), selected_step=step if step >= 0 else None,
+                 selected_value=float(state.best.value) if step >= 0 else None)
   if method.tol is None:
-    return {}
+    return facts
   stopped_at = int(state.stopped_at)
   converged = stopped_at >= 0
-  return dict(tol=method.tol, converged=converged,
+  return dict(facts, tol=method.tol, converged=converged,
               converged_step=stopped_at if converged else None,
               converged_epoch=(float(epochs_done(method, problem.num_samples, stopped_at))
                                if converged else None))

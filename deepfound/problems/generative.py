@@ -91,6 +91,10 @@ class LossFiniteSum(_Parts):
   metrics_fn: MetricsFn = _static(_no_metrics)
   final_fn: MetricsFn = _static(_no_metrics)
   sample_fn: SampleFn | None = _static()  # draws from the fitted model, where it has a sampler
+  validation_samples: jax.Array | None = None  # held out of the training set, for select_by
+  # A metric of metrics_fn whose smallest logged value picks the iterate the run reports
+  # (``driver.selects``), e.g. "valid_nll"; None: the last one.
+  select_by: str | None = _static()
 
   @property
   def num_samples(self) -> int:
@@ -160,6 +164,8 @@ class NoisyFiniteSum(_Parts):
   sample_fn: Callable[..., jax.Array] | None = _static()  # (params, key, num, **options) -> draws
   # stored samples -> the data's units, where the model stores them transformed (standardized)
   to_data: Callable[[jax.Array], jax.Array] | None = _static()
+  validation_samples: jax.Array | None = None  # held out of the training set, for select_by
+  select_by: str | None = _static()  # as LossFiniteSum's
 
   @property
   def num_samples(self) -> int:

@@ -94,7 +94,7 @@ def test_read_keys_are_derived_from_the_declarations():
   for spec in MODELS:
     config = base_config()
     config.model.name, config.problem.loss = spec.name, spec.losses[0]
-    model, loss = model_key_groups(config)
+    model, loss, *_ = model_key_groups(config)
     assert model.read == ({f"model.{k}" for k in spec.uses} | {f"model.{o.name}" for o in spec.options}
                           | {f"problem.{o.name}" for o in spec.problem_options}
                           | ({"problem.l2"} if spec.penalized else set()))
