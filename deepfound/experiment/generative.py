@@ -100,6 +100,13 @@ def _dequantize(x: np.ndarray, levels: int | None, seed: int) -> np.ndarray:
   if levels is None:
     return x
   counts = np.rint(x * levels)
+  off = np.abs(x * levels - counts)
+  if x.size and off.max() > 1e-3:
+    raise ConfigError(f"problem.dequantize_levels = {levels} expects intensities k/{levels}; the "
+                      f"data hold values that are not (e.g. {x.flat[np.argmax(off)]:.6g})")
+  if x.size and (counts.min() < 0 or counts.max() > levels):
+    raise ConfigError(f"problem.dequantize_levels = {levels} expects intensities in [0, 1]; the data "
+                      f"range over [{x.min():.3g}, {x.max():.3g}]")
   noise = np.random.default_rng(seed).random(x.shape)
   return (counts + noise) / (levels + 1)
 

@@ -5,9 +5,9 @@ On [-B, B] the spline passes through K + 1 knots (x_k, y_k), increasing in both 
 positive derivatives d_k at the knots; in bin k, with s_k = (y_{k+1} - y_k) / (x_{k+1} - x_k) and
 xi = (x - x_k) / (x_{k+1} - x_k) in [0, 1],
 
-  g(x) = y_k + (y_{k+1} - y_k) [s_k xi^2 + d_k xi (1 - xi)] / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)],
-
-  g'(x) = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2] / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)]^2
+  D = s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi),
+  g(x) = y_k + (y_{k+1} - y_k) [s_k xi^2 + d_k xi (1 - xi)] / D,
+  g'(x) = s_k^2 [d_{k+1} xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2] / D^2
 
 (the paper's eqs. 4 and 5). Its inverse solves a quadratic in xi in closed form. Outside [-B, B] the
 transform is the identity ("linear tails"); the end knots are (-B, -B) and (B, B) and the end
