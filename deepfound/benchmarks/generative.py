@@ -55,6 +55,9 @@ CASES = {
                                                       optim__learning_rate=SPLINE_10K_RATES["sag"])),
     "flow_ring_10k_adam": ("density_2d", "ring", dict(SPLINE_10K, optim__name="adam",
                                                        optim__learning_rate=SPLINE_10K_RATES["adam"])),
+    "flow_digits": ("density_digits", None, {}),
+    "realnvp_digits": ("density_digits", None, dict(model__transform="affine",
+                                                    model__mixing="alternate")),
     "realnvp_ring": ("density_2d", "ring,realnvp", REALNVP_CPU),
     "realnvp_grid": ("density_2d", "grid,realnvp", REALNVP_CPU),
     "realnvp_ring_10k_sgd": ("density_2d", "ring,realnvp", dict(REALNVP_10K, optim__name="sgd")),
@@ -79,9 +82,10 @@ SEEDS = {"flow_ring_10k_sgd": 3, "flow_ring_10k_sag": 3, "flow_ring_10k_adam": 3
 GROUPS = {
     "cheap": ["gmm_ring", "gmm_grid", "ae_linear_2", "ae_linear_8", "ae_linear_16", "ae_mlp_8",
               "mmd_ring", "mmd_grid"],
-    "slow": ["flow_ring", "flow_grid", "flow_ring_10k_adam", "flow_ring_10k_sgd",
-             "flow_ring_10k_sag", "realnvp_ring", "realnvp_grid", "realnvp_ring_10k_adam",
-             "realnvp_ring_10k_sgd", "realnvp_ring_10k_sag", "sinkhorn_ring", "sinkhorn_grid"],
+    "slow": ["flow_ring", "flow_grid", "flow_digits", "realnvp_digits", "flow_ring_10k_adam",
+             "flow_ring_10k_sgd", "flow_ring_10k_sag", "realnvp_ring", "realnvp_grid",
+             "realnvp_ring_10k_adam", "realnvp_ring_10k_sgd", "realnvp_ring_10k_sag",
+             "sinkhorn_ring", "sinkhorn_grid"],
 }
 GROUPS["all"] = GROUPS["cheap"] + GROUPS["slow"]
 SHOWN = ("objective", "test_nll", "kl_gap", "modes_captured", "high_quality_fraction", "mode_kl",
@@ -134,6 +138,11 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
     run_seconds = time.perf_counter() - tic
   last = dict(objective=np.asarray(points.objective)[:, -1])
   last.update({name: np.asarray(values)[:, -1] for name, values in (points.extras or {}).items()})
+  if driver.selects(problem) is not None:  # the iterate each seed reports: its best log point's
+    with precision_scope(config.precision):
+      final = jax.jit(jax.vmap(problem.final_metrics))(driver.final_params(states))
+    last.update({name: np.asarray(value) for name, value in final.items()})
+    last["selected_step"] = np.asarray(states.best.step, np.float64)
   # A seed whose objective is not finite diverged: counted apart, left out of the statistics
   # (its mode metrics would count as zeros otherwise).
   finite = np.isfinite(last["objective"])
@@ -148,17 +157,23 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
                   objective=np.asarray(points.objective).tolist()),
       run_seconds=run_seconds, compile_s=compile_s,
       steps_per_second=num_seeds * config.num_steps / run_seconds,
-      problem=problem, final_params=driver.reported_params(states),
+      problem=problem, final_params=driver.final_params(states),
   )
 
 
 GRID_POINTS = 120  # per axis, of the log-density picture
+IMAGE_SAMPLES = 64  # samples (and test images) kept of an image model with a sampler
 
 
 def picture_data(problem, params, num_samples: int = 2_500, seed: int = 0) -> dict[str, Any]:
   """What the 2-D pictures show of one fitted model (``params`` of one seed): its samples, the
   test points, and for a density model its log-density on a grid over the data's box."""
   out = dict(test=np.asarray(problem.test_samples[:num_samples]).tolist())
+  if problem.test_samples.shape[-1] != 2 and getattr(problem, "sample_fn", None) is not None:
+    # An image model with a sampler (a flow on digits): a page of its samples and test images.
+    samples = problem.sample(params, jax.random.PRNGKey(seed), IMAGE_SAMPLES)
+    return dict(test=np.asarray(problem.test_samples[:IMAGE_SAMPLES]).tolist(),
+                samples=np.asarray(samples).tolist())
   samplers = (LossFiniteSum, PushForward)
   if not isinstance(problem, samplers) or problem.test_samples.shape[-1] != 2:
     return out
@@ -254,6 +269,18 @@ def markdown(results: dict, command: str) -> str:
     lines.append(f"| {name} | {r['rule']} | {r['num_seeds']} ({diverged}) | {r['num_steps']} | "
                  + " | ".join(cells)
                  + f" | {r['steps_per_second']:,.0f} |")
+  selected = {name: r for name, r in results["cases"].items() if "selected_step" in r["mean"]}
+  if selected:
+    lines += ["", "Cases that hold out a validation set and report, per seed, the iterate of the "
+              "best validation NLL (its log point's step; NLLs in nats per image, bits per "
+              "dimension of the discrete pixels):", "",
+              "| case | selected step | final_valid_nll | final_test_nll | final_test_bits_per_dim "
+              "| last test_nll | last test_bits_per_dim |", "|---" * 7 + "|"]
+    for name, r in selected.items():
+      cells = [f"{r['mean'][k]:.4g} +- {r['sd'][k]:.2g}" if k in r["mean"] else ""
+               for k in ("selected_step", "final_valid_nll", "final_test_nll",
+                         "final_test_bits_per_dim", "test_nll", "test_bits_per_dim")]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
   if results.get("em"):
     lines += ["", "GMM by our rules against scikit-learn's EM (GaussianMixture, full covariances, "
               "k-means start, n_init 3, tol 1e-6) on the same 100,000 training points; average "

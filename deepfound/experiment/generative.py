@@ -147,6 +147,13 @@ def _upgrade_flow(stored: dict) -> None:
     model.update(transform="affine", mixing="alternate")
 
 
+def check_density(config) -> None:
+  """Early stopping watches the validation NLL: it needs a validation set."""
+  if config.problem.patience and not config.problem.validation_fraction:
+    raise ConfigError(f"problem.patience = {config.problem.patience} stops on the validation NLL; "
+                      "set problem.validation_fraction > 0 to hold out a validation set")
+
+
 def _validation_split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """(training rows, validation rows): round(fraction n) rows drawn at random (seeded) from the
   training set; the test set is not touched."""
@@ -228,7 +235,8 @@ def build_density(config, dataset, make_model):
   shared = dict(metrics_fn=metrics_fn, final_fn=final_fn if validation else _no_final,
                 sample_fn=sample_fn,
                 validation_samples=jnp.asarray(x_valid, dtype) if validation else None,
-                select_by="valid_nll" if validation else None)
+                select_by="valid_nll" if validation else None,
+                patience=config.problem.patience or None)
   data = (jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
           jnp.asarray(config.problem.l2, dtype))
   if levels is None:
@@ -392,6 +400,10 @@ def build_vae(config, dataset):
 
 DEQUANTIZE = Option("dequantize_levels", int, None,
                     "gmm, flow: intensities k/levels get uniform noise (digits: 16)", _count)
+PATIENCE = Option("patience", int, 0,
+                  "gmm, flow: with a validation set, stop once this many log points in a row "
+                  "bring no better validation NLL (0: never)",
+                  lambda v: None if 0 <= v <= 1_000_000 else "must be in [0, 1,000,000]")
 VALIDATION = Option("validation_fraction", float, 0.0,
                     "gmm, flow: share of the training set held out; the run reports the iterate "
                     "of the best validation NLL", lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
@@ -401,7 +413,7 @@ register_model(ModelSpec(
     name="gmm", build=functools.partial(build_density, make_model=_gmm), losses=("nll",),
     summary="Gaussian mixture (Cholesky-factored precisions), fitted by MLE (17.4.1)",
     options=(Option("num_components", int, 8, "gmm: mixture components", _count),),
-    problem_options=(DEQUANTIZE, VALIDATION)))
+    problem_options=(DEQUANTIZE, VALIDATION, PATIENCE), check=check_density))
 def _one_of(choices):
   return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
@@ -423,7 +435,7 @@ register_model(ModelSpec(
                     "standardized data, the identity outside", _positive)),
     variant_keys={"transform": {"spline": ("num_bins", "tail_bound")}},
     upgrade=_upgrade_flow,
-    problem_options=(DEQUANTIZE, VALIDATION)))
+    problem_options=(DEQUANTIZE, VALIDATION, PATIENCE), check=check_density))
 register_model(ModelSpec(
     name="pushforward", build=build_pushforward, losses=tuple(PARAMETERS), finite_sum=False,
     uses=("hidden", "activation"), loss_keys={loss: (key,) for loss, key in PARAMETERS.items()},

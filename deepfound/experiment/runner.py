@@ -234,7 +234,7 @@ def _train(config, setup: Setup, files: outputs.RunFiles, progress: bool) -> dic
       rows = _rows(setup, points, elapsed_before + run_seconds - seconds, seconds)
       _stop_if_diverged(rows, state, setup, files, chunks.compile_s, limit)
       stopped_at = int(state.stopped_at)
-      if stopped_at >= 0:  # converged (optim.tol): keep the rows up to the first after it
+      if stopped_at >= 0:  # converged (optim.tol) or stopped early: the rows up to the first after it
         rows = rows[:next(k for k, r in enumerate(rows) if r["step"] >= stopped_at) + 1]
       distributed.on_main(lambda rows=rows: files.append_metrics(rows))
       step = int(state.step)

@@ -53,12 +53,15 @@ if TYPE_CHECKING:
 
 ConfigFactory = Callable[[str], ml_collections.ConfigDict]  # config argument -> config
 BENCH_COMMAND = "python scripts/bench_generative.py --out={folder}"
-DENSITY_CASES = ("gmm_ring", "flow_ring", "gmm_grid", "flow_grid")  # a 2 x 2 layout, ring first
+# a 2 x 3 layout, ring first: the mixture, RealNVP, the spline flow (model.name=flow)
+DENSITY_CASES = ("gmm_ring", "realnvp_ring", "flow_ring", "gmm_grid", "realnvp_grid", "flow_grid")
 PUSHFORWARD_CASES = ("mmd_ring", "sinkhorn_ring", "mmd_grid", "sinkhorn_grid")
-FAMILIES = ("gmm", "flow", "mmd", "sinkhorn")  # the 2-D cases are <family>_<data>
+FAMILIES = ("gmm", "realnvp", "flow", "mmd", "sinkhorn")  # the 2-D cases are <family>_<data>
+LABELS = dict(flow="spline flow", realnvp="RealNVP")  # how titles and legends name a family
 FLOW_RULES = ("flow_ring_10k_sgd", "flow_ring_10k_sag", "flow_ring_10k_adam")
 AE_CODE_SIZES = (2, 8, 16)
-COLORS = dict(gmm="tab:blue", flow="tab:orange", mmd="tab:green", sinkhorn="tab:red",
+COLORS = dict(gmm="tab:blue", flow="tab:orange", realnvp="tab:brown", mmd="tab:green",
+              sinkhorn="tab:red",
               sgd="tab:blue", sag="tab:green", adam="tab:orange")
 AE_STEPS = 5_000  # the auto-encoders' configs train 20,000 steps; 5,000 reach PCA (linear) here
 LATENT_GRID = 15  # decodes per axis of the 2-D latent map
@@ -113,7 +116,8 @@ def _mode_line(case: dict) -> str:
 
 def _title(name: str, case: dict) -> str:
   family, _, data = name.partition("_")
-  return f"{family} on {data} ({seeds_label(case)}, {case.get('num_steps', 0):,} steps)"
+  return (f"{LABELS.get(family, family)} on {data} ({seeds_label(case)}, "
+          f"{case.get('num_steps', 0):,} steps)")
 
 
 def _missing_panel(ax, name: str) -> None:
@@ -145,9 +149,10 @@ def _zoom(ax, mixture, layers: Sequence[tuple[np.ndarray, dict]],
 
 
 def density_2d(out: str, bench: dict) -> dict[str, Any]:
-  """gmm and flow on ring and grid: seed 0's log-density, its samples, the true modes."""
+  """gmm, RealNVP and the spline flow on ring and grid: seed 0's log-density, its samples, the
+  true modes."""
   present = _present(bench, DENSITY_CASES, "density_2d", need=("log_density", "samples"))
-  fig, axes = plt.subplots(2, 2, figsize=(11, 10.5), layout="constrained")
+  fig, axes = plt.subplots(2, len(DENSITY_CASES) // 2, figsize=(16, 10.5), layout="constrained")
   numbers, image = {}, None
   for ax, name in zip(axes.ravel(), DENSITY_CASES, strict=True):
     if name not in present:
@@ -174,7 +179,7 @@ def density_2d(out: str, bench: dict) -> dict[str, Any]:
             bounds=(0.01, 0.79, 0.2, 0.2))
     nll, gap = _number(case, "test_nll"), _number(case, "kl_gap")
     ax.set_title(f"{_title(name, case)}\ntest NLL {format_number(nll, '.4f')}, KL gap "
-                 f"{format_number(gap, '.3g')}, {_mode_line(case)}", fontsize=10)
+                 f"{format_number(gap, '.3g')}, {_mode_line(case)}", fontsize=9)
     numbers[name] = _key_numbers(case)
   if image is not None:
     fig.colorbar(image, ax=axes, shrink=0.5, label="log density - its maximum on the grid (nats)")
@@ -245,7 +250,7 @@ def modes_curves(out: str, bench: dict) -> dict[str, Any]:
         continue
       case = bench["cases"][name]
       series += coverage_bands(axes[row], name, case["curves"], COLORS[family],
-                               f"{family} ({seeds_label(case)})")
+                               f"{LABELS.get(family, family)} ({seeds_label(case)})")
       final[name] = dict(modes_captured=_number(case, "modes_captured"),
                          high_quality_fraction=_number(case, "high_quality_fraction"))
     axes[row, 0].axhline(mixture.num_modes, color="gray", linestyle=":", linewidth=1)
@@ -294,13 +299,55 @@ def flow_rules(out: str, bench: dict) -> dict[str, Any]:
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
   config = bench["cases"][present[0]].get("config", {})
-  fig.suptitle(f"RealNVP on ring, n = {config.get('data', {}).get('num_samples', 0):,}, batch "
+  transform = config.get("model", {}).get("transform", "affine")  # older cases: RealNVP
+  flow = "spline flow" if transform == "spline" else "RealNVP"
+  fig.suptitle(f"{flow} on ring, n = {config.get('data', {}).get('num_samples', 0):,}, batch "
                f"{config.get('optim', {}).get('batch_size', '?')}: plain gradient steps against SAG "
-               "(one stored gradient per sample) and adam; mean over finite seeds, band min-max")
+               "(one stored gradient per sample) and adam, each at its rate; mean over finite seeds, "
+               "band min-max")
   data = dict(final=final, series=series, entropy=entropy,
               missing=[n for n in FLOW_RULES if n not in present],
               inputs={n: f"bench.json cases.{n}.curves" for n in present})
   io.save(fig, "flow_rules", out, data)
+  return data
+
+
+DIGITS_FLOWS = ("flow_digits", "realnvp_digits")
+
+
+def flow_digits(out: str, bench: dict) -> dict[str, Any]:
+  """Samples of the flows on 8x8 digits (seed 0, at its selected iterate) beside test digits,
+  with each case's test NLL and bits/dim at the iterates the seeds reported."""
+  present = _present(bench, DIGITS_FLOWS, "flow_digits", need=("samples",))
+  first = bench["cases"][present[0]]["pictures"]
+  panels = [("test digits (dequantized)", np.asarray(first["test"], np.float64), None)]
+  numbers = {}
+  for name in present:
+    case = bench["cases"][name]
+    family = name.split("_")[0]
+    bits, step = _number(case, "final_test_bits_per_dim"), _number(case, "selected_step")
+    panels.append((f"{LABELS.get(family, family)} ({seeds_label(case)}): "
+                   f"{format_number(bits, '.3f')} bits/dim,\nbest validation step "
+                   f"{format_number(step, '.0f')} (mean)", np.asarray(case["pictures"]["samples"]),
+                   name))
+    numbers[name] = dict(final_test_nll=_number(case, "final_test_nll"),
+                         final_test_bits_per_dim=bits, selected_step=step,
+                         num_seeds=case.get("num_seeds"))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), layout="constrained",
+                           squeeze=False)
+  for ax, (title, images, _) in zip(axes[0], panels, strict=True):
+    count = min(len(images), 64)
+    side = int(round(math.sqrt(images.shape[1])))
+    grid = int(math.sqrt(count))
+    ax.imshow(io.tile(np.clip(images[:grid * grid], 0, 1), grid, grid, side), cmap="gray_r",
+              vmin=0, vmax=1)
+    ax.set(xticks=[], yticks=[])
+    ax.set_title(title, fontsize=9)
+  fig.suptitle("Flows fitted by maximum likelihood to dequantized 8x8 digits (17.4.1): samples of "
+               "seed 0 at its best validation iterate")
+  data = dict(numbers=numbers, missing=[n for n in DIGITS_FLOWS if n not in present],
+              inputs={n: f"bench.json cases.{n}.pictures (seed 0), mean" for n in present})
+  io.save(fig, "flow_digits", out, data)
   return data
 
 
@@ -647,7 +694,8 @@ def training_curves(out: str, bench: dict | None, vae_metrics: list[dict] | None
         case = bench["cases"][name]
         family = name.split("_")[0]
         data["series"].append(dict(band(ax, case["curves"]["step"], case["curves"]["test_nll"],
-                                         COLORS[family], f"{family} ({seeds_label(case)})"),
+                                         COLORS[family],
+                                         f"{LABELS.get(family, family)} ({seeds_label(case)})"),
                                    case=name))
         data["final"][name] = dict(test_nll=_number(case, "test_nll"), kl_gap=_number(case, "kl_gap"))
         data["inputs"][name] = f"bench.json cases.{name}.curves.test_nll"
@@ -685,7 +733,8 @@ def make_all(out: str, bench_path: str, vae_workdir: str, configs: dict[str, Con
   record = DrawingLog(out, log)
   bench = load_bench(bench_path)
   for name, draw in (("density_2d", density_2d), ("pushforward_2d", pushforward_2d),
-                     ("modes_curves", modes_curves), ("flow_rules", flow_rules)):
+                     ("modes_curves", modes_curves), ("flow_rules", flow_rules),
+                     ("flow_digits", flow_digits)):
     record.attempt(name, lambda draw=draw: draw(out, bench))
 
   vae_run: dict[str, Any] = {}

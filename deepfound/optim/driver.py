@@ -169,13 +169,25 @@ def selects(problem: Problem) -> str | None:
   return getattr(problem, "select_by", None)
 
 
-def _track_best(problem: Problem, state: RunState, point: LogPoint) -> RunState:
-  """``state`` with ``best`` moved to this log point if its metric is smaller (a NaN never is)."""
+def patience(problem: Problem) -> int | None:
+  """Early stopping: a run that selects its iterate (``selects``) stops once this many log points
+  in a row have not improved on the best (``patience`` attribute of the problem); None: never."""
+  return getattr(problem, "patience", None) if selects(problem) is not None else None
+
+
+def _track_best(problem: Problem, state: RunState, point: LogPoint, log_every: int = 1) -> RunState:
+  """``state`` with ``best`` moved to this log point if its metric is smaller (a NaN never is),
+  and, with a ``patience``, stopped (``stopped_at``) when the best is that many log points old."""
   value = point.extras[selects(problem)].astype(state.best.value.dtype)
-  better = value < state.best.value
+  better = (value < state.best.value) & (state.stopped_at < 0)  # frozen once the run stopped
   pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
-  return state._replace(best=Best(pick(value, state.best.value), pick(state.step, state.best.step),
-                                  jax.tree.map(pick, reported_params(state), state.best.params)))
+  state = state._replace(best=Best(pick(value, state.best.value), pick(state.step, state.best.step),
+                                   jax.tree.map(pick, reported_params(state), state.best.params)))
+  wait = patience(problem)
+  if wait:
+    stale = (state.stopped_at < 0) & (state.step - state.best.step >= wait * log_every)
+    state = state._replace(stopped_at=jnp.where(stale, state.step, state.stopped_at))
+  return state
 
 
 def has_l1(problem: Problem) -> bool:
@@ -449,9 +461,9 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     return state._replace(step=state.step + page, order=order), carry, start
 
   def stopping(page_fn, check):
-    """``page_fn`` that idles once the run has converged, and tests convergence at epoch ends
-    (pages never straddle one)."""
-    if method.tol is None:
+    """``page_fn`` that idles once the run has stopped (converged, or early stopping), and tests
+    convergence at epoch ends (pages never straddle one)."""
+    if method.tol is None and not patience(problem):
       return page_fn
 
     def idle(carried):
@@ -462,6 +474,8 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     def wrapped(carried):
       state = carried[0] if is_lazy else carried
       carried = jax.lax.cond(state.stopped_at >= 0, idle, page_fn, carried)
+      if method.tol is None:
+        return carried
       state = carried[0] if is_lazy else carried
       at_end = (state.step % per_epoch == 0) & (state.stopped_at < 0)
       return jax.lax.cond(at_end, check, lambda c: c, carried)
@@ -493,7 +507,7 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     state = _on_mesh(problem, method, state)
     point = log_point(problem, schedule, state, record_params)
     if selects(problem) is not None:
-      state = _track_best(problem, state, point)
+      state = _track_best(problem, state, point, log_every)
     return state, point
 
   state, points = jax.lax.scan(log_block, state, None, length=num_logs)
@@ -572,7 +586,7 @@ def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, i
     state = _on_mesh(problem, method, state)
     point = log_point(problem, schedule, state, record_params)
     if selects(problem) is not None:
-      state = _track_best(problem, state, point)
+      state = _track_best(problem, state, point, log_every)
     return state, point
 
   state, points = jax.lax.scan(log_block, state,
@@ -619,6 +633,10 @@ def final_facts(problem: Problem, method: Method, state: RunState) -> dict[str, 
     step = int(state.best.step)
     facts.update(selected_by=selects(problem), selected_step=step if step >= 0 else None,
                  selected_value=float(state.best.value) if step >= 0 else None)
+    if patience(problem):
+      stopped = int(state.stopped_at)
+      facts.update(patience=patience(problem), stopped_early=stopped >= 0,
+                   stopped_step=stopped if stopped >= 0 else None)
   if method.tol is None:
     return facts
   stopped_at = int(state.stopped_at)

@@ -95,6 +95,7 @@ class LossFiniteSum(_Parts):
   # A metric of metrics_fn whose smallest logged value picks the iterate the run reports
   # (``driver.selects``), e.g. "valid_nll"; None: the last one.
   select_by: str | None = _static()
+  patience: int | None = _static()  # early stopping: log points without a better select_by
 
   @property
   def num_samples(self) -> int:
@@ -166,6 +167,7 @@ class NoisyFiniteSum(_Parts):
   to_data: Callable[[jax.Array], jax.Array] | None = _static()
   validation_samples: jax.Array | None = None  # held out of the training set, for select_by
   select_by: str | None = _static()  # as LossFiniteSum's
+  patience: int | None = _static()
 
   @property
   def num_samples(self) -> int:

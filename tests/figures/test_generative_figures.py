@@ -38,7 +38,7 @@ def _case(name: str, rng: np.random.Generator) -> dict:
   curves.update(modes_captured=rng.integers(0, k + 1, (SEEDS, LOGS)).tolist(),
                 high_quality_fraction=rng.random((SEEDS, LOGS)).tolist())
   mean.update(modes_captured=k - 0.5, high_quality_fraction=0.9, mode_kl=0.01)
-  if family in ("gmm", "flow"):
+  if family in ("gmm", "flow", "realnvp"):
     axis = np.linspace(-1.2, 1.2, GRID) * (1 if data == "ring" else 4.5)
     grid = np.stack(np.meshgrid(axis, axis), axis=-1)
     case["pictures"].update(grid_x=axis.tolist(), grid_y=axis.tolist(),
@@ -101,7 +101,8 @@ def test_image_pictures(tmp_path, bench):
 def test_partial_bench_draws_what_is_there(tmp_path, bench):
   partial = dict(cases={"gmm_ring": bench["cases"]["gmm_ring"]})
   data = generative.density_2d(str(tmp_path), partial)
-  assert data["missing"] == ["flow_ring", "gmm_grid", "flow_grid"] and list(data["numbers"]) == ["gmm_ring"]
+  assert data["missing"] == [n for n in generative.DENSITY_CASES if n != "gmm_ring"]
+  assert list(data["numbers"]) == ["gmm_ring"]
   with pytest.raises(generative.MissingInput, match="mmd_ring"):
     generative.pushforward_2d(str(tmp_path), partial)
 
@@ -182,3 +183,17 @@ def test_restore_vae_from_a_checkpoint(tmp_path):
                                                                      num_reconstructions=10))
   _written(tmp_path, "vae_mnist")
   assert data["step"] == 21 and data["epoch"] == 1.0 and data["test_elbo"] == -20.0
+
+
+@pytest.mark.slow
+def test_flow_digits_picture(tmp_path):
+  rng = np.random.default_rng(3)
+  case = dict(mean=dict(final_test_bits_per_dim=2.1, final_test_nll=-88.0, selected_step=3000.0),
+              sd={}, num_seeds=2, per_seed=dict(objective=[1.0, 1.0]),
+              pictures=dict(test=rng.random((64, 64)).tolist(), samples=rng.random((64, 64)).tolist()))
+  data = generative.flow_digits(str(tmp_path), dict(cases={"flow_digits": case}))
+  _written(tmp_path, "flow_digits")
+  assert data["missing"] == ["realnvp_digits"]
+  assert data["numbers"]["flow_digits"]["final_test_bits_per_dim"] == 2.1
+  with pytest.raises(generative.MissingInput, match="flow_digits"):
+    generative.flow_digits(str(tmp_path), dict(cases={}))

@@ -23,9 +23,9 @@ def test_digits_flow_reports_its_best_validation_iterate(tmp_path):
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, "scripts", "train.py"),
        "--config=" + os.path.join(ROOT, "configs", "density_digits.py"), f"--workdir={workdir}",
-       "--config.num_steps=300", "--config.log_every=50", "--config.checkpoint_every=150",
+       "--config.num_steps=600", "--config.log_every=50", "--config.checkpoint_every=150",
        "--config.problem.l2=0", "--config.optim.learning_rate=3e-3", "--config.model.num_layers=2",
-       "--config.model.hidden=(32,)"],
+       "--config.model.hidden=(32,)", "--config.problem.patience=1"],
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = metric_rows(workdir)[1:]  # the log points after the start
@@ -37,9 +37,12 @@ def test_digits_flow_reports_its_best_validation_iterate(tmp_path):
   # The final metrics are those of the selected log point's iterate, recomputed at the end.
   for name in ("valid_nll", "test_nll", "test_bits_per_dim"):
     assert summary[f"final_{name}"] == pytest.approx(best[name], rel=1e-5, abs=1e-4)
-  assert summary["test_bits_per_dim"] == pytest.approx(rows[-1]["test_bits_per_dim"], rel=1e-6)
+  # patience 1: the first log point that is no better stops the run, and the metrics end there.
+  assert summary["stopped_early"] and summary["stopped_step"] == best["step"] + 50
+  assert rows[-1]["step"] == summary["stopped_step"] < 600
+  assert all(b < a for a, b in zip(valid[:-2], valid[1:-1]))  # it improved until the stop
   # 1,348 training images less a fifth: 1,078 train (epoch = steps x 64 / 1,078).
-  assert rows[-1]["epoch"] == pytest.approx(300 * 64 / 1078)
+  assert rows[-1]["epoch"] == pytest.approx(rows[-1]["step"] * 64 / 1078)
   assert rows[-1]["test_nll"] < rows[0]["test_nll"]
 
 

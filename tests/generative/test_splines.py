@@ -146,3 +146,29 @@ def test_bits_per_dim():
   # A density 2^(-b d) times the uniform one's: b bits fewer.
   nll = 64 * 1.5 * math.log(2)  # 1.5 bits per dimension worse than uniform
   assert float(bits_per_dim(jnp.asarray(nll), 64, 255)) == pytest.approx(8 + 1.5)
+
+
+def test_patience_stops_when_the_best_is_that_many_log_points_old():
+  """Validation values 5, 3, 4, 3.5, 3.2 with patience 3 (log points every 10 steps): the best
+  (3, step 20) is 3 log points old at step 50, where the run stops; a later value moves neither
+  the stop nor the selection."""
+
+  class Problem:
+    select_by = "valid_nll"
+    patience = 3
+
+  params = {"w": jnp.zeros(1)}
+  best = driver.Best(jnp.asarray(jnp.inf), jnp.asarray(-1, jnp.int32), params)
+  state = driver.RunState(params, (), jnp.asarray(0, jnp.int32), jnp.zeros((0,), jnp.int32),
+                          jax.random.key(0), jnp.zeros((0,)), jnp.asarray(-1, jnp.int32), best)
+  stops = []
+  for k, value in enumerate([5.0, 3.0, 4.0, 3.5, 3.2, 1.0], start=1):
+    state = state._replace(step=jnp.asarray(10 * k, jnp.int32))
+    point = driver.LogPoint(state.step, jnp.asarray(0.0), jnp.asarray(0.0), None,
+                            {"valid_nll": jnp.asarray(value)})
+    state = driver._track_best(Problem(), state, point, log_every=10)
+    stops.append(int(state.stopped_at))
+  assert stops == [-1, -1, -1, -1, 50, 50]
+  assert int(state.best.step) == 20  # the selection is frozen once the run stopped
+  facts = driver.final_facts(Problem(), driver.Method("sgd"), state)
+  assert facts["stopped_early"] and facts["stopped_step"] == 50 and facts["patience"] == 3
