@@ -432,7 +432,8 @@ register_model(ModelSpec(
              Option("num_bins", int, 8, "flow (spline): bins of each spline",
                     lambda v: None if 2 <= v <= 512 else "must be in [2, 512]"),
              Option("tail_bound", float, 3.0, "flow (spline): the splines act on [-B, B] of the "
-                    "standardized data, the identity outside", _positive)),
+                    "standardized data, the identity outside",
+                    lambda v: None if 0 < v <= 100 else "must be in (0, 100] (standard deviations)")),
     variant_keys={"transform": {"spline": ("num_bins", "tail_bound")}},
     upgrade=_upgrade_flow,
     problem_options=(DEQUANTIZE, VALIDATION, PATIENCE), check=check_density))

@@ -1,12 +1,14 @@
-"""Density models of section 17.4, fitted by maximum likelihood: a Gaussian mixture and a RealNVP
-normalizing flow, as Flax NNX modules used as pure parameter pytrees.
+"""Density models of section 17.4, fitted by maximum likelihood: a Gaussian mixture and coupling
+flows (rational-quadratic spline couplings, Neural Spline Flows; affine couplings, RealNVP), as
+Flax NNX modules used as pure parameter pytrees.
 
 Both have ``log_density(x)``, (..., d) -> (...), and ``sample(key, num)`` -> (num, d). Fitting
 minimizes the average negative log-likelihood -(1/n) sum_i log p_theta(x_i) over the ``nnx.Param``
 leaves. The Gaussian mixture has only parameters: ``nnx.split(model, nnx.Param)`` is exhaustive.
-RealNVP also holds two fixed buffers (the data standardization, ``Standardization`` variables),
-so it is split in three, ``nnx.split(model, nnx.Param, ...)``; ``split`` below does either and
-returns the pure function log_density(params, x).
+A flow also holds fixed buffers (the data standardization, ``Standardization`` variables, and the
+permutations of its linear layers, ``Permutation``), so it is split in three,
+``nnx.split(model, nnx.Param, ...)``; ``split`` below does either and returns the pure function
+log_density(params, x).
 """
 
 from __future__ import annotations
