@@ -40,7 +40,7 @@ def test_digits_flow_reports_its_best_validation_iterate(tmp_path):
   # patience 1: the first log point that is no better stops the run, and the metrics end there.
   assert summary["stopped_early"] and summary["stopped_step"] == best["step"] + 50
   assert rows[-1]["step"] == summary["stopped_step"] < 600
-  assert all(b < a for a, b in zip(valid[:-2], valid[1:-1]))  # it improved until the stop
+  assert all(b < a for a, b in zip(valid[:-2], valid[1:-1], strict=True))  # improved until the stop
   # 1,348 training images less a fifth: 1,078 train (epoch = steps x 64 / 1,078).
   assert rows[-1]["epoch"] == pytest.approx(rows[-1]["step"] * 64 / 1078)
   assert rows[-1]["test_nll"] < rows[0]["test_nll"]
