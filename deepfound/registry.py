@@ -57,6 +57,11 @@ def positive(value) -> str | None:
   return None if 0 < value <= MAX_STEPS else "must be in [1, 2^31)"
 
 
+def one_of(choices) -> Callable[[Any], str | None]:
+  """An ``Option.check`` that allows the values of ``choices`` only."""
+  return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
 class Spec(Protocol):
   name: str
   options: tuple[Option, ...]

@@ -278,6 +278,9 @@ class AveragedSGDEngine:
   def reported_params(self, state):
     return state.average
 
+  def final_params(self, state):
+    return state.average
+
   def epochs(self, problem, method, steps):
     return None
 

@@ -25,7 +25,7 @@ from deepfound.benchmarks.cases import expand_cases, facts, load_config, stack_t
 from deepfound.benchmarks.timing import write_results, write_text
 from deepfound.experiment import build, precision_dtype, precision_scope, validate
 from deepfound.optim import driver
-from deepfound.problems.generative import LossFiniteSum, PushForward
+from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
 
 # The spline flows run at configs/density_2d.py's size (its CPU configuration). RealNVP runs at a
 # CPU size (8 couplings of 2 x 64 units, batch 256), not the config's accelerator size (16 of
@@ -169,13 +169,14 @@ def picture_data(problem, params, num_samples: int = 2_500, seed: int = 0) -> di
   """What the 2-D pictures show of one fitted model (``params`` of one seed): its samples, the
   test points, and for a density model its log-density on a grid over the data's box."""
   out = dict(test=np.asarray(problem.test_samples[:num_samples]).tolist())
-  if problem.test_samples.shape[-1] != 2 and getattr(problem, "sample_fn", None) is not None:
+  images = problem.test_samples.shape[-1] != 2
+  if images and isinstance(problem, LossFiniteSum | NoisyFiniteSum) and problem.sample_fn is not None:
     # An image model with a sampler (a flow on digits): a page of its samples and test images.
     samples = problem.sample(params, jax.random.PRNGKey(seed), IMAGE_SAMPLES)
     return dict(test=np.asarray(problem.test_samples[:IMAGE_SAMPLES]).tolist(),
                 samples=np.asarray(samples).tolist())
   samplers = (LossFiniteSum, PushForward)
-  if not isinstance(problem, samplers) or problem.test_samples.shape[-1] != 2:
+  if not isinstance(problem, samplers) or images:
     return out
   try:
     samples = problem.sample(params, jax.random.PRNGKey(seed), num_samples)

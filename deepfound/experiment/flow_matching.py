@@ -51,7 +51,7 @@ from deepfound.experiment.generative import (
 from deepfound.experiment.models import ModelSpec, register_model
 from deepfound.models import flow_matching as fm
 from deepfound.problems.generative import NoisyFiniteSum
-from deepfound.registry import Option
+from deepfound.registry import Option, one_of
 
 EXACT_TRACE_DIMS = 16  # the likelihood's divergence: exact up to this dimension, Hutchinson above
 SCORE_TIMES = 20  # times (i + 1/2) / SCORE_TIMES of score_error
@@ -60,10 +60,6 @@ W2_POINTS = 2_500  # generated and test points of the 2-Wasserstein distance
 STRAIGHTNESS_POINTS = 1_000
 IMAGE_SAMPLES = 10_000  # generated images that the classifier judges at the end
 SINKHORN_EPSILON = 0.05  # problem.coupling=sinkhorn: epsilon as a fraction of the mean cost
-
-
-def _one_of(values):
-  return lambda value: None if value in values else f"must be one of {', '.join(values)}"
 
 
 def _standardize(x: np.ndarray):
@@ -285,7 +281,7 @@ register_model(ModelSpec(
     summary="conditional flow matching, linear path; a velocity MLP of (x, t); ODE sampling",
     problem_options=(
         Option("coupling", str, "independent", "flow_matching: independent (I-CFM), ot (exact "
-               "minibatch OT, OT-CFM) or sinkhorn (ott-jax plan)", _one_of(fm.COUPLINGS)),
+               "minibatch OT, OT-CFM) or sinkhorn (ott-jax plan)", one_of(fm.COUPLINGS)),
         *_SHARED)))
 register_model(ModelSpec(
     name="score_matching", build=functools.partial(build, score=True), losses=("denoising",),
@@ -293,7 +289,7 @@ register_model(ModelSpec(
     summary="denoising score matching (VP or VE); probability-flow ODE and reverse-SDE sampling",
     problem_options=(
         Option("schedule", str, "vp", "score_matching: noise schedule, vp or ve (Song et al. "
-               "2021)", _one_of(fm.SCHEDULES)),
+               "2021)", one_of(fm.SCHEDULES)),
         Option("sde_steps", int, 1_000, "score_matching: Euler-Maruyama steps of the final "
                "reverse-SDE samples", _count),
         *_SHARED)))

@@ -35,7 +35,7 @@ from deepfound.experiment.models import (
 from deepfound.models.density import MIXINGS, TRANSFORMS
 from deepfound.problems.divergences import PARAMETERS, parameter_problem
 from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
-from deepfound.registry import Option
+from deepfound.registry import Option, one_of
 
 MODE_SAMPLES = 2_500  # samples on which the mode metrics are computed (VEEGAN, PacGAN)
 ENTROPY_SAMPLES = 1_000_000  # Monte-Carlo draws of a known mixture's entropy
@@ -157,9 +157,9 @@ def check_density(config) -> None:
 def _validation_split(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """(training rows, validation rows): round(fraction n) rows drawn at random (seeded) from the
   training set; the test set is not touched."""
-  count = int(round(fraction * len(x)))
   if not fraction:
     return x, x[:0]
+  count = int(round(fraction * len(x)))
   if not 1 <= count < len(x):
     raise ConfigError(f"problem.validation_fraction = {fraction} leaves {len(x) - count} training "
                       f"and {count} validation samples of {len(x)}")
@@ -232,11 +232,10 @@ def build_density(config, dataset, make_model):
   def sample_fn(p, key, num):
     return merge(p).sample(key, num)
 
-  shared = dict(metrics_fn=metrics_fn, final_fn=final_fn if validation else _no_final,
-                sample_fn=sample_fn,
-                validation_samples=jnp.asarray(x_valid, dtype) if validation else None,
-                select_by="valid_nll" if validation else None,
-                patience=config.problem.patience or None)
+  shared = dict(metrics_fn=metrics_fn, sample_fn=sample_fn)
+  if validation:
+    shared.update(final_fn=final_fn, validation_samples=jnp.asarray(x_valid, dtype),
+                  select_by="valid_nll", patience=config.problem.patience or None)
   data = (jnp.asarray(x, dtype), jnp.asarray(x_test, dtype), params,
           jnp.asarray(config.problem.l2, dtype))
   if levels is None:
@@ -247,11 +246,6 @@ def build_density(config, dataset, make_model):
 
   return NoisyFiniteSum(*data, jax.random.PRNGKey(config.model.seed + 2), noisy_loss,
                         objective_samples=min(len(x), 10_000), **shared)
-
-
-def _no_final(p, problem):
-  del p, problem
-  return {}
 
 
 # ---- push-forward generators (Sinkhorn, MMD) --------------------------------------------------
@@ -414,10 +408,6 @@ register_model(ModelSpec(
     summary="Gaussian mixture (Cholesky-factored precisions), fitted by MLE (17.4.1)",
     options=(Option("num_components", int, 8, "gmm: mixture components", _count),),
     problem_options=(DEQUANTIZE, VALIDATION, PATIENCE), check=check_density))
-def _one_of(choices):
-  return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
-
-
 register_model(ModelSpec(
     name="flow", build=functools.partial(build_density, make_model=_flow), losses=("nll",),
     uses=("hidden", "activation"),
@@ -425,10 +415,10 @@ register_model(ModelSpec(
     options=(Option("num_layers", int, 6, "flow: coupling layers", _count),
              Option("transform", str, "spline",
                     "flow: the couplings' map, spline (Neural Spline Flows) or affine (RealNVP)",
-                    _one_of(TRANSFORMS)),
+                    one_of(TRANSFORMS)),
              Option("mixing", str, "lu", "flow: between couplings, an LU-factored linear map "
                     "(lu), a fixed permutation (permute), or nothing (alternate)",
-                    _one_of(MIXINGS)),
+                    one_of(MIXINGS)),
              Option("num_bins", int, 8, "flow (spline): bins of each spline",
                     lambda v: None if 2 <= v <= 512 else "must be in [2, 512]"),
              Option("tail_bound", float, 3.0, "flow (spline): the splines act on [-B, B] of the "

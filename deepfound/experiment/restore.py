@@ -17,7 +17,7 @@ from deepfound.experiment.build import Setup, build
 from deepfound.experiment.checkpoint import Checkpointer
 from deepfound.experiment.config import precision_scope, stored_config
 from deepfound.experiment.outputs import RunFiles, read_json
-from deepfound.optim.engine import engine_for, final_iterate
+from deepfound.optim.engine import engine_for
 
 
 class MissingRun(ConfigError):
@@ -67,7 +67,7 @@ def restore_run(workdir: str, attempts: int = 3) -> RestoredRun:
     runs = engine_for(setup.problem)
     like = runs.init_state(setup.problem, setup.method, setup.hyper, jax.random.PRNGKey(config.seed))
     state, step = _restore_latest(workdir, like, attempts)
-    params = final_iterate(runs, state)
+    params = runs.final_params(state)
   return RestoredRun(workdir=workdir, config=config, setup=setup, state=state, params=params, step=step)
 
 

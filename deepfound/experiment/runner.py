@@ -28,7 +28,7 @@ from deepfound.experiment.checkpoint import Checkpointer
 from deepfound.experiment.config import RESUMABLE_KEYS, precision_scope, stored_config, validate
 from deepfound.experiment.lock import WorkdirLock
 from deepfound.experiment.progress import Progress
-from deepfound.optim.engine import BLOWUP_FACTOR, engine_for, final_iterate
+from deepfound.optim.engine import BLOWUP_FACTOR, engine_for
 from deepfound.problems.kinds import HasFinalMetrics
 
 
@@ -292,13 +292,13 @@ def _finish(setup: Setup, files: outputs.RunFiles, state, timing: dict) -> dict:
   )
   summary.update(engine(setup).final_facts(setup.problem, setup.method, state))
   if isinstance(setup.problem, HasFinalMetrics):
-    reported = final_iterate(engine(setup), state)
+    reported = engine(setup).final_params(state)
     final = jax.device_get(jax.jit(lambda problem, p: problem.final_metrics(p))(setup.problem,
                                                                                  reported))
     summary.update({name: float(value) for name, value in final.items()})
   arrays = {"params" + k: v for k, v in host_arrays(state.params).items()}
   arrays.update({"reported" + k: v
-                 for k, v in host_arrays(final_iterate(engine(setup), state)).items()})
+                 for k, v in host_arrays(engine(setup).final_params(state)).items()})
 
   def write():
     outputs.write_npz(files.params, arrays)

@@ -180,6 +180,9 @@ class SplineCoupling(nnx.Module):
     self.conditioner, self.transformed = tuple(conditioner), tuple(transformed)
     order = self.conditioner + self.transformed
     self.unorder = tuple(int(i) for i in np.argsort(order))
+    if num_bins < 2 or not 0 < tail_bound < float("inf"):
+      raise ValueError(f"a spline needs num_bins >= 2 and a finite tail_bound > 0, got {num_bins} "
+                       f"and {tail_bound}")
     self.num_bins, self.tail_bound = int(num_bins), float(tail_bound)
     width = splines.params_per_dimension(self.num_bins)
     self.net = MLP([len(self.conditioner), *hidden, width * len(self.transformed)], activation,

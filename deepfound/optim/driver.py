@@ -44,6 +44,7 @@ from deepfound.problems.kinds import (
   Expectation,
   FiniteSum,
   Proximal,
+  SelectsIterate,
   StochasticFiniteSum,
   check_runnable,
   num_samples_of,
@@ -164,15 +165,14 @@ class Best(NamedTuple):
 
 def selects(problem: Problem) -> str | None:
   """The metric whose smallest logged value selects the iterate a run reports at its end (its
-  final metrics and saved parameters), or None: the last iterate. A problem says so by a
-  ``select_by`` attribute (``problems.generative.LossFiniteSum``: a validation NLL)."""
-  return getattr(problem, "select_by", None)
+  final metrics and saved parameters), or None: the last iterate (``kinds.SelectsIterate``)."""
+  return problem.select_by if isinstance(problem, SelectsIterate) else None
 
 
 def patience(problem: Problem) -> int | None:
   """Early stopping: a run that selects its iterate (``selects``) stops once this many log points
-  in a row have not improved on the best (``patience`` attribute of the problem); None: never."""
-  return getattr(problem, "patience", None) if selects(problem) is not None else None
+  in a row have not improved on the best; None: never."""
+  return problem.patience if selects(problem) is not None else None
 
 
 def _track_best(problem: Problem, state: RunState, point: LogPoint, log_every: int = 1) -> RunState:
@@ -423,6 +423,17 @@ def log_point(problem: Problem, schedule: optax.Schedule, state: RunState, recor
                   reported if record_params else None, problem.metrics(reported))
 
 
+def _log(problem: Problem, method: Method, schedule: optax.Schedule, state: RunState,
+         log_every: int, record_params: bool) -> tuple[RunState, LogPoint]:
+  """The end of a log block: the state placed on the method's mesh, its log point, and the best
+  iterate (and early stop) brought up to date where the problem selects one."""
+  state = _on_mesh(problem, method, state)
+  point = log_point(problem, schedule, state, record_params)
+  if selects(problem) is not None:
+    state = _track_best(problem, state, point, log_every)
+  return state, point
+
+
 def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: RunState, *,
               num_logs: int, log_every: int, record_params: bool = False
               ) -> tuple[RunState, LogPoint]:
@@ -504,11 +515,7 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     else:
       carry = jax.lax.fori_loop(0, log_every, lambda _, c: step(c), (state.params, state.opt_state))
       state = state._replace(params=carry[0], opt_state=carry[1], step=state.step + log_every)
-    state = _on_mesh(problem, method, state)
-    point = log_point(problem, schedule, state, record_params)
-    if selects(problem) is not None:
-      state = _track_best(problem, state, point, log_every)
-    return state, point
+    return _log(problem, method, schedule, state, log_every, record_params)
 
   state, points = jax.lax.scan(log_block, state, None, length=num_logs)
   return _on_mesh(problem, method, state), points  # the state as it came in: chunks never recompile
@@ -583,11 +590,7 @@ def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, i
       params, opt_state = jax.lax.scan(lambda c, d: (step(c, d), None),
                                        (state.params, state.opt_state), drawn)[0]
     state = state._replace(params=params, opt_state=opt_state, step=state.step + log_every)
-    state = _on_mesh(problem, method, state)
-    point = log_point(problem, schedule, state, record_params)
-    if selects(problem) is not None:
-      state = _track_best(problem, state, point, log_every)
-    return state, point
+    return _log(problem, method, schedule, state, log_every, record_params)
 
   state, points = jax.lax.scan(log_block, state,
                                indices.reshape(-1, log_every, method.batch_size))

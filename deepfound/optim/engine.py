@@ -73,9 +73,9 @@ class Engine(Protocol):
   def reported_params(self, state) -> Any:
     """The iterate whose metrics are reported (an average, for averaging rules)."""
 
-  # Optional: ``final_params(state)``, the iterate a finished run reports (final metrics, saved
-  # parameters), e.g. the best log point's by a validation metric; ``final_iterate`` falls back
-  # to ``reported_params`` for an engine without one.
+  def final_params(self, state) -> Any:
+    """The iterate a finished run reports (its final metrics, its saved parameters): e.g. the
+    best log point's by a validation metric; ``reported_params(state)`` where there is none."""
 
   def epochs(self, problem, method, steps) -> Any:
     """Passes over the data after ``steps`` (a number or NumPy array), or None where the
@@ -87,11 +87,6 @@ class Engine(Protocol):
 
   def final_facts(self, problem, method, state) -> dict[str, Any]:
     """Facts of a finished run for its summary (e.g. a stopping rule's outcome); may be empty."""
-
-
-def final_iterate(engine: Engine, state) -> Any:
-  """``engine.final_params(state)`` where the engine has it, else ``engine.reported_params``."""
-  return getattr(engine, "final_params", engine.reported_params)(state)
 
 
 @runtime_checkable

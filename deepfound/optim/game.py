@@ -32,7 +32,7 @@ hyperparameters, key), in chunks of ``lax.scan`` as for the single-player driver
 so seeds and both players' learning rates ``vmap`` into one program, and the runner resumes it
 from checkpoints. The problem is a ``kinds.Game``; this module is its engine
 (``engine.Engine``: ``init_state``, ``run_chunk_jit``, ``initial_log_point``, ``run``,
-``reported_params``, ``epochs``, ``failure``, ``final_facts``).
+``reported_params``, ``final_params``, ``epochs``, ``failure``, ``final_facts``).
 """
 
 from __future__ import annotations
@@ -455,6 +455,11 @@ def run(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Array, par
 
 def reported_params(state: GameState) -> Any:
   return state.params
+
+
+def final_params(state: GameState) -> Any:
+  """Games select no iterate: the last one."""
+  return reported_params(state)
 
 
 def epochs(problem: Game, method: GameMethod, steps) -> None:

@@ -93,7 +93,7 @@ class LossFiniteSum(_Parts):
   sample_fn: SampleFn | None = _static()  # draws from the fitted model, where it has a sampler
   validation_samples: jax.Array | None = None  # held out of the training set, for select_by
   # A metric of metrics_fn whose smallest logged value picks the iterate the run reports
-  # (``driver.selects``), e.g. "valid_nll"; None: the last one.
+  # (``kinds.SelectsIterate``), e.g. "valid_nll"; None: the last one.
   select_by: str | None = _static()
   patience: int | None = _static()  # early stopping: log points without a better select_by
 

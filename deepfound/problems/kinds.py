@@ -152,6 +152,17 @@ class HasFinalMetrics(Protocol):
 
 
 @runtime_checkable
+class SelectsIterate(Protocol):
+  """A problem whose run reports the iterate of its best log point rather than its last: the one
+  with the smallest logged metric ``select_by`` (e.g. a validation NLL; None: the last iterate),
+  stopping once ``patience`` log points in a row bring no better value (None: never). The
+  driver keeps that iterate in the run's state (``driver.Best``)."""
+
+  select_by: str | None
+  patience: int | None
+
+
+@runtime_checkable
 class Game(Protocol):
   """min_theta max_xi of a payoff (a GAN, 17.4.3): the generator (theta) and the discriminator
   (xi) each minimize a loss of their own; ``deepfound.optim.game`` takes both players'

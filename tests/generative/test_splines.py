@@ -131,6 +131,7 @@ def test_best_iterate_is_the_smallest_logged_value():
 
   class Problem:
     select_by = "valid_nll"
+    patience = None
 
   params = {"w": jnp.zeros(2)}
   best = driver.Best(jnp.asarray(jnp.inf), jnp.asarray(-1, jnp.int32), params)
