@@ -10,6 +10,7 @@ metrics themselves (``pca_mse``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -103,12 +104,31 @@ def case_config(name: str, steps_scale: float = 1.0) -> ml_collections.ConfigDic
   return load_config(module, arg, overrides, steps_scale)
 
 
-def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, Any]:
+SNAPSHOT = "generated_snapshot"  # the extra of a push-forward's log points that seed_runs adds
+SNAPSHOT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # the points of training whose samples are kept
+
+
+def _with_snapshots(problem: PushForward, num: int) -> PushForward:
+  """``problem`` whose log points also record h_theta of its first ``num`` evaluation latents."""
+  inner = problem.metrics_fn
+
+  def metrics_fn(params, problem):
+    return dict(inner(params, problem), **{SNAPSHOT: problem.generate(params,
+                                                                       problem.eval_latents[:num])})
+
+  return dataclasses.replace(problem, metrics_fn=metrics_fn)
+
+
+def seed_runs(config: ml_collections.ConfigDict, num_seeds: int,
+              snapshot_samples: int = 0) -> dict[str, Any]:
   """``num_seeds`` runs of ``config`` (initialization and sampling seeds 0, 1, ...) in one program.
 
   Returns dict(per_seed={metric: [values]}, diverged (seeds whose objective is not finite),
   mean={...}, sd={...} (over the other seeds), run_seconds, compile_s, steps_per_second (of all
-  seeds together), problem, final_params) with the metrics of the last log point.
+  seeds together), problem, final_params) with the metrics of the last log point. With
+  ``snapshot_samples`` > 0 and a push-forward model, also snapshots=dict(step=[...],
+  samples=[...]): seed 0's generated points (that many fixed latents) at the log points nearest
+  to ``SNAPSHOT_FRACTIONS`` of training, recorded inside the same program.
   """
   validate(config)
   with precision_scope(config.precision):
@@ -118,6 +138,8 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
       seeded.model.seed = config.model.seed + offset
       problems.append(build.build_problem(seeded))
     problem = problems[0]  # the data are the same for every seed; only the parameters differ
+    if snapshot_samples and isinstance(problem, PushForward):
+      problem = _with_snapshots(problem, snapshot_samples)
     params = stack_trees([p.init_params() for p in problems])
     method = build.build_method(config)
     resolved = build.resolve_hyperparameters(config, build.problem_constants(problem))
@@ -136,8 +158,17 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
     states, points = compiled(problem, keys, params)
     points = jax.device_get(points)
     run_seconds = time.perf_counter() - tic
+  extras = dict(points.extras or {})
+  steps = np.asarray(points.step)[0]
+  snapshots = None
+  if SNAPSHOT in extras:
+    generated = np.asarray(extras.pop(SNAPSHOT))[0]  # seed 0: (log points, samples, d)
+    picked = sorted({int(np.argmin(np.abs(steps - f * config.num_steps)))
+                     for f in SNAPSHOT_FRACTIONS})
+    snapshots = dict(step=[int(steps[k]) for k in picked],
+                     samples=[generated[k].tolist() for k in picked])
   last = dict(objective=np.asarray(points.objective)[:, -1])
-  last.update({name: np.asarray(values)[:, -1] for name, values in (points.extras or {}).items()})
+  last.update({name: np.asarray(values)[:, -1] for name, values in extras.items()})
   if driver.selects(problem) is not None:  # the iterate each seed reports: its best log point's
     with precision_scope(config.precision):
       final = jax.jit(jax.vmap(problem.final_metrics))(driver.final_params(states))
@@ -152,17 +183,18 @@ def seed_runs(config: ml_collections.ConfigDict, num_seeds: int) -> dict[str, An
       diverged=int(np.sum(~finite)),
       mean={k: float(np.nanmean(v)) if v.size else float("nan") for k, v in kept.items()},
       sd={k: float(np.nanstd(v)) if v.size else float("nan") for k, v in kept.items()},
-      curves=dict(step=np.asarray(points.step)[0].tolist(),
-                  **{k: np.asarray(v).tolist() for k, v in (points.extras or {}).items()},
+      curves=dict(step=steps.tolist(), **{k: np.asarray(v).tolist() for k, v in extras.items()},
                   objective=np.asarray(points.objective).tolist()),
       run_seconds=run_seconds, compile_s=compile_s,
       steps_per_second=num_seeds * config.num_steps / run_seconds,
       problem=problem, final_params=driver.final_params(states),
+      **({} if snapshots is None else dict(snapshots=snapshots)),
   )
 
 
 GRID_POINTS = 120  # per axis, of the log-density picture
 IMAGE_SAMPLES = 64  # samples (and test images) kept of an image model with a sampler
+SNAPSHOT_SAMPLES = 1_000  # generated points per training snapshot of a push-forward
 
 
 def picture_data(problem, params, num_samples: int = 2_500, seed: int = 0) -> dict[str, Any]:
@@ -234,10 +266,12 @@ def run_cases(names: list[str], out: str, num_seeds: int, steps_scale: float = 1
   for name in names:
     config = case_config(name, steps_scale)
     seeds = min(num_seeds, SEEDS.get(name, num_seeds))
-    run = seed_runs(config, seeds)
+    run = seed_runs(config, seeds, snapshot_samples=SNAPSHOT_SAMPLES)
     problem, final = run.pop("problem"), run.pop("final_params")
     with precision_scope(config.precision):
       pictures = picture_data(problem, jax.tree.map(lambda leaf: leaf[0], final))
+    if "snapshots" in run:
+      pictures["snapshots"] = run.pop("snapshots")
     results["cases"][name] = dict(run, rule=config.optim.name, num_steps=config.num_steps,
                                   command=command, num_seeds=seeds,
                                   config=json.loads(config.to_json()), pictures=pictures)

@@ -33,7 +33,7 @@ from deepfound.experiment.models import (
     train_test,
 )
 from deepfound.models.density import MIXINGS, TRANSFORMS
-from deepfound.problems.divergences import PARAMETERS, parameter_problem
+from deepfound.problems.divergences import PARAMETERS, SOLVER_KEYS, parameter_problem
 from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
 from deepfound.registry import Option, one_of
 
@@ -269,6 +269,10 @@ def check_pushforward(config) -> None:
   scales = _bandwidths(value) if loss == "mmd" else value
   if problem := parameter_problem(loss, scales, precision_dtype(config.precision)):
     raise ConfigError(f"problem.{key} = {value!r} {problem}")
+  start = config.problem.get("epsilon_start") if loss == "sinkhorn" else None
+  if start is not None and start <= value:
+    raise ConfigError(f"problem.epsilon_start = {start!r} must exceed problem.epsilon = {value!r} "
+                      "(the scaling runs from it down to epsilon; unset it for none)")
 
 
 def build_pushforward(config, dataset):
@@ -286,8 +290,11 @@ def build_pushforward(config, dataset):
   loss, epsilon = config.problem.loss, config.problem.epsilon
   bandwidth = _bandwidths(config.problem.bandwidth)
 
+  solver = {keyword: config.problem[key] for key, keyword in SOLVER_KEYS[loss].items()}
+
   def divergence(generated, data):
-    return minibatch_divergence(loss, generated, data, epsilon=epsilon, bandwidth=bandwidth)
+    return minibatch_divergence(loss, generated, data, epsilon=epsilon, bandwidth=bandwidth,
+                                **solver)
 
   known = _mixture_metrics(config.data.name)
   eval_latents = jax.random.normal(jax.random.PRNGKey(config.model.seed + 1),
@@ -429,12 +436,27 @@ register_model(ModelSpec(
     problem_options=(DEQUANTIZE, VALIDATION, PATIENCE), check=check_density))
 register_model(ModelSpec(
     name="pushforward", build=build_pushforward, losses=tuple(PARAMETERS), finite_sum=False,
-    uses=("hidden", "activation"), loss_keys={loss: (key,) for loss, key in PARAMETERS.items()},
+    uses=("hidden", "activation"),
+    loss_keys={loss: (key, *SOLVER_KEYS[loss]) for loss, key in PARAMETERS.items()},
     check=check_pushforward,
     summary="MLP generator from an N(0, I) latent, fitted by a minibatch divergence (17.4.1)",
     options=(LATENT_SIZE,),
     problem_options=(
         Option("epsilon", float, None, "sinkhorn: entropic regularization (required)", _positive),
+        Option("rho", float, None, "sinkhorn: unbalanced transport, KL penalty rho on the "
+               "marginals in epsilon's units (reach about sqrt(rho)); unset: balanced", _positive),
+        Option("epsilon_start", float, None, "sinkhorn: epsilon scaling within each solve, from "
+               "this epsilon down to problem.epsilon; unset: none", _positive),
+        Option("epsilon_decay", float, 0.8, "sinkhorn: factor per iteration of that scaling",
+               lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+        Option("sinkhorn_iterations", int, 2000, "sinkhorn: most iterations of each solve",
+               _count),
+        Option("sinkhorn_threshold", float, 1e-3, "sinkhorn: stop a solve once the marginals' "
+               "L1 error is below this (0: always run sinkhorn_iterations)",
+               lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+        Option("sinkhorn_momentum", float, None, "sinkhorn: over-relaxation of the data-generator "
+               "solve's updates; unset: none",
+               lambda v: None if 0 < v < 2 else "must be in (0, 2)"),
         Option("bandwidth", float, None,
                f"mmd: narrowest of {MMD_SCALES} Gaussian kernel widths h 2^k (required)",
                _positive))))

@@ -2,7 +2,7 @@
 
 * ``bench.json`` of ``scripts/bench_generative.py``: per case the last metrics over seeds
   (``mean``), their curves over the steps, and seed 0's samples and log-density grid
-  (``pictures``): ``density_2d``, ``pushforward_2d``, ``modes_curves``, ``flow_rules``, the MSE
+  (``pictures``): ``density_2d``, ``pushforward_2d``, ``pushforward_training``, ``modes_curves``, ``flow_rules``, the MSE
   panel of ``autoencoder_digits`` and the density half of ``training_curves``.
 * A VAE run directory (``configs/vae_mnist.py``), reopened at its latest checkpoint
   (``deepfound.experiment.restore.restore_run``): ``vae_mnist`` and the VAE half of
@@ -226,6 +226,46 @@ def pushforward_2d(out: str, bench: dict) -> dict[str, Any]:
   data = dict(numbers=numbers, missing=[n for n in PUSHFORWARD_CASES if n not in present],
               inputs={n: f"bench.json cases.{n}.pictures (seed 0), mean" for n in present})
   io.save(fig, "pushforward_2d", out, data)
+  return data
+
+
+def pushforward_training(out: str, bench: dict) -> dict[str, Any]:
+  """The push-forward generators of ``pushforward_2d`` at four points of training (seed 0's
+  ``pictures.snapshots``, recorded inside the training program): a row per case."""
+  present = _present(bench, PUSHFORWARD_CASES, "pushforward_training", need=("test", "snapshots"))
+  columns = max(len(bench["cases"][n]["pictures"]["snapshots"]["step"]) for n in present)
+  fig, axes = plt.subplots(len(present), columns, figsize=(3.2 * columns, 3.3 * len(present)),
+                           layout="constrained", squeeze=False)
+  numbers = {}
+  for row, name in zip(axes, present, strict=True):
+    case = bench["cases"][name]
+    test = np.asarray(case["pictures"]["test"], np.float64)
+    snapshots = case["pictures"]["snapshots"]
+    mixture = _modes(case)
+    low, high = np.percentile(test, 0.5, axis=0), np.percentile(test, 99.5, axis=0)
+    pad = 0.15 * (high - low).max()
+    numbers[name] = {}
+    for ax, step, samples in zip(row, snapshots["step"], snapshots["samples"], strict=False):
+      samples = np.asarray(samples, np.float64)
+      ax.scatter(test[:, 0], test[:, 1], s=2, c="lightgray", linewidths=0)
+      ax.scatter(samples[:, 0], samples[:, 1], s=2, c="navy", alpha=0.6, linewidths=0)
+      ax.set(xlim=(low[0] - pad, high[0] + pad), ylim=(low[1] - pad, high[1] + pad),
+             aspect="equal", xticks=[], yticks=[])
+      line = ""
+      if mixture is not None:
+        mark_modes(ax, mixture, marker=None, circle_width=0.6)
+        near = np.min(np.linalg.norm(samples[:, None, :] - mixture.means[None], axis=-1), axis=1)
+        good = float(np.mean(near <= 3 * mixture.sd))
+        numbers[name][str(step)] = dict(high_quality_fraction=good)
+        line = f", high quality {good:.2f}"
+      ax.set_title(f"{name}, step {step:,}{line}", fontsize=9)
+    for ax in row[len(snapshots["step"]):]:
+      ax.axis("off")
+  fig.suptitle("Push-forward generators during training (seed 0; test points gray, generated "
+               "navy, modes' 3-sd circles red)")
+  data = dict(numbers=numbers, missing=[n for n in PUSHFORWARD_CASES if n not in present],
+              inputs={n: f"bench.json cases.{n}.pictures.snapshots (seed 0)" for n in present})
+  io.save(fig, "pushforward_training", out, data)
   return data
 
 
@@ -733,7 +773,7 @@ def make_all(out: str, bench_path: str, vae_workdir: str, configs: dict[str, Con
   record = DrawingLog(out, log)
   bench = load_bench(bench_path)
   for name, draw in (("density_2d", density_2d), ("pushforward_2d", pushforward_2d),
-                     ("modes_curves", modes_curves), ("flow_rules", flow_rules),
+                     ("pushforward_training", pushforward_training), ("modes_curves", modes_curves), ("flow_rules", flow_rules),
                      ("flow_digits", flow_digits)):
     record.attempt(name, lambda draw=draw: draw(out, bench))
 

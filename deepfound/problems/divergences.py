@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ott.geometry import epsilon_scheduler
+from ott.solvers.linear import acceleration
 from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
 # One bandwidth h > 0 or several, whose Gaussian kernels are summed.
@@ -45,6 +47,10 @@ def sinkhorn_divergence(
   *,
   max_iterations: int = 2000,
   threshold: float = 1e-3,
+  rho: float | None = None,
+  epsilon_start: float | None = None,
+  epsilon_decay: float = 0.8,
+  momentum: float | None = None,
 ) -> jax.Array:
   r"""Debiased Sinkhorn divergence S_eps(alpha, beta) between two uniform point clouds.
 
@@ -83,7 +89,20 @@ def sinkhorn_divergence(
     y: data points, shape (m, d).
     epsilon: entropic regularization eps > 0, in units of squared distance.
     max_iterations: cap on the Sinkhorn iterations of each of the three problems (static).
-    threshold: tolerance on the L1 marginal error that stops the iterations.
+    threshold: tolerance on the L1 marginal error that stops the iterations (0: always run
+      ``max_iterations``).
+    rho: if given, unbalanced transport: the marginal constraints become penalties
+      rho KL(P 1 | a) + rho KL(P^T 1 | b) (ott's tau = rho / (rho + eps) on both sides), in the
+      squared-distance units of eps. Mass that would travel farther than about sqrt(rho) is
+      destroyed and created instead, so a minibatch whose modes hold a few points more or fewer
+      than the generated one no longer drags points across modes. All three terms use it, which
+      keeps S(alpha, alpha) = 0 (Sejourne et al. 2019).
+    epsilon_start: if given (and above ``epsilon``), epsilon scaling inside each solve: iteration
+      t runs at max(epsilon_start * epsilon_decay^t, epsilon), so the target eps is reached after
+      log(epsilon_start / epsilon) / log(1 / epsilon_decay) iterations (``epsilon_schedule``).
+    epsilon_decay: the factor per iteration of that scaling, in (0, 1].
+    momentum: if given, over-relaxation of the x-y solve's updates by this factor in (0, 2)
+      (ott's ``Momentum``; the x-x and y-y solves use ott's own 0.5).
 
   Returns:
     The scalar S_eps(alpha, beta), in the floating dtype of x and y (float32 or float64).
@@ -92,15 +111,31 @@ def sinkhorn_divergence(
   n, m = x.shape[0], y.shape[0]
   a = jnp.full((n,), 1.0 / n, x.dtype)
   b = jnp.full((m,), 1.0 / m, x.dtype)
+  solve = {"max_iterations": max_iterations, "threshold": threshold}
+  if rho is not None:
+    solve["tau_a"] = solve["tau_b"] = rho / (rho + epsilon)
+  if momentum is not None:
+    solve["momentum"] = acceleration.Momentum(start=0, value=momentum)
   value, _ = ott_sinkhorn_divergence.sinkdiv(
-    x,
-    y,
-    epsilon=epsilon,
-    a=a,
-    b=b,
-    solve_kwargs={"max_iterations": max_iterations, "threshold": threshold},
-  )
+    x, y, epsilon=epsilon_schedule(epsilon, epsilon_start, epsilon_decay), a=a, b=b,
+    solve_kwargs=solve)
   return value
+
+
+def epsilon_schedule(
+  epsilon: float | jax.Array, start: float | None = None, decay: float = 0.8
+) -> float | jax.Array | epsilon_scheduler.Epsilon:
+  """The regularization of a Sinkhorn solve: ``epsilon`` throughout (``start`` None or at most
+  ``epsilon``), or ott's ``Epsilon`` scheduler running iteration t at max(start decay^t, epsilon).
+
+  ott counts the start as a multiple of the target, so ``start`` (absolute, like ``epsilon``) is
+  divided by it here; it must then be a concrete number (it is static in ott's scheduler).
+  """
+  if start is None or start <= epsilon:
+    return epsilon
+  if not 0.0 < decay <= 1.0:
+    raise ValueError(f"epsilon_decay must be in (0, 1], got {decay}")
+  return epsilon_scheduler.Epsilon(target=epsilon, init=float(start) / float(epsilon), decay=decay)
 
 
 def _gaussian_kernel(u: jax.Array, v: jax.Array, bandwidths: jax.Array) -> jax.Array:
@@ -170,6 +205,13 @@ def mmd(x: jax.Array, y: jax.Array, bandwidth: Bandwidth, *, unbiased: bool = Tr
 DIVERGENCES: dict[str, Callable[..., jax.Array]] = {"sinkhorn": sinkhorn_divergence, "mmd": mmd}
 # The hyperparameter each divergence takes as its third argument (it reads no other).
 PARAMETERS = {"sinkhorn": "epsilon", "mmd": "bandwidth"}
+# The solver settings of each divergence: config key (problem.<key>) -> keyword of its function.
+SOLVER_KEYS = {
+  "sinkhorn": {"rho": "rho", "epsilon_start": "epsilon_start", "epsilon_decay": "epsilon_decay",
+               "sinkhorn_iterations": "max_iterations", "sinkhorn_threshold": "threshold",
+               "sinkhorn_momentum": "momentum"},
+  "mmd": {},
+}
 # The smallest epsilon of ``sinkhorn_divergence``, in machine epsilons of the dtype: below it the
 # log-domain iterations lose all precision (measured on 2-D point clouds in float32: fine at 1e-6,
 # 5.8e7 instead of 3 at 2e-7, inf at 5e-8, NaN from 1e-10; likewise in float64 below 1e-15).
@@ -201,11 +243,13 @@ def minibatch_divergence(
   *,
   epsilon: float | jax.Array | None = None,
   bandwidth: Bandwidth | None = None,
+  **options,
 ) -> jax.Array:
   """D(generated, data) for the divergence ``name`` of ``DIVERGENCES``.
 
   ``"sinkhorn"`` is S_eps(generated, data) and needs ``epsilon``; ``"mmd"`` is the unbiased MMD^2
-  with the Gaussian kernel(s) of ``bandwidth``, and needs it. The other hyperparameter is ignored.
+  with the Gaussian kernel(s) of ``bandwidth``, and needs it. The other hyperparameter is ignored;
+  ``options`` go to the divergence's function as keywords (e.g. sinkhorn's ``rho``).
 
   Args:
     name: a key of ``DIVERGENCES``.
@@ -213,6 +257,7 @@ def minibatch_divergence(
     data: the data points, shape (m, d).
     epsilon: the entropic regularization of ``"sinkhorn"``.
     bandwidth: the bandwidth(s) of ``"mmd"``.
+    **options: further keywords of that divergence's function.
 
   Returns:
     The scalar divergence.
@@ -223,4 +268,4 @@ def minibatch_divergence(
   value = parameters[PARAMETERS[name]]
   if value is None:
     raise ValueError(f"divergence {name!r} needs {PARAMETERS[name]}")
-  return DIVERGENCES[name](generated, data, value)
+  return DIVERGENCES[name](generated, data, value, **options)

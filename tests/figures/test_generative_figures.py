@@ -45,6 +45,11 @@ def _case(name: str, rng: np.random.Generator) -> dict:
                             log_density=np.asarray(mixture.log_density(grid)).tolist())
     curves["test_nll"] = (1.0 + rng.random((SEEDS, LOGS))).tolist()
     mean.update(test_nll=1.2, kl_gap=0.01, entropy=1.0)
+  else:  # a push-forward: its samples at four points of training, from far off to on the modes
+    on_modes = mixture.means[np.arange(POINTS) % k]
+    case["pictures"]["snapshots"] = dict(
+        step=[1500, 3000, 6000, 12000],
+        samples=[(on_modes + shift).tolist() for shift in (1.0, 0.5, 4 * mixture.sd, 0.0)])
   return case
 
 
@@ -68,6 +73,11 @@ def _written(out, name: str) -> None:
 
 @pytest.mark.slow
 def test_bench_pictures(tmp_path, bench):
+  data = generative.pushforward_training(str(tmp_path), bench)
+  _written(tmp_path, "pushforward_training")
+  # The high-quality share of each snapshot: 0 off the modes (shifts 1, 0.5, 4 sd), 1 on them.
+  assert [data["numbers"]["mmd_grid"][step]["high_quality_fraction"]
+          for step in ("1500", "3000", "6000", "12000")] == [0.0, 0.0, 0.0, 1.0]
   for draw in (generative.density_2d, generative.pushforward_2d, generative.modes_curves,
                generative.flow_rules):
     data = draw(str(tmp_path), bench)
@@ -112,6 +122,7 @@ def test_missing_inputs_fail_clearly(tmp_path):
   with pytest.raises(generative.MissingInput, match="nope.json not found.*bench_generative.py"):
     generative.load_bench(str(tmp_path / "nope.json"))
   for draw, case in ((generative.density_2d, "gmm_ring"), (generative.pushforward_2d, "mmd_ring"),
+                     (generative.pushforward_training, "mmd_ring"),
                      (generative.modes_curves, "gmm_ring"), (generative.flow_rules, "flow_ring_10k_sag")):
     with pytest.raises(generative.MissingInput, match=case):
       draw(out, empty)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepfound.problems.divergences import DIVERGENCES, minibatch_divergence, mmd, sinkhorn_divergence
+from deepfound.problems.divergences import (DIVERGENCES, epsilon_schedule, minibatch_divergence, mmd,
+                                            sinkhorn_divergence)
 
 EPS = 0.5  # large enough for Sinkhorn to converge to float64 accuracy within a few hundred iterations
 N, D = 8, 2  # one shape for every Sinkhorn call, so that the tests share compiles
@@ -146,3 +147,50 @@ def test_minibatch_divergence_dispatches_and_names_the_choices(clouds):
     minibatch_divergence("wasserstein", x, y, epsilon=EPS)
   with pytest.raises(ValueError, match="needs epsilon"):
     minibatch_divergence("sinkhorn", x, y, bandwidth=1.0)
+
+
+def test_the_sinkhorn_schedule_reaches_its_final_epsilon(clouds):
+  schedule = epsilon_schedule(0.01, 1.0, 0.5)
+  # 1.0 * 0.5^t > 0.01 for t < 7 (0.5^7 = 0.0078): the target holds from iteration 7 on.
+  assert float(schedule(0)) == pytest.approx(1.0)
+  assert float(schedule(3)) == pytest.approx(0.125)
+  assert float(schedule(6)) == pytest.approx(1.0 / 64)  # still above the target
+  assert [float(schedule(t)) for t in (7, 8, 100)] == pytest.approx([0.01] * 3)
+  assert epsilon_schedule(0.01) == 0.01 and epsilon_schedule(0.01, 0.005) == 0.01  # no scaling
+  with pytest.raises(ValueError, match="epsilon_decay"):
+    epsilon_schedule(0.01, 1.0, 1.5)
+  # A solve scaled down from eps 20 ends where the plain solve at EPS does, not at 20's value.
+  x, y = clouds
+  plain = float(sinkhorn_divergence(x, y, EPS, threshold=1e-6))
+  scaled = float(sinkhorn_divergence(x, y, EPS, threshold=1e-6, epsilon_start=20.0,
+                                     epsilon_decay=0.7))
+  start = float(sinkhorn_divergence(x, y, 20.0, threshold=1e-6))
+  assert scaled == pytest.approx(plain, rel=1e-3)
+  assert abs(start - plain) > 0.1
+
+
+def test_sinkhorn_momentum_changes_the_iterations_not_the_value(clouds):
+  x, y = clouds
+  plain = float(sinkhorn_divergence(x, y, EPS, threshold=1e-6))
+  assert float(sinkhorn_divergence(x, y, EPS, threshold=1e-6, momentum=1.3)) == pytest.approx(
+      plain, rel=1e-3)
+
+
+def test_unbalanced_sinkhorn_stops_dragging_points_across_far_modes():
+  # Two modes 4 apart; the generated sample has 6 points in mode A and 2 in B, the data 4 and 4.
+  # Balanced transport must move two A points to B (a pull of length ~4 on them); with a penalty
+  # rho = 0.1 on the marginals (reach ~0.3) moving mass that far costs more than creating and
+  # destroying it, so every point stays where it is and only feels its own mode.
+  rng = np.random.default_rng(1)
+  a, b = np.zeros(2, np.float32), np.array([4.0, 0.0], np.float32)
+  jitter = lambda n: (0.05 * rng.normal(size=(n, 2))).astype(np.float32)
+  x = np.concatenate([a + jitter(6), b + jitter(2)])
+  y = np.concatenate([a + jitter(4), b + jitter(4)])
+  grad = lambda **kw: np.asarray(jax.grad(lambda x: sinkhorn_divergence(x, y, 0.01, **kw))(x))
+  balanced, unbalanced = grad(), grad(rho=0.1)
+  # Balanced: some A point is pulled toward B by about 2 * 4 / 8 (grad = 2 sum_j P_ij (x_i - y_j)).
+  assert np.max(-balanced[:6, 0]) > 0.3
+  assert np.max(np.abs(unbalanced)) < 0.05
+  # Unbalanced transport keeps S(x, x) = 0 and S > 0 between different samples.
+  assert abs(float(sinkhorn_divergence(x, x, 0.01, rho=0.1))) < 1e-4
+  assert float(sinkhorn_divergence(x, y, 0.01, rho=0.1)) > 1e-3
