@@ -20,17 +20,37 @@ from deepfound.cli import flags_parser  # noqa: E402
 
 flags.DEFINE_string("out", "runs/accelerator", "Output directory (results/bench for the record).")
 flags.DEFINE_bool("small", False, "Small sizes: seconds on a CPU.")
+flags.DEFINE_list("checks", None, "The checks to run (default: all): sag, step_time, sweep, "
+                  "scaling, mlp, data_parallel, checkpoint.")
+flags.DEFINE_list("unrolls", None, "step_time: the unrolls to time (default: the size's).")
+flags.DEFINE_list("pages", None, "step_time: the page lengths to time (default: the size's).")
+flags.DEFINE_list("scaling_runs", None, "scaling: the numbers of runs (default: the size's).")
 
 
 def main(argv):
   del argv
   from configs import mlp_digits
-  from deepfound.benchmarks.accelerator import run_check
+  from deepfound.benchmarks.accelerator import CHECKS, FULL, SMALL, run_check
+  from deepfound.cli import fail
 
+  checks = tuple(flags.FLAGS.checks or CHECKS)
+  unknown = sorted(set(checks) - set(CHECKS))
+  if unknown:
+    fail(f"--checks: unknown check(s) {', '.join(unknown)}; expected some of {', '.join(CHECKS)}")
+
+  sizes = dict(SMALL if flags.FLAGS.small else FULL)
+  for name in ("unrolls", "pages", "scaling_runs"):
+    if flags.FLAGS[name].value is not None:
+      try:
+        sizes[name] = tuple(int(v) for v in flags.FLAGS[name].value)
+      except ValueError:
+        fail(f"--{name}: expected integers, got {','.join(flags.FLAGS[name].value)}")
+      if any(v < 1 or v > 65_536 for v in sizes[name]):
+        fail(f"--{name}: each value must be in [1, 65536]")
   config = mlp_digits.get_config("sgd")
   config.optim.schedule = "constant"
   run_check(flags.FLAGS.out, flags.FLAGS.small, config, " ".join(["python"] + sys.argv),
-            log=lambda line: print(line, file=sys.stderr, flush=True))
+            log=lambda line: print(line, file=sys.stderr, flush=True), sizes=sizes, checks=checks)
   print(open(os.path.join(flags.FLAGS.out, "accelerator.md")).read())
 
 

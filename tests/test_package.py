@@ -47,11 +47,14 @@ def test_accelerator_check_small_runs_on_the_cpu(tmp_path):
 
   config = mlp_digits.get_config("sgd")
   sizes = dict(accelerator.SMALL, num_samples=2000, sag_steps=2000, sweep_runs=8, net_steps=100,
-               scaling_runs=(1, 4), scaling_steps=200)
+               scaling_runs=(1, 4), scaling_steps=200, step_steps=1024, unrolls=(1, 4), pages=(64,),
+               log_everys=(256,))
   results = accelerator.run_check(str(tmp_path), True, config, "test", log=lambda _: None,
                                   sizes=sizes)
-  for name in ("sag", "sweep", "scaling", "mlp", "data_parallel", "checkpoint"):
+  for name in accelerator.CHECKS:
     assert "error" not in results[name], results[name]
+  settings = [(row["unroll"], row["page"], row["log_every"]) for row in results["step_time"]["rows"]]
+  assert settings == [(1, 256, 1024), (4, 256, 1024), (1, 64, 1024), (1, 256, 256)]
   assert results["checkpoint"]["identical"] and results["checkpoint"]["resumed_from_step"] == 2000
   assert results["sweep"]["runs"] == 8 and results["sag"]["suboptimality"] > 0
   assert [row["runs"] for row in results["scaling"]["rows"]] == [1, 4]
@@ -60,6 +63,27 @@ def test_accelerator_check_small_runs_on_the_cpu(tmp_path):
   assert one_device["devices"] == 1 and not any(one_device["collectives"].values())
   table = (tmp_path / "accelerator.md").read_text()
   assert "| checkpoint and resume | resumed from step 2000: parameters identical" in table
+
+
+def test_accelerator_check_runs_the_checks_asked_for_and_refuses_unknown_ones(tmp_path):
+  from deepfound.benchmarks import accelerator
+
+  sizes = dict(accelerator.SMALL, step_steps=512, unrolls=(2,), pages=(), log_everys=())
+  results = accelerator.run_check(str(tmp_path), True, None, "test", log=lambda _: None,
+                                  sizes=sizes, checks=("step_time",))
+  assert [row["unroll"] for row in results["step_time"]["rows"]] == [2]
+  assert "sag" not in results
+  table = (tmp_path / "accelerator.md").read_text()
+  assert "step time" in table and "SAG, float32" not in table  # a check not run: no row
+  with pytest.raises(ValueError, match="unknown check"):
+    accelerator.run_check(str(tmp_path), True, None, "test", checks=("bogus",))
+  script = os.path.join(ROOT, "scripts", "accelerator_check.py")
+  for args, message in ((["--checks=sag,bogus"], "--checks: unknown check(s) bogus"),
+                        (["--unrolls=1,x"], "--unrolls: expected integers"),
+                        (["--scaling_runs=0"], "--scaling_runs: each value must be in")):
+    done = subprocess.run([sys.executable, script, "--small", f"--out={tmp_path}", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
 def test_importing_the_package_leaves_xla_flags_alone():

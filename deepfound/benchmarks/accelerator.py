@@ -27,8 +27,12 @@ from deepfound.problems import make_problem, solve_optimum
 from deepfound.sweep.runner import run_sweep
 
 FULL = dict(num_samples=1_000_000, sag_steps=200_000, sweep_runs=4096, sweep_epochs=1,
+            step_samples=10_000, step_steps=100_000, unrolls=(1, 2, 4, 8, 16, 32, 64),
+            pages=(64, 256, 1024, 4096), log_everys=(1_000, 10_000),
             net_steps=20_000, scaling_runs=(1, 64, 1024, 4096, 16384, 65536), scaling_steps=10_000)
 SMALL = dict(num_samples=10_000, sag_steps=10_000, sweep_runs=64, sweep_epochs=1, net_steps=500,
+             step_samples=2_000, step_steps=8_192, unrolls=(1, 8), pages=(64, 256),
+             log_everys=(1_024,),
              scaling_runs=(1, 16), scaling_steps=2_000)
 # Peak memory bandwidth (GB/s) of the devices we know, by jax's device_kind: the limit a
 # memory-bound sweep is compared with (vendors' data sheets; SXM parts).
@@ -53,6 +57,39 @@ def sag_run(num_samples: int, num_steps: int) -> dict:
   objective = float(run()[1].objective[-1])
   return dict(num_samples=num_samples, steps=num_steps, seconds=seconds,
               steps_per_second=num_steps / seconds, suboptimality=objective - optimum)
+
+
+def step_time(num_samples: int, num_steps: int, unrolls, pages, log_everys) -> dict:
+  """One float32 SAG run (synthetic, p = 100): microseconds a step against ``lax.scan``'s unroll
+  of the step loop (at the default page), the page length (steps whose samples are drawn at
+  once: the length of the inner loop) and the log block (steps between two objective
+  evaluations), each varied alone from (default unroll, PAGE_STEPS, num_steps). Each setting is
+  its own compiled program (a fresh ``jax.jit``), timed without its compilation."""
+  x, y = make_logistic_data(num_samples, 100, seed=0)
+  problem = make_problem(x, y, l2=1.0 / num_samples)
+  hyper = driver.hyperparameters(1.0 / problem.max_sample_lipschitz())
+  default_page, default_unroll = driver.PAGE_STEPS, driver.default_unroll()
+
+  def time_setting(unroll: int, page: int, log_every: int) -> dict:
+    method = driver.Method("sag", unroll=min(unroll, page))
+    driver.PAGE_STEPS = page  # read when run_chunk is traced, below
+    try:
+      program = jax.jit(lambda key: driver.run_chunk(
+          problem, method, hyper, driver.init_state(problem, method, hyper, key),
+          num_logs=num_steps // log_every, log_every=log_every)[0].params)
+      compiled = program.lower(jax.random.PRNGKey(0)).compile()
+    finally:
+      driver.PAGE_STEPS = default_page
+    seconds = median_seconds(lambda: compiled(jax.random.PRNGKey(0)), repeats=3)
+    return dict(unroll=unroll, page=page, log_every=log_every, us_per_step=1e6 * seconds / num_steps)
+
+  rows = [time_setting(u, default_page, num_steps) for u in unrolls]
+  rows += [time_setting(default_unroll, p, num_steps) for p in pages if p != default_page]
+  rows += [time_setting(default_unroll, default_page, e) for e in log_everys if e < num_steps]
+  best = min(rows, key=lambda row: row["us_per_step"])
+  return dict(num_samples=num_samples, steps=num_steps, default_unroll=default_unroll,
+              default_page=default_page, xla_flags=os.environ.get("XLA_FLAGS", ""), rows=rows,
+              best=best)
 
 
 def sag_sweep(num_runs: int, epochs: int) -> dict:
@@ -82,7 +119,7 @@ def run_step_bytes(num_features: int, itemsize: int = 4) -> int:
   return (4 * num_features + 2) * itemsize
 
 
-def sweep_scaling(counts, steps: int) -> dict:
+def sweep_scaling(counts, steps: int, log: Callable[[str], None] = lambda _: None) -> dict:
   """Run-steps/s of a SAG step-size sweep on the quantum data against the number of runs in
   one program, and the fraction of the memory bandwidth that reaches (``run_step_bytes``)."""
   config = _sweep_problem()
@@ -105,6 +142,7 @@ def sweep_scaling(counts, steps: int) -> dict:
     rows.append(dict(runs=runs, run_steps_per_second=rate, seconds=summary["run_seconds"],
                      gb_per_second=moved,
                      bandwidth_fraction=None if bandwidth is None else moved / bandwidth))
+    log(f"scaling: {rows[-1]}")
   return dict(steps=steps, num_features=num_features, bytes_per_run_step=run_step_bytes(num_features),
               bandwidth_gbs=BANDWIDTH_GBS.get(kind), rows=rows)
 
@@ -171,35 +209,50 @@ def checkpoint_resume() -> dict:
               objective=straight["objective"], seconds_with_two_checkpoints=seconds)
 
 
+CHECKS = ("sag", "step_time", "sweep", "scaling", "mlp", "data_parallel", "checkpoint")
+
+
 def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, command: str,
-              log: Callable[[str], None] = print, sizes: dict | None = None) -> dict:
-  """Every check, into ``out``; ``sizes`` overrides the FULL or SMALL sizes."""
+              log: Callable[[str], None] = print, sizes: dict | None = None,
+              checks: tuple[str, ...] = CHECKS) -> dict:
+  """The ``checks`` (default: every one), into ``out``; ``sizes`` overrides the FULL or SMALL
+  sizes."""
+  unknown = set(checks) - set(CHECKS)
+  if unknown:
+    raise ValueError(f"unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(CHECKS)}")
   sizes = sizes or (SMALL if small else FULL)
   results = dict(command=command, small=small, **machine("backend", "devices", "device_kind"),
                  **versions("jax"), **machine("python"))
-  for name, fn in (("sag", lambda: sag_run(sizes["num_samples"], sizes["sag_steps"])),
-                   ("sweep", lambda: sag_sweep(sizes["sweep_runs"], sizes["sweep_epochs"])),
-                   ("scaling", lambda: sweep_scaling(sizes["scaling_runs"], sizes["scaling_steps"])),
-                   ("mlp", lambda: digits_mlp(digits_config, sizes["net_steps"])),
-                   ("data_parallel", lambda: data_parallel(digits_config, sizes["net_steps"])),
-                   ("checkpoint", checkpoint_resume)):
+  functions = {
+      "sag": lambda: sag_run(sizes["num_samples"], sizes["sag_steps"]),
+      "step_time": lambda: step_time(sizes["step_samples"], sizes["step_steps"], sizes["unrolls"],
+                                     sizes["pages"], sizes["log_everys"]),
+      "sweep": lambda: sag_sweep(sizes["sweep_runs"], sizes["sweep_epochs"]),
+      "scaling": lambda: sweep_scaling(sizes["scaling_runs"], sizes["scaling_steps"], log),
+      "mlp": lambda: digits_mlp(digits_config, sizes["net_steps"]),
+      "data_parallel": lambda: data_parallel(digits_config, sizes["net_steps"]),
+      "checkpoint": checkpoint_resume,
+  }
+  for name in checks:
     tic = time.perf_counter()
     try:
-      results[name] = fn()
+      results[name] = functions[name]()
     except Exception as e:  # noqa: BLE001 - report what failed and go on to the next check
       results[name] = dict(error=f"{type(e).__name__}: {e}")
     log(f"{name}: {time.perf_counter() - tic:.1f} s: {results[name]}")
-  write_results(out, "accelerator", results, markdown(results))
+    write_results(out, "accelerator", results, markdown(results))  # after each: a cut run keeps them
   return results
 
 
-def _cell(section: dict, fmt: Callable[[dict], str]) -> str:
+def _cell(section: dict | None, fmt: Callable[[dict], str]) -> str | None:
+  """A check's table cell: its numbers, its failure, or None where it was not run."""
+  if section is None:
+    return None
   return f"failed: {section['error']}" if "error" in section else fmt(section)
 
 
 def markdown(r: dict) -> str:
-  sag, sweep, mlp, ckpt = r["sag"], r["sweep"], r["mlp"], r["checkpoint"]
-  scaling, parallel = r.get("scaling", {"error": "not run"}), r.get("data_parallel", {"error": "not run"})
+  sag, steps, sweep, scaling, mlp, parallel, ckpt = (r.get(name) for name in CHECKS)
   rows = [
       ("backend, device", f"{r['backend']}, {r['device_kind']} ({len(r['devices'])} device(s)); "
                           f"jax {r['jax']}, Python {r['python']}"),
@@ -207,6 +260,11 @@ def markdown(r: dict) -> str:
           f"n = {s['num_samples']:,}, {s['steps']:,} steps: {s['steps_per_second']:,.0f} "
           f"steps/s, E - E* = {s['suboptimality']:.2e} after {s['steps'] / s['num_samples']:g} "
           "epoch(s)"))),
+      ("one SAG run's step time, synthetic p = 100", _cell(steps, lambda s: (
+          f"n = {s['num_samples']:,}, {s['steps']:,} steps; us a step: " + "; ".join(
+              f"unroll {row['unroll']}, page {row['page']}, log block {row['log_every']:,}: "
+              f"{row['us_per_step']:.3g}" for row in s["rows"])
+          + (f" (XLA_FLAGS {s['xla_flags']})" if s["xla_flags"] else "")))),
       ("SAG step-size sweep, quantum, one program", _cell(sweep, lambda s: (
           f"{s['runs']:,} runs x {s['steps']:,} steps: {s['runs_per_second']:,.1f} runs/s, "
           f"{s['run_steps_per_second']:,.0f} run-steps/s (compile {s['compile_s']:.1f} s; "
@@ -230,5 +288,5 @@ def markdown(r: dict) -> str:
   ]
   lines = ["# Accelerator check", "", f"Command: `{r['command']}`" + (" (small sizes)" if r["small"] else ""),
            "", "| check | result |", "|---|---|"]
-  lines += [f"| {name} | {value} |" for name, value in rows]
+  lines += [f"| {name} | {value} |" for name, value in rows if value is not None]
   return "\n".join(lines) + "\n"

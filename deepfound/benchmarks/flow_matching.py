@@ -49,9 +49,10 @@ CASES = {
     "fm_ring_small_saga": ("flow_matching_2d", "ring", dict(SMALL, optim__name="saga",
                                                             optim__learning_rate=1e-2)),
     "fm_digits": ("flow_matching_digits", "independent", {}),
+    "fm_mnist": ("flow_matching_mnist", "independent", {}),  # for an accelerator
 }
 SEEDS = {"fm_ring_b128_independent": 3, "fm_ring_b128_ot": 3, "fm_ring_b128_sinkhorn": 3,
-         "fm_ring_small_adam": 3, "fm_ring_small_sgd": 3, "fm_ring_small_saga": 3, "fm_digits": 3}
+         "fm_ring_small_adam": 3, "fm_ring_small_sgd": 3, "fm_ring_small_saga": 3, "fm_digits": 3, "fm_mnist": 1}
 GROUPS = {
     "ring": ["fm_ring", "fm_ring_long", "sm_ring"],
     "couplings": ["fm_ring_b128_independent", "fm_ring_b128_ot", "fm_ring_b128_sinkhorn"],
@@ -60,6 +61,7 @@ GROUPS = {
     "digits": ["fm_digits"],
 }
 GROUPS["all"] = [name for group in GROUPS.values() for name in group]
+GROUPS["mnist"] = ["fm_mnist"]
 SHOWN = ("modes_captured", "high_quality_fraction", "kl_gap", "test_nll", "w2", "w2_reference",
          "score_error", "straightness", "sde_modes_captured", "sde_high_quality_fraction",
          "test_bits_per_dim", "classes_covered", "class_kl", "frechet_distance", "nll_ode_steps",

@@ -72,6 +72,15 @@ CASES = {
     "grid_js_pack4_full": ("grid,4", FULL),
     "grid_js_svre_full": ("grid", dict(FULL, optim__scheme="svre")),
     "grid_js_extragradient_full": ("grid", dict(FULL, optim__scheme="extragradient")),
+    # PacGAN's own harness (fjxmlzn/PacGAN, synthetic_data_experiments/2DGrid_GAN&PacGAN): on
+    # top of the sizes and adam settings above, a maxout discriminator (5 pieces), a generator
+    # with batch normalization after each hidden layer, weights from N(0, 0.02^2), and both
+    # players updated at once from the same point (ALI's training algorithm: simultaneous);
+    # they train 400 epochs of the 100,000 points (400,000 steps of 100).
+    **{f"{name}_pacgan_full": (arg, dict(FULL, model__maxout_pieces=5, model__generator_norm="batch",
+                                         model__init_stddev=0.02, optim__scheme="simultaneous"))
+       for name, arg in (("ring_js", "ring"), ("ring_js_pack2", "ring,2"), ("grid_js", "grid"),
+                         ("grid_js_pack2", "grid,2"))},
 }
 GROUPS = {
     "cpu": ["ring_js", "ring_js_pack2", "grid_js", "grid_js_pack2"],
@@ -79,6 +88,8 @@ GROUPS = {
                 "ring_wgan_gp", "ring_wgan_clip", "ring_js_svre", "ring_wgan_gp_b05"],
     "full": ["grid_js_pack2_full", "grid_js_full", "ring_js_full", "ring_js_pack2_full",
              "grid_js_svre_full", "grid_js_extragradient_full"],
+    "harness": ["grid_js_pack2_pacgan_full", "grid_js_pacgan_full", "ring_js_pacgan_full",
+                "ring_js_pack2_pacgan_full"],
 }
 GROUPS["all"] = GROUPS["cpu"] + GROUPS["schemes"]
 SHOWN = ("modes_captured", "high_quality_fraction", "mode_kl")

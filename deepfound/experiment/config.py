@@ -151,6 +151,7 @@ def _shared_config() -> ml_collections.ConfigDict:
   # A number, "auto" (scikit-learn's step for sag and saga), or None (the rule's default, if any).
   config.optim.learning_rate = config_dict.placeholder(object)
   config.optim.tol = config_dict.placeholder(float)  # stop at epoch ends (scikit-learn's test)
+  config.optim.unroll = config_dict.placeholder(int)  # None: the backend's (driver.DEFAULT_UNROLL)
   config.optim.schedule = "constant"
   config.optim.l0 = 100.0
   config.optim.strong_convexity = config_dict.placeholder(float)  # None: problem.l2
@@ -166,7 +167,7 @@ def _shared_config() -> ml_collections.ConfigDict:
 # The keys of the single rule at the top of optim (the objective kind's); optim.batch_size and
 # optim.max_memory_mb are every kind's.
 RULE_KEYS = ("name", "learning_rate", "tol", "schedule", "l0", "strong_convexity", "sampling",
-             "memory")
+             "memory", "unroll")
 
 
 def _paths(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
@@ -409,6 +410,9 @@ KEY_HELP = {
                            "step); None: the rule's default",
     "optim.tol": "stop when max|change over an epoch| / max|weight| <= tol (checked at epoch "
                  "ends); None: run num_steps",
+    "optim.unroll": "steps per iteration of the compiled step loop (lax.scan's unroll; the "
+                    "same run, another speed); None: the backend's default (8 on GPUs, 1 on "
+                    "CPUs)",
     "data.sparse": "linear models: auto (sparse input below 10% density stays sparse), true, "
                    "false",
     "data.weights": "sample weights: a file of one number per line, or column:<j> of the data",

@@ -22,7 +22,7 @@ from deepfound.experiment.generative import (
 )
 from deepfound.experiment.models import ModelSpec, register_model, source_name, train_test
 from deepfound.problems.gan import GAN, LOSS_SETTINGS, LOSSES
-from deepfound.registry import Option
+from deepfound.registry import Option, one_of
 
 EVALUATION_PACKS = 512  # packs of held-out data on which log points evaluate V and the losses
 CLASSIFIED_SAMPLES = 10_000  # generated images that the classifier labels at each log point
@@ -104,6 +104,10 @@ def frechet_distance(mean_a, cov_a, mean_b, cov_b) -> jax.Array:
           + jnp.trace(cov_a) + jnp.trace(cov_b) - 2.0 * jnp.trace(cross))
 
 
+def _init_stddev(value) -> str | None:
+  return None if 0 <= value <= 10 else "must be in [0, 10] (0: flax's default)"
+
+
 def build_gan(config, dataset) -> GAN:
   from flax import nnx
 
@@ -115,9 +119,11 @@ def build_gan(config, dataset) -> GAN:
   pack, latent, dim = problem.pack, model.latent_size, x.shape[1]
   images = dataset.features.ndim > 2
   rngs = nnx.Rngs(model.seed)
-  generator = MLP([latent, *model.hidden, dim], model.activation, rngs=rngs)
+  init_stddev = model.init_stddev or None
+  generator = MLP([latent, *model.hidden, dim], model.activation, rngs=rngs,
+                  batch_norm=model.generator_norm == "batch", init_stddev=init_stddev)
   discriminator = MLP([pack * dim, *model.discriminator_hidden, 1], model.activation,
-                      pieces=model.maxout_pieces, rngs=rngs)
+                      pieces=model.maxout_pieces, init_stddev=init_stddev, rngs=rngs)
   gen_params, gen_merge = _pure(generator, dtype)
   disc_params, disc_merge = _pure(discriminator, dtype)
 
@@ -163,7 +169,14 @@ register_model(ModelSpec(
                     "gan: the discriminator's hidden widths"),
              Option("maxout_pieces", int, 1,
                     "gan: k > 1 makes the discriminator's hidden units maxout units of k pieces "
-                    "(PacGAN's 2-D discriminator: 5) instead of model.activation", _count)),
+                    "(PacGAN's 2-D discriminator: 5) instead of model.activation", _count),
+             Option("generator_norm", str, "none",
+                    "gan: batch normalizes the generator's hidden layers (PacGAN's 2-D "
+                    "generator: batch; the statistics of each call's own batch)",
+                    one_of(("none", "batch"))),
+             Option("init_stddev", float, 0.0,
+                    "gan: both networks' weights drawn from N(0, sd^2), biases 0 (PacGAN: "
+                    "0.02); 0 keeps flax's LeCun normal", _init_stddev)),
     problem_options=(
         Option("pack", int, 1, "gan: samples per discriminator input (PacGAN)", _count),
         Option("clip", float, 0.01, "wgan_clip: the critic's weights stay in [-clip, clip]",

@@ -52,6 +52,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive("optim.learning_rate", optim.learning_rate, config.precision)
   if optim.tol is not None:
     positive("optim.tol", optim.tol)
+  if optim.unroll is not None and (isinstance(optim.unroll, bool) or not isinstance(optim.unroll, int)
+                                   or not 1 <= optim.unroll <= driver.PAGE_STEPS):
+    raise ConfigError(f"optim.unroll must be an integer in [1, {driver.PAGE_STEPS}] (or None: the "
+                      f"backend's default), got {optim.unroll!r}")
   l1 = config.problem.get("l1") or 0.0
   if l1 and not spec.proximal:
     raise ConfigError(f"problem.l1 > 0 needs a rule that takes proximal steps (sgd, saga); "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from deepfound.models.activations import ACTIVATIONS
@@ -17,28 +18,60 @@ class MLP(nnx.Module):
   With ``pieces`` = k > 1 the hidden units are maxout units (Goodfellow et al. 2013) instead:
   each is the largest of k affine functions of the layer's input, so a hidden layer of width b
   computes b k affine maps and ``activation`` is not used.
+
+  ``batch_norm``: each hidden layer's pre-activations are standardized over the batch (every
+  axis but the last), then scaled and shifted by learned ``gamma`` and ``beta`` (Ioffe and
+  Szegedy 2015, in training mode: a call's own batch statistics, also when sampling; the shift
+  replaces the hidden layers' biases). ``init_stddev``: weights drawn from N(0, sd^2) and biases
+  0 (PacGAN's 2-D networks: 0.02), instead of flax's LeCun normal.
   """
 
   def __init__(self, sizes: Sequence[int], activation: str = "relu", use_bias: bool = True, *,
-               pieces: int = 1, rngs: nnx.Rngs):
+               pieces: int = 1, batch_norm: bool = False, init_stddev: float | None = None,
+               rngs: nnx.Rngs):
     if activation not in ACTIVATIONS:
       raise ValueError(f"unknown activation {activation!r}; expected one of "
                        f"{', '.join(ACTIVATIONS)}")
     if pieces < 1:
       raise ValueError(f"pieces must be >= 1, got {pieces}")
+    if init_stddev is not None and not init_stddev > 0:
+      raise ValueError(f"init_stddev must be > 0 or None, got {init_stddev}")
     self.activation, self.pieces = activation, pieces
     widths = [b * pieces for b in sizes[1:-1]] + [sizes[-1]]
-    self.layers = nnx.List([nnx.Linear(a, b, use_bias=use_bias, rngs=rngs)
-                            for a, b in zip(sizes[:-1], widths, strict=True)])
+    init = {} if init_stddev is None else dict(kernel_init=nnx.initializers.normal(init_stddev))
+    self.layers = nnx.List([
+        nnx.Linear(a, b, use_bias=use_bias and not (batch_norm and i < len(widths) - 1),
+                   rngs=rngs, **init)
+        for i, (a, b) in enumerate(zip(sizes[:-1], widths, strict=True))])
+    self.norms = nnx.List([BatchStandardize(b) for b in widths[:-1]] if batch_norm else [])
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    for layer in self.layers[:-1]:
+    for i, layer in enumerate(self.layers[:-1]):
       x = layer(x)
+      if self.norms:
+        x = self.norms[i](x)
       if self.pieces > 1:
         x = x.reshape(*x.shape[:-1], -1, self.pieces).max(axis=-1)
       else:
         x = ACTIVATIONS[self.activation](x)
     return self.layers[-1](x)
+
+
+class BatchStandardize(nnx.Module):
+  """x standardized over every axis but the last (the batch's own mean and variance), then
+  gamma x + beta with learned gamma (ones at the start) and beta (zeros)."""
+
+  EPSILON = 1e-5
+
+  def __init__(self, features: int):
+    self.gamma = nnx.Param(jnp.ones((features,)))
+    self.beta = nnx.Param(jnp.zeros((features,)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    variance = jnp.mean(jnp.square(x - mean), axis=axes)
+    return (x - mean) * jax.lax.rsqrt(variance + self.EPSILON) * self.gamma + self.beta
 
 
 def perceptron(num_features: int, *, rngs: nnx.Rngs) -> MLP:

@@ -75,10 +75,13 @@ class Method:
   # Data parallelism: minibatches sharded over this mesh's "data" axis (``sharding.data_mesh``);
   # None: one device, the program as it always was.
   mesh: jax.sharding.Mesh | None
+  # Steps unrolled into one iteration of the loop over a page's steps (``lax.scan``'s unroll):
+  # None picks the backend's default (``default_unroll``) when the program is traced.
+  unroll: int | None
 
   def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
                sampling: str = "uniform", memory: str = "scalar", tol: float | None = None,
-               **options: Any):
+               unroll: int | None = None, **options: Any):
     spec = get_rule(name)
     unknown = set(options) - {o.name for o in spec.options}
     if unknown:
@@ -95,9 +98,13 @@ class Method:
       raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if tol is not None and not (isinstance(tol, int | float) and np.isfinite(tol) and tol > 0):
       raise ValueError(f"tol must be a number > 0 or None, got {tol!r}")
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
+                               or not 1 <= unroll <= PAGE_STEPS):
+      raise ValueError(f"unroll must be an integer in [1, {PAGE_STEPS}] or None, got {unroll!r}")
     values = dict(name=name, schedule=schedule, batch_size=batch_size, sampling=sampling,
                   memory=memory, tol=None if tol is None else float(tol),
-                  options=tuple(sorted(spec.resolve_options(options).items())), mesh=None)
+                  options=tuple(sorted(spec.resolve_options(options).items())), mesh=None,
+                  unroll=unroll)
     for field, value in values.items():
       object.__setattr__(self, field, value)
 
@@ -398,6 +405,18 @@ def make_step(problem: Problem, method: Method, optimizer: optax.GradientTransfo
 
 
 PAGE_STEPS = 256  # 100 KB of rows at p = 100: leaves the cache to the gradient memory
+# Steps per loop iteration by backend (``Method.unroll``'s default); measured by
+# scripts/accelerator_check.py (results/bench/accelerator.md: step time against the unroll).
+DEFAULT_UNROLL = {"cpu": 1, "gpu": 8}
+
+
+def default_unroll(backend: str | None = None) -> int:
+  """The unroll of a dense step loop on ``backend`` (default: JAX's default backend)."""
+  return DEFAULT_UNROLL.get(backend or jax.default_backend(), 1)
+
+
+def resolve_unroll(method: Method) -> int:
+  return method.unroll or default_unroll()
 
 
 def _largest_divisor_at_most(value: int, bound: int) -> int:
@@ -460,7 +479,8 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
 
   def run_page(state):
     drawn, order = _draw_page(problem, method, state, page)
-    carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn)[0]
+    carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn,
+                         unroll=math.gcd(page, resolve_unroll(method)))[0]
     return state._replace(params=carry[0], opt_state=carry[1], step=state.step + page,
                           order=order)
 

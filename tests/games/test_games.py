@@ -213,11 +213,12 @@ def test_a_2d_gan_through_the_cli(tmp_path):
 @pytest.mark.slow
 def test_a_packed_wgan_gp_by_extragradient_with_a_maxout_critic(tmp_path):
   """The other loss and scheme of the CLI test's packed GAN, through the Python API, with a maxout
-  critic (model.maxout_pieces)."""
+  critic (model.maxout_pieces) and PacGAN's batch-normalized generator and N(0, 0.02^2) weights."""
   from deepfound.experiment import run_experiment
 
   config = gan_config("grid,2", num_steps=100, log_every=50, problem__loss="wgan_gp",
-                      optim__scheme="extragradient", model__maxout_pieces=3)
+                      optim__scheme="extragradient", model__maxout_pieces=3,
+                      model__generator_norm="batch", model__init_stddev=0.02)
   run_experiment(config, str(tmp_path / "run"), progress=False)
   _check_gan_rows(tmp_path / "run")
   params = np.load(tmp_path / "run" / "params.npz")
@@ -225,6 +226,9 @@ def test_a_packed_wgan_gp_by_extragradient_with_a_maxout_critic(tmp_path):
   # generator's layers (2 -> 32 -> 32 -> 2) have no such shape.
   assert any(v.shape == (4, 96) for v in params.values())
   assert not any(v.shape == (4, 32) for v in params.values())
+  # The generator's two hidden layers: a gamma and a beta of 32 each, and no biases.
+  widths = [k for k, v in params.items() if v.shape == (32,) and k.startswith("params[0]")]
+  assert len(widths) == 4 and not any("bias" in k for k in widths), widths
 
 
 @pytest.mark.slow

@@ -141,3 +141,29 @@ def test_a_model_checks_the_shared_model_keys_it_reads_and_no_others():
   with pytest.raises(ValueError, match="not shared model keys"):
     register_model(ModelSpec(name="bad", build=None, summary="", losses=("nll",),
                              uses=("widths",)))
+
+
+def test_batch_norm_standardizes_each_hidden_layer_over_the_batch_and_drops_its_bias():
+  net = MLP([3, 8, 5, 2], batch_norm=True, rngs=nnx.Rngs(0))
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.PRNGKey(1), (256, 3))
+  hidden = net.norms[0](net.layers[0](x))  # gamma 1, beta 0 at the start
+  np.testing.assert_allclose(hidden.mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(hidden.var(0), 1.0, rtol=1e-3)
+  assert net.layers[0].bias is None and net.layers[1].bias is None
+  assert net.layers[2].bias is not None  # the output layer keeps its bias
+  # the statistics are the call's own batch: a sample's output depends on the others
+  alone = net(x[:2])
+  assert not np.allclose(alone, net(x)[:2])
+  # and are computed over every axis but the last
+  np.testing.assert_allclose(net(x.reshape(16, 16, 3)).reshape(256, 2), net(x), atol=1e-5)
+
+
+def test_init_stddev_draws_weights_from_that_normal_and_zero_biases():
+  net = MLP([400, 400, 1], init_stddev=0.02, rngs=nnx.Rngs(0))
+  kernel = np.asarray(net.layers[0].kernel[...])
+  assert abs(kernel.std() - 0.02) < 0.001 and abs(kernel.mean()) < 0.001
+  assert not np.any(np.asarray(net.layers[0].bias[...]))
+  default = MLP([400, 400, 1], rngs=nnx.Rngs(0))
+  assert abs(np.asarray(default.layers[0].kernel[...]).std() - 0.05) < 0.003  # LeCun: 1/sqrt(400)
+  with pytest.raises(ValueError, match="init_stddev"):
+    MLP([2, 2], init_stddev=0.0, rngs=nnx.Rngs(0))

@@ -196,3 +196,18 @@ def test_shuffled_minibatches_take_each_sample_once_per_epoch(small_data, num_sa
                         num_steps=10, log_every=10)
   table = np.asarray(flushed_table(state.opt_state[0]))
   assert np.count_nonzero(np.abs(table).sum(axis=1)) == written
+
+
+def test_unrolling_the_step_loop_does_not_change_the_run(small_data):
+  """Method.unroll only changes how many steps one loop iteration runs: the same iterates."""
+  problem = make_problem(*small_data)
+  hyper = driver.hyperparameters(0.5 / problem.max_sample_lipschitz())
+  runs = [driver.run(problem, driver.Method("saga", unroll=unroll), hyper, jax.random.PRNGKey(3),
+                     num_steps=600, log_every=200)[0].params for unroll in (1, 8, 7)]
+  for params in runs[1:]:  # 7 does not divide the page of 200 steps: the gcd (1) is unrolled
+    np.testing.assert_allclose(params, runs[0], rtol=1e-6, atol=1e-7)
+  assert driver.Method("sag").unroll is None and driver.default_unroll("cpu") == 1
+  assert driver.default_unroll("gpu") == driver.DEFAULT_UNROLL["gpu"]
+  for bad in (0, -1, True, 2.0, driver.PAGE_STEPS + 1):
+    with pytest.raises(ValueError, match="unroll must be an integer"):
+      driver.Method("sag", unroll=bad)
