@@ -3,10 +3,11 @@
     python scripts/fetch_mnist.py && \
     python scripts/train.py --config=configs/flow_matching_mnist.py --workdir=runs/fm_mnist
 
-Intensities k/256 (the pickle's floats) dequantized to (k + u)/256; the velocity is an MLP of 3 x 1024 silu units on the
-784 pixels and the time features, adam (1e-3 decaying as 1/(1 + t/10,000)) on minibatches of 256,
-50,000 steps. At the end: bits/dim by the ODE likelihood (Hutchinson's estimator) on 2,000 test
-images, and the classifier metrics of 10,000 generated images.
+Intensities k/256 (the pickle's floats), dequantized to (k + u)/257 (problem.dequantize_levels);
+the velocity is an MLP of 3 x 1024 silu units on the 784 pixels and the time features, adam
+(1e-3 decaying as 1/(1 + t/10,000)) on minibatches of 256, 50,000 steps (8.5 s on one H200). At
+the end: bits/dim by the ODE likelihood (Hutchinson's estimator) on 2,000 test images, and the
+classifier metrics of 10,000 generated images.
 """
 
 from configs import flow_matching_digits

@@ -9,7 +9,7 @@ squared distance) or mmd (Gaussian kernels of widths problem.bandwidth * 2^k, k 
 with the data set's scale of that loss (the other loss's key stays unset: a config sets only keys
 its run reads, so --config.problem.loss=mmd alone is refused for its missing bandwidth). The
 generator is an MLP from a 2-dimensional Gaussian latent (3 hidden layers of 128 relu units); each
-step draws a minibatch of latents and as many data points (256; Sinkhorn: 128 on the ring) and
+step draws a minibatch of latents and as many data points (256; Sinkhorn on ring and moons: 128) and
 takes the gradient of D(h_theta(z), x) with adam. Sinkhorn is unbalanced (problem.rho), with
 epsilon scaled down within each solve of 100 iterations (SINKHORN below): about 12 ms a step on
 a 2-core CPU; MMD runs in about a minute on the CPU. The latent dimension equals the data's
@@ -30,13 +30,13 @@ DATA = dict(
     moons=dict(problem=dict(epsilon=1e-3, bandwidth=0.02), num_steps=20_000,
                optim=dict(schedule="constant")),
 )
-# What makes the minibatch Sinkhorn estimator train (results/generative/sinkhorn.md measures
-# each): unbalanced transport (rho, in the squared distance's units: a minibatch holds each mode
-# in another proportion than the data, and balanced transport drags points across modes to even
-# the counts), epsilon scaled down within each solve from the data's squared diameter
-# (epsilon_start, epsilon_decay) over a fixed number of iterations (threshold 0: no
-# convergence test, whose reductions cost more than they save), and smaller minibatches with
-# a decaying rate.
+# What makes the minibatch Sinkhorn estimator train (the sinkhorn_ring_5k_* cases of
+# scripts/bench_generative.py measure each; results/README.md, "Generative models"): unbalanced
+# transport (rho, in the squared distance's units: a minibatch holds each mode in another
+# proportion than the data, and balanced transport drags points across modes to even the
+# counts), epsilon scaled down within each solve from about the data's squared diameter
+# (epsilon_start, epsilon_decay) over a fixed number of iterations (threshold 0: no convergence
+# test), a decaying rate on ring and grid, and on the ring and moons minibatches of 128.
 SINKHORN = dict(
     ring=dict(problem=dict(rho=0.1, epsilon_start=1.0), optim=dict(batch_size=128, l0=2_000.0)),
     grid=dict(problem=dict(rho=1.0, epsilon_start=10.0),

@@ -8,8 +8,8 @@
 #   OUT=/tmp/out DEEPFOUND_DATA=<dir of mnist.npz> bash scripts/accelerator_runs.sh [part ...]
 #
 # Parts (default: all, in this order): accelerator steps pacgan fm_mnist sinkhorn_grid;
-# on request: scaling (the sweep against its number of runs alone), pacgan_long (PacGAN2 on the
-# grid at 4 times the steps).
+# on request: scaling (the sweep against its number of runs, then the MLP, data-parallel and
+# checkpoint checks), pacgan_long (PacGAN2 on the grid at 4 times the steps).
 set -u
 OUT=${OUT:?set OUT to the output folder}
 W=$OUT/w
@@ -25,28 +25,37 @@ part() {  # part <name> <seconds> <command...>
   tail -3 "$W/$name.log"
   pack
 }
+PARTS=${*:-accelerator steps pacgan fm_mnist sinkhorn_grid}
+for name in $PARTS; do  # every name checked before any device time is spent
+  case $name in
+    accelerator|scaling|steps|pacgan|pacgan_long|fm_mnist|sinkhorn_grid) ;;
+    *) echo "unknown part $name" >&2; exit 2 ;;
+  esac
+done
 STEPS=(--checks=step_time --unrolls=1,8,32 --pages=256)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$W/gpu.txt" 2>&1
-for name in "${@:-accelerator steps pacgan fm_mnist sinkhorn_grid}"; do for name in $name; do
+for name in $PARTS; do
   case $name in
     accelerator) part accelerator 140 python scripts/accelerator_check.py --out="$W/accelerator" ;;
-    scaling) part scaling 100 python scripts/accelerator_check.py --checks=scaling,mlp,data_parallel,checkpoint \
-               --out="$W/scaling" ;;
+    scaling) part scaling 100 python scripts/accelerator_check.py \
+               --checks=scaling,mlp,data_parallel,checkpoint --out="$W/scaling" ;;
     steps)
-      part steps_while 35 env XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
-        python scripts/accelerator_check.py "${STEPS[@]}" --out="$W/steps_while"
+      commands=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
+      part steps_while 35 env XLA_FLAGS="--xla_gpu_enable_command_buffer=$commands \
+--xla_gpu_graph_min_graph_size=1" python scripts/accelerator_check.py "${STEPS[@]}" \
+        --out="$W/steps_while"
       part steps_off 45 env XLA_FLAGS="--xla_gpu_enable_command_buffer=" \
         python scripts/accelerator_check.py "${STEPS[@]}" --out="$W/steps_off" ;;
-    pacgan) part pacgan 120 python scripts/bench_gan.py \
-              --cases=grid_js_pack2_pacgan_full,grid_js_pacgan_full,ring_js_pacgan_full --out="$W/pacgan" ;;
-    pacgan_long) part pacgan_long 110 python scripts/bench_gan.py --cases=grid_js_pack2_pacgan_full \
-                   --steps_scale=4 --out="$W/pacgan_long" ;;
+    pacgan) part pacgan 120 python scripts/bench_gan.py --out="$W/pacgan" \
+              --cases=grid_js_pack2_pacgan_full,grid_js_pacgan_full,ring_js_pacgan_full ;;
+    pacgan_long) part pacgan_long 110 python scripts/bench_gan.py --steps_scale=4 \
+                   --cases=grid_js_pack2_pacgan_full --out="$W/pacgan_long" ;;
     fm_mnist)
-      part fm_mnist 140 python scripts/train.py --config=configs/flow_matching_mnist.py --workdir="$W/fm_mnist"
+      part fm_mnist 140 python scripts/train.py --config=configs/flow_matching_mnist.py \
+        --workdir="$W/fm_mnist"
       cp "$W/fm_mnist/params.npz" "$OUT/fm_mnist_params.npz" 2>/dev/null ;;
     sinkhorn_grid) part sinkhorn_grid 80 python scripts/bench_generative.py --cases=sinkhorn_grid \
                      --steps_scale=0.5 --out="$W/sinkhorn" ;;
-    *) echo "unknown part $name" >&2; exit 2 ;;
   esac
-done; done
+done
 echo "== done after $SECONDS s"

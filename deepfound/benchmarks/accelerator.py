@@ -63,15 +63,17 @@ def step_time(num_samples: int, num_steps: int, unrolls, pages, log_everys) -> d
   """One float32 SAG run (synthetic, p = 100): microseconds a step against ``lax.scan``'s unroll
   of the step loop (at the default page), the page length (steps whose samples are drawn at
   once: the length of the inner loop) and the log block (steps between two objective
-  evaluations), each varied alone from (default unroll, PAGE_STEPS, num_steps). Each setting is
-  its own compiled program (a fresh ``jax.jit``), timed without its compilation."""
+  evaluations), each varied alone from (default unroll, PAGE_STEPS, num_steps). A row records
+  what ran: the page is the largest divisor of the log block up to the length asked for, the
+  unroll at most the page. Each setting is its own compiled program (a fresh ``jax.jit``), timed
+  without its compilation."""
   x, y = make_logistic_data(num_samples, 100, seed=0)
   problem = make_problem(x, y, l2=1.0 / num_samples)
   hyper = driver.hyperparameters(1.0 / problem.max_sample_lipschitz())
   default_page, default_unroll = driver.PAGE_STEPS, driver.default_unroll()
 
   def time_setting(unroll: int, page: int, log_every: int) -> dict:
-    method = driver.Method("sag", unroll=min(unroll, page))
+    method = driver.Method("sag", unroll=min(unroll, driver.PAGE_STEPS))
     driver.PAGE_STEPS = page  # read when run_chunk is traced, below
     try:
       program = jax.jit(lambda key: driver.run_chunk(
@@ -81,7 +83,9 @@ def step_time(num_samples: int, num_steps: int, unrolls, pages, log_everys) -> d
     finally:
       driver.PAGE_STEPS = default_page
     seconds = median_seconds(lambda: compiled(jax.random.PRNGKey(0)), repeats=3)
-    return dict(unroll=unroll, page=page, log_every=log_every, us_per_step=1e6 * seconds / num_steps)
+    ran_page = driver.largest_divisor_at_most(log_every, page)  # as run_chunk cuts the block
+    return dict(unroll=min(unroll, ran_page), page=ran_page, log_every=log_every,
+                us_per_step=1e6 * seconds / num_steps)
 
   rows = [time_setting(u, default_page, num_steps) for u in unrolls]
   rows += [time_setting(default_unroll, p, num_steps) for p in pages if p != default_page]

@@ -52,7 +52,8 @@ CASES = {
     "fm_mnist": ("flow_matching_mnist", "independent", {}),  # for an accelerator
 }
 SEEDS = {"fm_ring_b128_independent": 3, "fm_ring_b128_ot": 3, "fm_ring_b128_sinkhorn": 3,
-         "fm_ring_small_adam": 3, "fm_ring_small_sgd": 3, "fm_ring_small_saga": 3, "fm_digits": 3, "fm_mnist": 1}
+         "fm_ring_small_adam": 3, "fm_ring_small_sgd": 3, "fm_ring_small_saga": 3, "fm_digits": 3,
+         "fm_mnist": 1}
 GROUPS = {
     "ring": ["fm_ring", "fm_ring_long", "sm_ring"],
     "couplings": ["fm_ring_b128_independent", "fm_ring_b128_ot", "fm_ring_b128_sinkhorn"],

@@ -45,6 +45,18 @@ SPLINE_10K_RATES = dict(sgd=1e-3, sag=3e-3, adam=3e-4)
 SPLINE_10K = dict(data__num_samples=10_000, optim__batch_size=16, optim__schedule="inverse_time",
                   optim__l0=5_000.0, num_steps=20_000)
 # name -> (config module, its argument, overrides). Steps and rates are the configs' unless set.
+SINKHORN_5K = dict(num_steps=5_000, log_every=1_000, optim__l0=500.0)
+SINKHORN_ABLATION = {
+    "": {},
+    "_balanced": dict(problem__rho=None),
+    "_no_scaling": dict(problem__epsilon_start=None),  # 100 iterations at epsilon from the start
+    "_eps1e-2": dict(problem__epsilon=1e-2),
+    "_b64": dict(optim__batch_size=64),
+    "_b256": dict(optim__batch_size=256),
+    "_iters40": dict(problem__sinkhorn_iterations=40),  # 31 of them scale epsilon down
+    "_threshold": dict(problem__sinkhorn_iterations=2_000, problem__sinkhorn_threshold=1e-3),
+    "_momentum": dict(problem__sinkhorn_momentum=1.3),
+}
 CASES = {
     "gmm_ring": ("density_2d", "ring,gmm", {}),
     "gmm_grid": ("density_2d", "grid,gmm", {}),
@@ -70,6 +82,10 @@ CASES = {
     # iterations): the ring on the CPU, the grid on an accelerator.
     "sinkhorn_ring": ("pushforward_2d", "ring", {}),
     "sinkhorn_grid": ("pushforward_2d", "grid", {}),
+    # What each Sinkhorn setting does (SINKHORN_ABLATION): the ring config at 5,000 steps with
+    # one thing changed.
+    **{f"sinkhorn_ring_5k{suffix}": ("pushforward_2d", "ring", dict(SINKHORN_5K, **change))
+       for suffix, change in SINKHORN_ABLATION.items()},
     "ae_linear_2": ("autoencoder_digits", "linear", dict(model__code_size=2)),
     "ae_linear_8": ("autoencoder_digits", "linear", dict(model__code_size=8)),
     "ae_linear_16": ("autoencoder_digits", "linear", dict(model__code_size=16)),
@@ -77,15 +93,18 @@ CASES = {
 }
 # Fewer seeds where a CPU run is long (--num_seeds caps all).
 SEEDS = {"flow_ring_10k_sgd": 3, "flow_ring_10k_sag": 3, "flow_ring_10k_adam": 3,
-         "realnvp_ring_10k_sgd": 3, "realnvp_ring_10k_sag": 3, "realnvp_ring_10k_adam": 3}
+         "realnvp_ring_10k_sgd": 3, "realnvp_ring_10k_sag": 3, "realnvp_ring_10k_adam": 3,
+         **{f"sinkhorn_ring_5k{suffix}": 2 for suffix in SINKHORN_ABLATION}}
 GROUPS = {
     "cheap": ["gmm_ring", "gmm_grid", "ae_linear_2", "ae_linear_8", "ae_linear_16", "ae_mlp_8",
               "mmd_ring", "mmd_grid"],
     "slow": ["flow_ring", "flow_grid", "flow_digits", "realnvp_digits", "flow_ring_10k_adam",
              "flow_ring_10k_sgd", "flow_ring_10k_sag", "realnvp_ring", "realnvp_grid",
              "realnvp_ring_10k_adam", "realnvp_ring_10k_sgd", "realnvp_ring_10k_sag",
-             "sinkhorn_ring", "sinkhorn_grid"],
+             "sinkhorn_ring"],
+    "accelerator": ["sinkhorn_grid"],  # 10 seeds x 40,000 Sinkhorn steps of 256: hours on a CPU
 }
+GROUPS["sinkhorn_ablation"] = [f"sinkhorn_ring_5k{suffix}" for suffix in SINKHORN_ABLATION]
 GROUPS["all"] = GROUPS["cheap"] + GROUPS["slow"]
 SHOWN = ("objective", "test_nll", "kl_gap", "modes_captured", "high_quality_fraction", "mode_kl",
          "reconstruction_mse", "pca_mse")

@@ -270,9 +270,26 @@ def check_pushforward(config) -> None:
   if problem := parameter_problem(loss, scales, precision_dtype(config.precision)):
     raise ConfigError(f"problem.{key} = {value!r} {problem}")
   start = config.problem.get("epsilon_start") if loss == "sinkhorn" else None
-  if start is not None and start <= value:
-    raise ConfigError(f"problem.epsilon_start = {start!r} must exceed problem.epsilon = {value!r} "
-                      "(the scaling runs from it down to epsilon; unset it for none)")
+  if start is not None:
+    if start <= value:
+      raise ConfigError(f"problem.epsilon_start = {start!r} must exceed problem.epsilon = "
+                        f"{value!r} (the scaling runs from it down to epsilon; unset it for none)")
+    decay, iterations = config.problem.epsilon_decay, config.problem.sinkhorn_iterations
+    needed = epsilon_scaling_iterations(start, value, decay)
+    if needed is None or needed >= iterations:
+      raise ConfigError(
+          f"problem.epsilon_start = {start!r} scaled by problem.epsilon_decay = {decay!r} per "
+          f"iteration " + ("never reaches" if needed is None else
+                           f"needs {needed} iterations to reach") + f" problem.epsilon = {value!r}; "
+          f"problem.sinkhorn_iterations = {iterations} must be more (or use a smaller decay)")
+
+
+def epsilon_scaling_iterations(start: float, epsilon: float, decay: float) -> int | None:
+  """Iterations after which epsilon scaled from ``start`` by ``decay`` per iteration is down to
+  ``epsilon`` (``divergences.epsilon_schedule``); None if it never gets there (decay 1)."""
+  if decay >= 1:
+    return None
+  return math.ceil(math.log(start / epsilon) / math.log(1 / decay) - 1e-9)
 
 
 def build_pushforward(config, dataset):
@@ -448,7 +465,7 @@ register_model(ModelSpec(
         Option("epsilon_start", float, None, "sinkhorn: epsilon scaling within each solve, from "
                "this epsilon down to problem.epsilon; unset: none", _positive),
         Option("epsilon_decay", float, 0.8, "sinkhorn: factor per iteration of that scaling",
-               lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+               lambda v: None if 0 < v < 1 else "must be in (0, 1)"),
         Option("sinkhorn_iterations", int, 2000, "sinkhorn: most iterations of each solve",
                _count),
         Option("sinkhorn_threshold", float, 1e-3, "sinkhorn: stop a solve once the marginals' "

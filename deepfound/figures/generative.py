@@ -2,8 +2,9 @@
 
 * ``bench.json`` of ``scripts/bench_generative.py``: per case the last metrics over seeds
   (``mean``), their curves over the steps, and seed 0's samples and log-density grid
-  (``pictures``): ``density_2d``, ``pushforward_2d``, ``pushforward_training``, ``modes_curves``, ``flow_rules``, the MSE
-  panel of ``autoencoder_digits`` and the density half of ``training_curves``.
+  (``pictures``): ``density_2d``, ``pushforward_2d``, ``pushforward_training``, ``modes_curves``,
+  ``flow_rules``, the MSE panel of ``autoencoder_digits`` and the density half of
+  ``training_curves``.
 * A VAE run directory (``configs/vae_mnist.py``), reopened at its latest checkpoint
   (``deepfound.experiment.restore.restore_run``): ``vae_mnist`` and the VAE half of
   ``training_curves``.
@@ -773,8 +774,8 @@ def make_all(out: str, bench_path: str, vae_workdir: str, configs: dict[str, Con
   record = DrawingLog(out, log)
   bench = load_bench(bench_path)
   for name, draw in (("density_2d", density_2d), ("pushforward_2d", pushforward_2d),
-                     ("pushforward_training", pushforward_training), ("modes_curves", modes_curves), ("flow_rules", flow_rules),
-                     ("flow_digits", flow_digits)):
+                     ("pushforward_training", pushforward_training), ("modes_curves", modes_curves),
+                     ("flow_rules", flow_rules), ("flow_digits", flow_digits)):
     record.attempt(name, lambda draw=draw: draw(out, bench))
 
   vae_run: dict[str, Any] = {}

@@ -75,8 +75,9 @@ class Method:
   # Data parallelism: minibatches sharded over this mesh's "data" axis (``sharding.data_mesh``);
   # None: one device, the program as it always was.
   mesh: jax.sharding.Mesh | None
-  # Steps unrolled into one iteration of the loop over a page's steps (``lax.scan``'s unroll):
-  # None picks the backend's default (``default_unroll``) when the program is traced.
+  # Steps unrolled into one iteration of the dense loop over a page's steps (``lax.scan``'s
+  # unroll, at most the page; the lazy sparse path has its own loop and ignores it): None picks
+  # the backend's default (``default_unroll``) when the program is traced.
   unroll: int | None
 
   def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
@@ -419,7 +420,7 @@ def resolve_unroll(method: Method) -> int:
   return method.unroll or default_unroll()
 
 
-def _largest_divisor_at_most(value: int, bound: int) -> int:
+def largest_divisor_at_most(value: int, bound: int) -> int:
   return max(d for d in range(1, min(value, bound) + 1) if value % d == 0)
 
 
@@ -468,19 +469,19 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
   bound = PAGE_STEPS
   if _shuffles(problem, method):
     bound = min(bound, steps_per_epoch(problem.num_samples, method.batch_size))
-  page = _largest_divisor_at_most(log_every, bound)
+  page = largest_divisor_at_most(log_every, bound)
   per_epoch = None
   if method.tol is not None:
     if not isinstance(problem, FiniteSum) or not method.draws_samples:
       raise ValueError("a stopping tolerance (tol) needs a finite sum and a stochastic rule")
     # Pages end at every epoch end, where the stopping test runs.
     per_epoch = steps_per_epoch(problem.num_samples, method.batch_size)
-    page = _largest_divisor_at_most(math.gcd(log_every, per_epoch), bound)
+    page = largest_divisor_at_most(math.gcd(log_every, per_epoch), bound)
 
   def run_page(state):
     drawn, order = _draw_page(problem, method, state, page)
     carry = jax.lax.scan(lambda c, d: (step(c, d), None), (state.params, state.opt_state), drawn,
-                         unroll=math.gcd(page, resolve_unroll(method)))[0]
+                         unroll=min(page, resolve_unroll(method)))[0]
     return state._replace(params=carry[0], opt_state=carry[1], step=state.step + page,
                           order=order)
 
@@ -600,7 +601,7 @@ def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, i
     drawn = (block_b, _batches(problem, block_b, state.key, steps))
     if is_lazy:  # in pages, as run_chunk's, so that the scale's rescales come at the same steps
       carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
-      page = _largest_divisor_at_most(log_every, PAGE_STEPS)
+      page = largest_divisor_at_most(log_every, PAGE_STEPS)
       paged = jax.tree.map(lambda a: a.reshape((log_every // page, page) + a.shape[1:]),
                            (steps, steps - state.step, drawn))
       carry = jax.lax.scan(lambda c, x: (lazy.run_steps(problem, method, rate, c, *x), None),

@@ -100,7 +100,7 @@ def sinkhorn_divergence(
     epsilon_start: if given (and above ``epsilon``), epsilon scaling inside each solve: iteration
       t runs at max(epsilon_start * epsilon_decay^t, epsilon), so the target eps is reached after
       log(epsilon_start / epsilon) / log(1 / epsilon_decay) iterations (``epsilon_schedule``).
-    epsilon_decay: the factor per iteration of that scaling, in (0, 1].
+    epsilon_decay: the factor per iteration of that scaling, in (0, 1).
     momentum: if given, over-relaxation of the x-y solve's updates by this factor in (0, 2)
       (ott's ``Momentum``; the x-x and y-y solves use ott's own 0.5).
 
@@ -133,8 +133,8 @@ def epsilon_schedule(
   """
   if start is None or start <= epsilon:
     return epsilon
-  if not 0.0 < decay <= 1.0:
-    raise ValueError(f"epsilon_decay must be in (0, 1], got {decay}")
+  if not 0.0 < decay < 1.0:
+    raise ValueError(f"epsilon_decay must be in (0, 1), got {decay}")
   return epsilon_scheduler.Epsilon(target=epsilon, init=float(start) / float(epsilon), decay=decay)
 
 

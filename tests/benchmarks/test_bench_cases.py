@@ -32,8 +32,25 @@ def test_case_tables_expand_groups_and_apply_nested_overrides():
   assert gans.case_config("ring_js", steps_scale=0.01).num_steps == 3_000  # one log block at least
   assert gans.case_config("ring_js", steps_scale=0.25).num_steps == 6_000  # a multiple of log_every
   config = generative.case_config("sinkhorn_ring", steps_scale=0.5)
-  assert (config.problem.loss, config.num_steps, config.log_every) == ("sinkhorn", 2_000, 500)
+  assert (config.problem.loss, config.num_steps, config.log_every) == ("sinkhorn", 10_000, 1_000)
   assert generative.case_names(["cheap"]) == generative.GROUPS["cheap"]
+  balanced = generative.case_config("sinkhorn_ring_5k_balanced")
+  assert balanced.problem.rho is None and balanced.num_steps == 5_000
+  assert generative.case_config("sinkhorn_ring_5k").problem.rho == 0.1
+
+
+def test_every_case_config_is_valid():
+  """A case's overrides pass the checks that train.py applies (a typo in a case table, or a key
+  the case's run ignores, fails here rather than on an accelerator)."""
+  from deepfound.benchmarks import flow_matching, gans, generative
+  from deepfound.benchmarks.cases import load_config
+  from deepfound.experiment.config import validate
+
+  for module in (gans, generative):
+    for name in module.CASES:
+      validate(module.case_config(name))
+  for config_module, arg, overrides in flow_matching.CASES.values():
+    validate(load_config(config_module, arg, overrides))
 
 
 @pytest.mark.slow

@@ -5,8 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepfound.problems.divergences import (DIVERGENCES, epsilon_schedule, minibatch_divergence, mmd,
-                                            sinkhorn_divergence)
+from deepfound.problems.divergences import (
+  DIVERGENCES,
+  epsilon_schedule,
+  minibatch_divergence,
+  mmd,
+  sinkhorn_divergence,
+)
 
 EPS = 0.5  # large enough for Sinkhorn to converge to float64 accuracy within a few hundred iterations
 N, D = 8, 2  # one shape for every Sinkhorn call, so that the tests share compiles
@@ -157,8 +162,9 @@ def test_the_sinkhorn_schedule_reaches_its_final_epsilon(clouds):
   assert float(schedule(6)) == pytest.approx(1.0 / 64)  # still above the target
   assert [float(schedule(t)) for t in (7, 8, 100)] == pytest.approx([0.01] * 3)
   assert epsilon_schedule(0.01) == 0.01 and epsilon_schedule(0.01, 0.005) == 0.01  # no scaling
-  with pytest.raises(ValueError, match="epsilon_decay"):
-    epsilon_schedule(0.01, 1.0, 1.5)
+  for decay in (1.5, 1.0):  # 1 would never leave the start
+    with pytest.raises(ValueError, match="epsilon_decay"):
+      epsilon_schedule(0.01, 1.0, decay)
   # A solve scaled down from eps 20 ends where the plain solve at EPS does, not at 20's value.
   x, y = clouds
   plain = float(sinkhorn_divergence(x, y, EPS, threshold=1e-6))
@@ -169,7 +175,8 @@ def test_the_sinkhorn_schedule_reaches_its_final_epsilon(clouds):
   assert abs(start - plain) > 0.1
 
 
-def test_sinkhorn_momentum_changes_the_iterations_not_the_value(clouds):
+def test_sinkhorn_momentum_keeps_the_value(clouds):
+  """Over-relaxation changes the path of the iterations, not their fixed point."""
   x, y = clouds
   plain = float(sinkhorn_divergence(x, y, EPS, threshold=1e-6))
   assert float(sinkhorn_divergence(x, y, EPS, threshold=1e-6, momentum=1.3)) == pytest.approx(
@@ -183,10 +190,16 @@ def test_unbalanced_sinkhorn_stops_dragging_points_across_far_modes():
   # destroying it, so every point stays where it is and only feels its own mode.
   rng = np.random.default_rng(1)
   a, b = np.zeros(2, np.float32), np.array([4.0, 0.0], np.float32)
-  jitter = lambda n: (0.05 * rng.normal(size=(n, 2))).astype(np.float32)
+
+  def jitter(n):
+    return (0.05 * rng.normal(size=(n, 2))).astype(np.float32)
+
   x = np.concatenate([a + jitter(6), b + jitter(2)])
   y = np.concatenate([a + jitter(4), b + jitter(4)])
-  grad = lambda **kw: np.asarray(jax.grad(lambda x: sinkhorn_divergence(x, y, 0.01, **kw))(x))
+
+  def grad(**kw):
+    return np.asarray(jax.grad(lambda x: sinkhorn_divergence(x, y, 0.01, **kw))(x))
+
   balanced, unbalanced = grad(), grad(rho=0.1)
   # Balanced: some A point is pulled toward B by about 2 * 4 / 8 (grad = 2 sum_j P_ij (x_i - y_j)).
   assert np.max(-balanced[:6, 0]) > 0.3
@@ -194,3 +207,23 @@ def test_unbalanced_sinkhorn_stops_dragging_points_across_far_modes():
   # Unbalanced transport keeps S(x, x) = 0 and S > 0 between different samples.
   assert abs(float(sinkhorn_divergence(x, x, 0.01, rho=0.1))) < 1e-4
   assert float(sinkhorn_divergence(x, y, 0.01, rho=0.1)) > 1e-3
+
+
+def test_a_config_whose_scaling_never_reaches_epsilon_is_refused():
+  """The run's iterations must outlast the scaling: from 1.0 to 1e-3 at 0.8 takes 31."""
+  from configs import pushforward_2d
+  from deepfound.errors import ConfigError
+  from deepfound.experiment.config import validate
+  from deepfound.experiment.generative import epsilon_scaling_iterations
+
+  assert epsilon_scaling_iterations(1.0, 1e-3, 0.8) == 31
+  assert epsilon_scaling_iterations(1.0, 0.01, 0.5) == 7  # the schedule test's iteration 7
+  config = pushforward_2d.get_config("ring")
+  validate(config)
+  config.problem.sinkhorn_iterations = 31
+  with pytest.raises(ConfigError, match="needs 31 iterations to reach problem.epsilon"):
+    validate(config)
+  config.problem.sinkhorn_iterations = 100
+  config.problem.epsilon_decay = 1.0
+  with pytest.raises(ConfigError, match="epsilon_decay must be in"):
+    validate(config)
