@@ -30,23 +30,15 @@ flags.DEFINE_list("scaling_runs", None, "scaling: the numbers of runs (default: 
 def main(argv):
   del argv
   from configs import mlp_digits
-  from deepfound.benchmarks.accelerator import CHECKS, FULL, SMALL, run_check
+  from deepfound.benchmarks.accelerator import parse_options, run_check
   from deepfound.cli import fail
 
-  checks = tuple(flags.FLAGS.checks or CHECKS)
-  unknown = sorted(set(checks) - set(CHECKS))
-  if unknown:
-    fail(f"--checks: unknown check(s) {', '.join(unknown)}; expected some of {', '.join(CHECKS)}")
-
-  sizes = dict(SMALL if flags.FLAGS.small else FULL)
-  for name in ("unrolls", "pages", "scaling_runs"):
-    if flags.FLAGS[name].value is not None:
-      try:
-        sizes[name] = tuple(int(v) for v in flags.FLAGS[name].value)
-      except ValueError:
-        fail(f"--{name}: expected integers, got {','.join(flags.FLAGS[name].value)}")
-      if any(v < 1 or v > 65_536 for v in sizes[name]):
-        fail(f"--{name}: each value must be in [1, 65536]")
+  f = flags.FLAGS
+  try:
+    checks, sizes = parse_options(f.small, f.checks, unrolls=f.unrolls, pages=f.pages,
+                                  scaling_runs=f.scaling_runs)
+  except ValueError as e:
+    fail(str(e))
   config = mlp_digits.get_config("sgd")
   config.optim.schedule = "constant"
   run_check(flags.FLAGS.out, flags.FLAGS.small, config, " ".join(["python"] + sys.argv),

@@ -79,13 +79,19 @@ def test_accelerator_check_runs_the_checks_asked_for_and_refuses_unknown_ones(tm
   assert "step time" in table and "SAG, float32" not in table  # a check not run: no row
   with pytest.raises(ValueError, match="unknown check"):
     accelerator.run_check(str(tmp_path), True, None, "test", checks=("bogus",))
-  script = os.path.join(ROOT, "scripts", "accelerator_check.py")
-  for args, message in ((["--checks=sag,bogus"], "--checks: unknown check(s) bogus"),
-                        (["--unrolls=1,x"], "--unrolls: expected integers"),
-                        (["--scaling_runs=0"], "--scaling_runs: each value must be in")):
-    done = subprocess.run([sys.executable, script, "--small", f"--out={tmp_path}", *args],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and message in done.stderr, done.stderr
+  checks, sizes = accelerator.parse_options(True, ["sag"], unrolls=["3"], pages=None,
+                                            scaling_runs=["1", "64"])
+  assert checks == ("sag",) and sizes["unrolls"] == (3,) and sizes["scaling_runs"] == (1, 64)
+  assert sizes["pages"] == accelerator.SMALL["pages"]
+  for kwargs, message in ((dict(unrolls=["1", "x"]), "--unrolls: expected integers"),
+                          (dict(unrolls=["257"]), r"--unrolls: each value must be in \[1, 256\]"),
+                          (dict(scaling_runs=["0"]), "--scaling_runs: each value must be in")):
+    with pytest.raises(ValueError, match=message):
+      accelerator.parse_options(True, None, **kwargs)
+  script = os.path.join(ROOT, "scripts", "accelerator_check.py")  # the script's exit status
+  done = subprocess.run([sys.executable, script, "--small", f"--out={tmp_path}",
+                         "--checks=sag,bogus"], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2 and "--checks: unknown check(s) bogus" in done.stderr, done.stderr
 
 
 def test_importing_the_package_leaves_xla_flags_alone():

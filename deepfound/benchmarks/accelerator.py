@@ -216,6 +216,29 @@ def checkpoint_resume() -> dict:
 CHECKS = ("sag", "step_time", "sweep", "scaling", "mlp", "data_parallel", "checkpoint")
 
 
+def parse_options(small: bool, checks: list[str] | None, **lists: list[str] | None
+                  ) -> tuple[tuple[str, ...], dict]:
+  """scripts/accelerator_check.py's flags: (the checks, the sizes with the integer lists of
+  ``lists`` (unrolls, pages, scaling_runs) put in); a ValueError names a bad flag."""
+  checks = tuple(checks or CHECKS)
+  unknown = sorted(set(checks) - set(CHECKS))
+  if unknown:
+    raise ValueError(f"--checks: unknown check(s) {', '.join(unknown)}; expected some of "
+                     f"{', '.join(CHECKS)}")
+  sizes = dict(SMALL if small else FULL)
+  for name, values in lists.items():
+    if values is None:
+      continue
+    try:
+      sizes[name] = tuple(int(v) for v in values)
+    except ValueError:
+      raise ValueError(f"--{name}: expected integers, got {','.join(values)}") from None
+    bound = driver.PAGE_STEPS if name == "unrolls" else 65_536
+    if any(v < 1 or v > bound for v in sizes[name]):
+      raise ValueError(f"--{name}: each value must be in [1, {bound}]")
+  return checks, sizes
+
+
 def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, command: str,
               log: Callable[[str], None] = print, sizes: dict | None = None,
               checks: tuple[str, ...] = CHECKS) -> dict:
