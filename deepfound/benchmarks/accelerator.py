@@ -216,15 +216,21 @@ def checkpoint_resume() -> dict:
 CHECKS = ("sag", "step_time", "sweep", "scaling", "mlp", "data_parallel", "checkpoint")
 
 
+def _known(checks) -> None:
+  unknown = sorted(set(checks) - set(CHECKS))
+  if unknown:
+    raise ValueError(f"unknown check(s) {', '.join(unknown)}; expected some of {', '.join(CHECKS)}")
+
+
 def parse_options(small: bool, checks: list[str] | None, **lists: list[str] | None
                   ) -> tuple[tuple[str, ...], dict]:
   """scripts/accelerator_check.py's flags: (the checks, the sizes with the integer lists of
   ``lists`` (unrolls, pages, scaling_runs) put in); a ValueError names a bad flag."""
   checks = tuple(checks or CHECKS)
-  unknown = sorted(set(checks) - set(CHECKS))
-  if unknown:
-    raise ValueError(f"--checks: unknown check(s) {', '.join(unknown)}; expected some of "
-                     f"{', '.join(CHECKS)}")
+  try:
+    _known(checks)
+  except ValueError as e:
+    raise ValueError(f"--checks: {e}") from None
   sizes = dict(SMALL if small else FULL)
   for name, values in lists.items():
     if values is None:
@@ -244,9 +250,7 @@ def run_check(out: str, small: bool, digits_config: ml_collections.ConfigDict, c
               checks: tuple[str, ...] = CHECKS) -> dict:
   """The ``checks`` (default: every one), into ``out``; ``sizes`` overrides the FULL or SMALL
   sizes."""
-  unknown = set(checks) - set(CHECKS)
-  if unknown:
-    raise ValueError(f"unknown check(s) {', '.join(sorted(unknown))}; expected {', '.join(CHECKS)}")
+  _known(checks)
   sizes = sizes or (SMALL if small else FULL)
   results = dict(command=command, small=small, **machine("backend", "devices", "device_kind"),
                  **versions("jax"), **machine("python"))

@@ -33,7 +33,7 @@ from deepfound.experiment.models import (
     train_test,
 )
 from deepfound.models.density import MIXINGS, TRANSFORMS
-from deepfound.problems.divergences import PARAMETERS, SOLVER_KEYS, parameter_problem
+from deepfound.problems.divergences import PARAMETERS, SOLVER_KEYS, parameter_problem, scaling_iterations
 from deepfound.problems.generative import LossFiniteSum, NoisyFiniteSum, PushForward
 from deepfound.registry import Option, one_of
 
@@ -275,21 +275,13 @@ def check_pushforward(config) -> None:
       raise ConfigError(f"problem.epsilon_start = {start!r} must exceed problem.epsilon = "
                         f"{value!r} (the scaling runs from it down to epsilon; unset it for none)")
     decay, iterations = config.problem.epsilon_decay, config.problem.sinkhorn_iterations
-    needed = epsilon_scaling_iterations(start, value, decay)
+    needed = scaling_iterations(start, value, decay)
     if needed is None or needed >= iterations:
       raise ConfigError(
           f"problem.epsilon_start = {start!r} scaled by problem.epsilon_decay = {decay!r} per "
           f"iteration " + ("never reaches" if needed is None else
                            f"needs {needed} iterations to reach") + f" problem.epsilon = {value!r}; "
           f"problem.sinkhorn_iterations = {iterations} must be more (or use a smaller decay)")
-
-
-def epsilon_scaling_iterations(start: float, epsilon: float, decay: float) -> int | None:
-  """Iterations after which epsilon scaled from ``start`` by ``decay`` per iteration is down to
-  ``epsilon`` (``divergences.epsilon_schedule``); None if it never gets there (decay 1)."""
-  if decay >= 1:
-    return None
-  return math.ceil(math.log(start / epsilon) / math.log(1 / decay) - 1e-9)
 
 
 def build_pushforward(config, dataset):

@@ -18,6 +18,7 @@ of ``DIVERGENCES``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -116,10 +117,23 @@ def sinkhorn_divergence(
     solve["tau_a"] = solve["tau_b"] = rho / (rho + epsilon)
   if momentum is not None:
     solve["momentum"] = acceleration.Momentum(start=0, value=momentum)
-  value, _ = ott_sinkhorn_divergence.sinkdiv(
-    x, y, epsilon=epsilon_schedule(epsilon, epsilon_start, epsilon_decay), a=a, b=b,
-    solve_kwargs=solve)
+  schedule = epsilon_schedule(epsilon, epsilon_start, epsilon_decay)
+  if schedule is not epsilon:
+    needed = scaling_iterations(epsilon_start, epsilon, epsilon_decay)
+    if needed >= max_iterations:
+      raise ValueError(f"epsilon scaled from {epsilon_start} by {epsilon_decay} per iteration needs "
+                       f"{needed} iterations to reach {epsilon}; max_iterations = {max_iterations} "
+                       "must be more")
+  value, _ = ott_sinkhorn_divergence.sinkdiv(x, y, epsilon=schedule, a=a, b=b, solve_kwargs=solve)
   return value
+
+
+def scaling_iterations(start: float, epsilon: float, decay: float) -> int | None:
+  """Iterations after which ``epsilon_schedule(epsilon, start, decay)`` is down to ``epsilon``;
+  None if it never gets there (decay >= 1)."""
+  if decay >= 1:
+    return None
+  return math.ceil(math.log(float(start) / float(epsilon)) / math.log(1 / decay) - 1e-9)
 
 
 def epsilon_schedule(

@@ -214,10 +214,13 @@ def test_a_config_whose_scaling_never_reaches_epsilon_is_refused():
   from configs import pushforward_2d
   from deepfound.errors import ConfigError
   from deepfound.experiment.config import validate
-  from deepfound.experiment.generative import epsilon_scaling_iterations
+  from deepfound.problems.divergences import scaling_iterations
 
-  assert epsilon_scaling_iterations(1.0, 1e-3, 0.8) == 31
-  assert epsilon_scaling_iterations(1.0, 0.01, 0.5) == 7  # the schedule test's iteration 7
+  assert scaling_iterations(1.0, 1e-3, 0.8) == 31
+  assert scaling_iterations(1.0, 0.01, 0.5) == 7  # the schedule test's iteration 7
+  with pytest.raises(ValueError, match="needs 7 iterations to reach 0.01; max_iterations = 7"):
+    sinkhorn_divergence(np.zeros((N, D)), np.ones((N, D)), 0.01, max_iterations=7,
+                        epsilon_start=1.0, epsilon_decay=0.5)  # the Python API refuses it too
   config = pushforward_2d.get_config("ring")
   validate(config)
   config.problem.sinkhorn_iterations = 31
