@@ -35,6 +35,10 @@ CASES = {
     # 2.5 times the steps, the rate's decay stretched alike: what 30 minutes of 2 CPU cores buy
     "fm_ring_long": ("flow_matching_2d", "ring", dict(num_steps=75_000, optim__l0=12_500.0,
                                                       log_every=7_500)),
+    # the velocity's weights averaged (optim.ema), as flow-matching and diffusion models train
+    "fm_ring_ema": ("flow_matching_2d", "ring", dict(optim__ema=0.999)),
+    "fm_ring_long_ema": ("flow_matching_2d", "ring", dict(num_steps=75_000, optim__l0=12_500.0,
+                                                          log_every=7_500, optim__ema=0.999)),
     "sm_ring": ("score_matching_2d", "ring", {}),
     "fm_ring_b128_independent": ("flow_matching_2d", "ring", COUPLED),
     "fm_ring_b128_ot": ("flow_matching_2d", "ring,ot", COUPLED),

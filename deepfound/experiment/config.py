@@ -152,6 +152,7 @@ def _shared_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = config_dict.placeholder(object)
   config.optim.tol = config_dict.placeholder(float)  # stop at epoch ends (scikit-learn's test)
   config.optim.unroll = config_dict.placeholder(int)  # None: the backend's (driver.DEFAULT_UNROLL)
+  config.optim.ema = config_dict.placeholder(float)  # None: report the last iterate
   config.optim.schedule = "constant"
   config.optim.l0 = 100.0
   config.optim.strong_convexity = config_dict.placeholder(float)  # None: problem.l2
@@ -167,7 +168,7 @@ def _shared_config() -> ml_collections.ConfigDict:
 # The keys of the single rule at the top of optim (the objective kind's); optim.batch_size and
 # optim.max_memory_mb are every kind's.
 RULE_KEYS = ("name", "learning_rate", "tol", "schedule", "l0", "strong_convexity", "sampling",
-             "memory", "unroll")
+             "memory", "unroll", "ema")
 
 
 def _paths(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
@@ -413,6 +414,8 @@ KEY_HELP = {
     "optim.unroll": "steps per iteration of the compiled step loop (lax.scan's unroll; the "
                     "same run, another speed); None: the backend's default (8 on GPUs, 1 on "
                     "CPUs)",
+    "optim.ema": "report an exponential moving average of the iterates with this decay in "
+                 "(0, 1) (weight averaging, e.g. 0.999); None: the last iterate",
     "data.sparse": "linear models: auto (sparse input below 10% density stays sparse), true, "
                    "false",
     "data.weights": "sample weights: a file of one number per line, or column:<j> of the data",

@@ -52,6 +52,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive("optim.learning_rate", optim.learning_rate, config.precision)
   if optim.tol is not None:
     positive("optim.tol", optim.tol)
+  ema = optim.get("ema")
+  if ema is not None:
+    if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 < ema < 1:
+      raise ConfigError(f"optim.ema must be a decay in (0, 1) (or None: report the last "
+                        f"iterate), got {ema!r}")
+    if spec.averages:
+      raise ConfigError(f"optim.ema: optim.name={spec.name} reports an average of its iterates "
+                        "already")
   if optim.unroll is not None and (isinstance(optim.unroll, bool) or not isinstance(optim.unroll, int)
                                    or not 1 <= optim.unroll <= driver.PAGE_STEPS):
     raise ConfigError(f"optim.unroll must be an integer in [1, {driver.PAGE_STEPS}] (or None: the "
@@ -124,6 +132,9 @@ def build_setup(config: ml_collections.ConfigDict, problem, notes: tuple[str, ..
   warnings += _stalled_step_warning(resolved, constants, dtype)
   if constants.get("optimum_note"):
     warnings += (constants["optimum_note"],)
+  if method.ema is not None and lazy.supports(problem, method.with_ema(None)):
+    warnings += ("optim.ema moves every weight every step: the sparse rows take O(p) steps, "
+                 "not the lazy O(nnz) ones",)
   if lazy.supports(problem, method):
     warnings += lazy.frequent_rebase_warning(resolved["learning_rate"], float(problem.l2),
                                              hyper.learning_rate.dtype)

@@ -22,7 +22,8 @@ from deepfound.optim.schedules import (
 )
 from deepfound.optim import rules  # registers the built-in rules, in the order --help lists them
 from deepfound.optim.rules.sgd import bgd, sgd
-from deepfound.optim.rules.sga import CesaroAverageState, averaged_params, cesaro_average, sga
+from deepfound.optim.rules.sga import (CesaroAverageState, ExponentialAverageState, averaged_params,
+                                      cesaro_average, exponential_average, sga)
 from deepfound.optim.rules.sag import ScaleBySAGState, sag, scale_by_sag
 from deepfound.optim.rules.saga import ScaleBySAGAState, saga, scale_by_saga
 from deepfound.optim.rules.svrg import ScaleBySVRGState, scale_by_svrg, svrg
@@ -40,6 +41,8 @@ __all__ = (
     "sga",
     "cesaro_average",
     "averaged_params",
+    "exponential_average",
+    "ExponentialAverageState",
     "CesaroAverageState",
     "sag",
     "scale_by_sag",

@@ -22,6 +22,7 @@ touched at those rows only (see ``memory.py``), and indices come from a counter-
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -39,7 +40,7 @@ from deepfound.optim import memory as memory_lib
 from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
 from deepfound.optim.oracles import ORACLES
 from deepfound.optim.registry import RuleContext, RuleSpec, get_rule, steps_per_epoch
-from deepfound.optim.rules.sga import averaged_params
+from deepfound.optim.rules.sga import averaged_params, exponential_average
 from deepfound.problems.kinds import (
   Expectation,
   FiniteSum,
@@ -79,10 +80,13 @@ class Method:
   # unroll, at most the page; the lazy sparse path has its own loop and ignores it): None picks
   # the backend's default (``default_unroll``) when the program is traced.
   unroll: int | None
+  # The decay of an exponential moving average of the iterates that the run reports in place of
+  # its last iterate (``rules.sga.exponential_average``); None: no average.
+  ema: float | None
 
   def __init__(self, name: str, schedule: str = "constant", batch_size: int = 1,
                sampling: str = "uniform", memory: str = "scalar", tol: float | None = None,
-               unroll: int | None = None, **options: Any):
+               unroll: int | None = None, ema: float | None = None, **options: Any):
     spec = get_rule(name)
     unknown = set(options) - {o.name for o in spec.options}
     if unknown:
@@ -102,10 +106,11 @@ class Method:
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or not 1 <= unroll <= PAGE_STEPS):
       raise ValueError(f"unroll must be an integer in [1, {PAGE_STEPS}] or None, got {unroll!r}")
+    _check_ema(spec, ema)
     values = dict(name=name, schedule=schedule, batch_size=batch_size, sampling=sampling,
                   memory=memory, tol=None if tol is None else float(tol),
                   options=tuple(sorted(spec.resolve_options(options).items())), mesh=None,
-                  unroll=unroll)
+                  unroll=unroll, ema=None if ema is None else float(ema))
     for field, value in values.items():
       object.__setattr__(self, field, value)
 
@@ -115,6 +120,13 @@ class Method:
     if mesh is not None and not self.draws_samples:
       raise ValueError(f"{self.name} takes full gradients: no minibatch to shard over a mesh")
     return sharding.with_mesh(self, mesh)
+
+  def with_ema(self, ema: float | None) -> Method:
+    """This method reporting an exponential moving average of decay ``ema`` (None: none)."""
+    _check_ema(self.spec, ema)
+    method = copy.copy(self)
+    object.__setattr__(method, "ema", None if ema is None else float(ema))
+    return method
 
   @property
   def label(self) -> str:
@@ -133,6 +145,16 @@ class Method:
               proximal: bool = False) -> RuleContext:
     return RuleContext(learning_rate, num_samples, self.batch_size, self.memory, dict(self.options),
                        proximal)
+
+
+def _check_ema(spec: RuleSpec, ema: Any) -> None:
+  if ema is None:
+    return
+  if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 < ema < 1:
+    raise ValueError(f"ema must be a decay in (0, 1) or None, got {ema!r}")
+  if spec.averages:
+    raise ValueError(f"{spec.name} reports an average of its iterates already; ema applies to "
+                     "rules that report their last iterate")
 
 
 class Hyperparameters(NamedTuple):
@@ -213,7 +235,10 @@ def make_optimizer(method: Method, hyper: Hyperparameters, num_samples: int | No
   if proximal and not method.spec.proximal:
     raise ValueError(f"{method.name} takes no proximal step, so it cannot handle an L1 term; "
                      "use sgd or saga, or l1 = 0")
-  return method.spec.build(method.context(rate, num_samples, proximal)), schedule
+  transformation = method.spec.build(method.context(rate, num_samples, proximal))
+  if method.ema is not None:
+    transformation = optax.chain(transformation, exponential_average(method.ema))
+  return transformation, schedule
 
 
 def rates(method: Method, hyper: Hyperparameters) -> tuple[optax.ScalarOrSchedule, optax.Schedule]:
@@ -425,7 +450,8 @@ def largest_divisor_at_most(value: int, bound: int) -> int:
 
 
 def reported_params(state: RunState) -> optax.Params:
-  """The iterate whose objective is reported: the Cesaro average for SGA, else the params."""
+  """The iterate whose objective is reported: the exponential moving average with
+  ``Method.ema``, the Cesaro average for SGA, else the params."""
   return averaged_params(state.opt_state, state.params)
 
 

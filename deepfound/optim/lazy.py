@@ -412,7 +412,8 @@ def frequent_rebase_warning(learning_rate: float, l2: float, dtype) -> tuple[str
 
 def supports(problem: Objective, method: Method) -> bool:
   """Whether ``method`` runs lazily on ``problem``: a sparse linear problem, a rule with a lazy
-  form, one sample a step."""
+  form, one sample a step, and no average of the iterates (``Method.ema`` moves every weight
+  every step: O(p))."""
   return (isinstance(problem, SparseLinear) and method.spec.lazy is not None
-          and method.batch_size == 1)
+          and method.batch_size == 1 and getattr(method, "ema", None) is None)
 

@@ -106,6 +106,9 @@ class RuleSpec:
   # The step size of optim.learning_rate=auto (scikit-learn's get_auto_step_size), from the
   # problem's facts; None: the rule has no automatic step.
   auto_learning_rate: Callable[[Mapping[str, float]], float] | None = None
+  # Whether the rule reports an average of its iterates itself (SGA's Cesaro average): such a
+  # rule refuses a second average on top (``optim.ema``).
+  averages: bool = False
 
   def resolve_options(self, values: Mapping[str, Any]) -> dict[str, Any]:
     """This rule's options from ``values`` (a config group or dict), defaults for missing ones."""

@@ -40,6 +40,7 @@ def test_every_config_sets_only_keys_its_run_reads(module):
      "model.name=gan"),
     ("gan_2d", "ring", dict(optim__name="adam"), "optim.name='adam' is ignored by model.name=gan"),
     ("gan_2d", "ring", dict(problem__l2=0.1), r"problem.l2=0.1 is ignored by model.name=gan;"),
+    ("gan_2d", "ring", dict(optim__ema=0.99), "optim.ema=0.99 is ignored by model.name=gan"),
     # Keys that only another loss of the model reads.
     ("gan_2d", "ring", dict(problem__penalty_weight=5.0),
      r"problem.penalty_weight=5.0 is ignored by problem.loss=js \(model.name=gan\)"),
@@ -126,6 +127,11 @@ def test_read_keys_are_derived_from_the_declarations():
      "gives a Gaussian kernel of width"),
     ("pushforward_2d", "ring", dict(problem__loss="mmd", problem__epsilon=None),
      "problem.bandwidth is required for problem.loss=mmd"),
+    # A decay: in (0, 1), and not on top of a rule's own average.
+    ("flow_matching_2d", "ring", dict(optim__ema=1.0), r"optim.ema must be a decay in \(0, 1\)"),
+    ("flow_matching_2d", "ring", dict(optim__ema=float("nan")), "optim.ema must be a decay"),
+    ("logreg_quantum", "sga", dict(optim__ema=0.9), "optim.name=sga reports an average of its "
+     "iterates already"),
 ])
 def test_each_read_key_gets_the_check_of_its_type(module, arg, overrides, message):
   with pytest.raises(ConfigError, match=message):

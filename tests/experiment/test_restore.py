@@ -17,7 +17,7 @@ from deepfound.experiment.restore import MissingRun, RestoredRun, restore_run
 
 # keys of base_config that a run made before they were added lacks in its config.json
 LATER_KEYS = (("model", "maxout_pieces"), ("problem", "eval_importance_samples"), ("optim", "unroll"),
-              ("model", "generator_norm"), ("model", "init_stddev"))
+              ("model", "generator_norm"), ("model", "init_stddev"), ("optim", "ema"))
 
 
 def _assert_final_params(run: RestoredRun) -> None:

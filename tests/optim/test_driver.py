@@ -211,3 +211,31 @@ def test_unrolling_the_step_loop_does_not_change_the_run(small_data):
   for bad in (0, -1, True, 2.0, driver.PAGE_STEPS + 1):
     with pytest.raises(ValueError, match="unroll must be an integer"):
       driver.Method("sag", unroll=bad)
+
+
+def test_ema_reports_the_exponential_average_of_the_iterates(small_data):
+  """Method(ema=d): the run reports avg <- avg + (1 - d)(iterate - avg) from the start, checked
+  against that recursion over the recorded iterates of the same run without it (the rule's own
+  iterates do not change); sga refuses a second average, and decays outside (0, 1) are refused."""
+  problem = make_problem(*small_data)
+  hyper = driver.hyperparameters(0.5 / problem.max_sample_lipschitz())
+  decay, steps = 0.9, 40
+  plain = driver.Method("saga")
+  averaged = driver.Method("saga", ema=decay)
+  state, points = driver.run(problem, averaged, hyper, jax.random.PRNGKey(5), num_steps=steps,
+                             log_every=1, record_params=True)
+  base_state, base_points = driver.run(problem, plain, hyper, jax.random.PRNGKey(5),
+                                       num_steps=steps, log_every=1, record_params=True)
+  np.testing.assert_allclose(state.params, base_state.params, rtol=1e-12)  # same iterates
+  want = np.asarray(problem.init_params(), np.float64)
+  for iterate, got in zip(np.asarray(base_points.params), np.asarray(points.params), strict=True):
+    want = want + (1 - decay) * (iterate - want)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)  # float32 runs
+  assert not np.allclose(want, base_state.params, rtol=1e-3)  # not the last iterate
+  np.testing.assert_allclose(driver.reported_params(state), want, rtol=1e-5, atol=1e-7)
+  assert float(points.objective[-1]) == pytest.approx(float(problem.objective(want)), rel=1e-5)
+  for bad in (0, 1, 1.5, -0.1, True, "0.9"):
+    with pytest.raises(ValueError, match="ema must be a decay"):
+      driver.Method("sag", ema=bad)
+  with pytest.raises(ValueError, match="reports an average of its iterates already"):
+    driver.Method("sga", ema=0.99)

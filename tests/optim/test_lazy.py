@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from deepfound.optim import driver
+from deepfound.optim import driver, lazy
 from deepfound.optim.lazy import _threshold_walk
 from deepfound.problems import make_problem, make_sparse_problem, solve_optimum
 
@@ -304,3 +304,11 @@ def test_rescaling_in_a_long_block_keeps_the_dense_iterates(name, l1):
   state_s, _ = driver.run(sparse, method, hyper, key, num_steps=12_288, log_every=12_288)
   assert np.abs(state_d.params).max() > 1e-3
   np.testing.assert_allclose(state_s.params, state_d.params, atol=1e-10)
+
+
+def test_a_moving_average_of_the_iterates_leaves_the_lazy_path():
+  """Method(ema=...) averages every weight every step: the lazy O(nnz) form does not apply."""
+  problem = make_sparse_problem(scipy.sparse.random(20, 30, density=0.2, random_state=0,
+                                                    format="csr"), np.sign(np.arange(20) - 9.5))
+  assert lazy.supports(problem, driver.Method("sag"))
+  assert not lazy.supports(problem, driver.Method("sag", ema=0.9))

@@ -100,18 +100,57 @@ def sga(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+class ExponentialAverageState(NamedTuple):
+  """State of ``exponential_average``."""
+
+  average: optax.Params  # the exponential moving average of the iterates; like params
+
+
+def exponential_average(decay: float | jax.Array) -> optax.GradientTransformationExtraArgs:
+  """Leaves updates unchanged and keeps an exponential moving average of the iterates they lead
+  to: avg <- avg + (1 - decay) (beta^(l) - avg), from the starting point (any rule's iterates;
+  ``optim.ema``, ``driver.Method(ema=...)``).
+
+  Where SGA's Cesaro average weighs every iterate alike, this one forgets the early ones at rate
+  ``decay`` per step (an average over about 1 / (1 - decay) steps): the weight averaging of
+  deep generative models (the "EMA" of diffusion and flow-matching training), which smooths the
+  noise of the last steps of a decaying or constant-rate run. Must come last in a chain.
+  """
+
+  def init_fn(params):
+    return ExponentialAverageState(average=params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("exponential_average needs params")
+    new_params = optax.apply_updates(params, updates)
+    average = jax.tree.map(
+        lambda a, p: a + (1 - jnp.asarray(decay, jnp.result_type(a))) * (p - a),
+        state.average, new_params)
+    return updates, ExponentialAverageState(average)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def averaged_params(state: optax.OptState, default: optax.Params | None = None) -> optax.Params:
-  """The Cesaro average kept by ``sga`` (or any chain holding ``cesaro_average``).
+  """The average of the iterates kept in ``state``: an ``exponential_average``'s if there is one
+  (``optim.ema``), else the Cesaro average of ``sga`` (or of any chain holding
+  ``cesaro_average``).
 
   Returns ``default`` when the state holds no average (e.g. the state of ``sgd``), so a loop can
   call ``averaged_params(state, params)`` for every method.
   """
-  is_average = lambda node: isinstance(node, CesaroAverageState)  # noqa: E731
-  found = [node for node in jax.tree.leaves(state, is_leaf=is_average) if is_average(node)]
-  return found[0].average if found else default
+  for kind in (ExponentialAverageState, CesaroAverageState):
+    is_average = lambda node, kind=kind: isinstance(node, kind)  # noqa: E731
+    found = [node for node in jax.tree.leaves(state, is_leaf=is_average) if is_average(node)]
+    if found:
+      return found[0].average
+  return default
 
 
 register_rule(RuleSpec(
     name="sga", build=lambda c: sga(c.learning_rate), oracle="minibatch",
     summary="SGD with Cesaro averaging of the iterates (17.1.4), reports the average",
+    averages=True,
 ))
