@@ -9,7 +9,8 @@ N(0, I) to the data, sampled by its ODE (beyond 17.4; deepfound.models.flow_matc
 exact OT assignment of each minibatch to its noise points, OT-CFM) or sinkhorn (pairs drawn from
 ott-jax's entropic plan). The velocity is an MLP of 3 x 256 silu units on (x, t and 12 Fourier
 features of t), trained by adam (rate 1e-3 decaying as 1/(1 + t/l0)) on minibatches of 256 for
-30,000 steps. The loss is a finite sum over data points of an expectation over t and the noise
+30,000 steps; the run reports the exponential moving average of the weights (optim.ema 0.999).
+The loss is a finite sum over data points of an expectation over t and the noise
 point: any registered rule runs on it (--config.optim.name=sag with fewer points,
 --config.data.num_samples=10000).
 
@@ -45,6 +46,10 @@ def get_config(arg: str = "ring"):
   config.optim.schedule = "inverse_time"
   config.optim.l0 = 5_000.0
   config.optim.batch_size = 256
+  # Report a moving average of the weights (over about 1,000 steps), as flow-matching and
+  # diffusion models are trained: on the ring at 30,000 steps it takes kl_gap from 0.195 to
+  # about 0.06 and the high-quality fraction from 0.941 to 0.95 (results/flow_matching/).
+  config.optim.ema = 0.999
   config.num_steps = 30_000
   config.log_every = 3_000
   config.checkpoint_every = 10_000

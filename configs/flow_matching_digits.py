@@ -35,6 +35,7 @@ def get_config(coupling: str = "independent"):
   config.optim.schedule = "inverse_time"
   config.optim.l0 = 2_000.0
   config.optim.batch_size = 128
+  config.optim.ema = 0.999  # report a moving average of the weights, as flow matching trains
   config.num_steps = 10_000
   config.log_every = 1_000
   config.checkpoint_every = 5_000

@@ -480,6 +480,51 @@ def _log(problem: Problem, method: Method, schedule: optax.Schedule, state: RunS
   return state, point
 
 
+def _lazy_block(one_run, problem: Problem, method: Method, hyper: Hyperparameters,
+                state: RunState, *, page: int, log_every: int) -> RunState:
+  """``one_run(problem, hyper, state)``: a log block on the lazy sparse path; under ``vmap``
+  over runs that draw the same rows (a sweep over rates: the problem, the key and the step
+  shared), the block of all runs at once with ``lazy.multi_run_steps``: one gather and one
+  scatter of the rows a step for every run, stored side by side."""
+
+  @jax.custom_batching.custom_vmap
+  def block(problem, hyper, state):
+    return one_run(problem, hyper, state)
+
+  @block.def_vmap
+  def _(axis_size, in_batched, problem, hyper, state):
+    problem_b, _, state_b = in_batched
+    shared = not any(jax.tree.leaves((problem_b, state_b.key, state_b.step, state_b.order)))
+    if not shared or method.tol is not None or patience(problem) is not None:
+      in_axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
+      out = jax.vmap(one_run, in_axes=in_axes)(problem, hyper, state)
+      return out, jax.tree.map(lambda _: True, out)
+    runs = lambda tree, flags: jax.tree.map(  # noqa: E731
+        lambda a, b: a if b else jnp.broadcast_to(a, (axis_size,) + jnp.shape(a)), tree, flags)
+    hyper = runs(hyper, in_batched[1])
+    params, memory = runs(state.params, state_b.params), runs(state.opt_state, state_b.opt_state)
+    start = state.step
+    carry = lazy.multi_begin(problem, method, params, memory, log_every)
+
+    def multi_page(_, carried):
+      state, carry = carried
+      drawn, order = _draw_page(problem, method, state, page)
+      steps = state.step + jnp.arange(page, dtype=jnp.int32)
+      page_rates = jax.vmap(lambda h: lazy._rates(rates(method, h)[0], steps,
+                                                  carry.coordinates.dtype))(hyper)
+      carry = lazy.multi_run_steps(problem, method, page_rates, carry, steps - start, drawn)
+      return state._replace(step=state.step + page, order=order), carry
+
+    state, carry = jax.lax.fori_loop(0, log_every // page, multi_page, (state, carry))
+    params, memory = lazy.multi_end(problem, method, carry, log_every)
+    out = state._replace(params=params, opt_state=memory)
+    flags = state_b._replace(params=jax.tree.map(lambda _: True, params),
+                             opt_state=jax.tree.map(lambda _: True, memory))
+    return out, flags
+
+  return block(problem, hyper, state)
+
+
 def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: RunState, *,
               num_logs: int, log_every: int, record_params: bool = False
               ) -> tuple[RunState, LogPoint]:
@@ -511,12 +556,6 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     return state._replace(params=carry[0], opt_state=carry[1], step=state.step + page,
                           order=order)
 
-  def lazy_page(carried):
-    state, carry, start = carried
-    drawn, order = _draw_page(problem, method, state, page)
-    steps = state.step + jnp.arange(page, dtype=jnp.int32)
-    carry = lazy.run_steps(problem, method, rate, carry, steps, steps - start, drawn)
-    return state._replace(step=state.step + page, order=order), carry, start
 
   def stopping(page_fn, check):
     """``page_fn`` that idles once the run has stopped (converged, or early stopping), and tests
@@ -543,19 +582,34 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
   def dense_check(state):
     return converged(problem, method, state, state.params)
 
-  def lazy_check(carried):
-    state, carry, start = carried
-    params, carry = lazy.current(problem, method, carry, state.step - start)
-    return converged(problem, method, state, params), carry, start
+
+  def lazy_block(problem, hyper, state):
+    """A log block of one run on the lazy path (its arguments explicit: ``_lazy_block``)."""
+    rate, _ = rates(method, hyper)
+
+    def lazy_page(carried):
+      state, carry, start = carried
+      drawn, order = _draw_page(problem, method, state, page)
+      steps = state.step + jnp.arange(page, dtype=jnp.int32)
+      carry = lazy.run_steps(problem, method, rate, carry, steps, steps - start, drawn)
+      return state._replace(step=state.step + page, order=order), carry, start
+
+    def lazy_check(carried):
+      state, carry, start = carried
+      params, carry = lazy.current(problem, method, carry, state.step - start)
+      return converged(problem, method, state, params), carry, start
+
+    carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
+    paged = stopping(lazy_page, lazy_check)
+    state, carry, _ = jax.lax.fori_loop(0, log_every // page, lambda _, c: paged(c),
+                                        (state, carry, state.step))
+    params, opt_state = lazy.end(problem, method, carry, log_every)
+    return state._replace(params=params, opt_state=opt_state)
 
   def log_block(state, _):
     if is_lazy:
-      carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
-      paged = stopping(lazy_page, lazy_check)
-      state, carry, _ = jax.lax.fori_loop(0, log_every // page, lambda _, c: paged(c),
-                                          (state, carry, state.step))
-      params, opt_state = lazy.end(problem, method, carry, log_every)
-      state = state._replace(params=params, opt_state=opt_state)
+      state = _lazy_block(lazy_block, problem, method, hyper, state, page=page,
+                          log_every=log_every)
     elif method.draws_samples:
       paged = stopping(run_page, dense_check)
       state = jax.lax.fori_loop(0, log_every // page, lambda _, s: paged(s), state)

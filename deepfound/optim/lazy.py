@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.experimental.layout import Layout, with_layout_constraint
 
 from deepfound.numerics import any_run, soft_threshold
 from deepfound.optim.registry import LazyForm
@@ -234,17 +235,31 @@ def step(problem: SparseLinear, method: Method, carry: LazyCarry, local_step, ra
   """One step at learning rate ``rate`` on the sample ``drawn`` = (index (1,), batch of one row);
   the scale moves by ``shrink`` = 1 - rate l2. Where ``fold`` holds (after a rebase), the factor
   goes into every v instead, once the row's gradient is taken at the old weights."""
+  index, batch = drawn
+  carry = _flush(carry, local_step)
+  packed = carry.coordinates[batch[0][0]]
+  old = carry.table[index[0]] if _keeps_memory(method) else None
+  if fold is not None:
+    carry = jax.lax.cond(fold, lambda c: _fold(problem, c, shrink), lambda c: c, carry)
+  return _advance(problem, method, carry, packed, old, drawn, local_step, rate, shrink, fold)
+
+
+def _advance(problem: SparseLinear, method: Method, carry: LazyCarry, packed, old, drawn,
+             local_step, rate, shrink, fold=None) -> LazyCarry:
+  """The arithmetic of a step on its gathered rows ``packed`` (m, width) and the sample's stored
+  scale ``old`` (None without a memory): the carry's scalars and the deferred writes; it reads
+  neither the coordinates nor the table (``step`` gathers them, ``multi_run_steps`` too, for
+  every run at once)."""
   form, keeps, slot = form_of(method), _keeps_memory(method), _slot(problem)
   index, batch = drawn
   columns, values, target = batch[0][0], batch[1][0], batch[2][0]
   sample_weight = batch[3][0] if len(batch) > 3 else None
   i = index[0]
-  carry = _flush(carry, local_step)
-  n, dtype = problem.num_samples, carry.coordinates.dtype
+  n, dtype = problem.num_samples, packed.dtype
   den = _denominator(method, carry.num_seen, n, dtype)
   lam = _prox_weight(method, problem, den)
 
-  v_rows, g_rows, stamps = _unpack(carry.coordinates[columns], slot, keeps)
+  v_rows, g_rows, stamps = _unpack(packed, slot, keeps)
   v_rows = _catch_up(problem, v_rows, g_rows, stamps, carry.q_now, lam, carry.cumulative,
                      local_step - carry.origin)
 
@@ -256,13 +271,11 @@ def step(problem: SparseLinear, method: Method, carry: LazyCarry, local_step, ra
 
   if fold is not None:
     v_rows = v_rows * jnp.where(fold, shrink, 1.0)
-    carry = jax.lax.cond(fold, lambda c: _fold(problem, c, shrink), lambda c: c, carry)
     shrink = jnp.where(fold, 1.0, shrink).astype(shrink.dtype)
   intercept_sum, num_seen = carry.intercept_sum, carry.num_seen
   if not keeps:
     direction, intercept_direction, g_new = outer(new), new, None
   else:
-    old = carry.table[i]
     if _over_seen(method):
       unvisited = jnp.isnan(old.reshape(-1)[0])
       old = jnp.where(jnp.isnan(old), 0.0, old)
@@ -385,6 +398,112 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   # Two loops, one of which runs no step, rather than a lax.cond between two scans: XLA's copy
   # insertion with region analysis (_xla_flags.py) copies the coordinates every step of a loop
   # inside a conditional (8.5 against 84 us a step of L1 SAGA on rcv1-shaped data).
+  carry = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, carry)
+  return jax.lax.fori_loop(0, jnp.where(strong, 0, page), body, carry)
+
+
+# ----------------------------------------------------------------------------------------------
+# Many runs that draw the same rows (a sweep over rates): one gather and one scatter a step.
+#
+# Under ``vmap`` the per-run arrays get the runs as their leading axis, so a step's m rows are
+# m x runs blocks far apart in memory (a run's copy of the coordinates after another's), and on
+# rcv1-shaped data a vmapped step of 64 runs cost about as much as 64 single steps. The
+# multi-run carry stores the coordinates (p + 1, runs, width) and the table (n, runs): a row of
+# every run is one contiguous block. ``driver`` uses it for a vmapped log block whose draws all
+# runs share; the arithmetic is ``_advance``, vmapped over the runs, so the result is that of
+# the runs one by one.
+
+
+def _multi_axes(method: Method, coordinates=1, table=1, scalars=0) -> LazyCarry:
+  """The runs axis of each leaf of a multi-run carry (for ``vmap``'s in_axes and out_axes)."""
+  return LazyCarry(coordinates=coordinates, intercept=scalars, scale=scalars,
+                   cumulative=scalars, q_now=scalars, origin=scalars,
+                   table=table if _keeps_memory(method) else scalars,  # SGD: (runs, 0)
+                   intercept_sum=scalars, num_seen=scalars,
+                   pending=(None, coordinates, None, scalars))
+
+
+def _row_major(x):
+  """``x`` in the default (row-major) layout."""
+  return with_layout_constraint(x, Layout(major_to_minor=tuple(range(x.ndim))))
+
+
+def multi_begin(problem: SparseLinear, method: Method, params, memory: LazyMemory,
+                block_steps: int) -> LazyCarry:
+  """``begin`` of every run (``params`` and ``memory`` with the runs as leading axis)."""
+  return jax.vmap(lambda p, m: begin(problem, method, p, m, block_steps),
+                  out_axes=_multi_axes(method))(params, memory)
+
+
+def multi_end(problem: SparseLinear, method: Method, carry: LazyCarry, local_step
+              ) -> tuple[jax.Array, LazyMemory]:
+  """``end`` of every run: (params, memory) with the runs as leading axis."""
+  return jax.vmap(lambda c: end(problem, method, c, local_step),
+                  in_axes=(_multi_axes(method),))(carry)
+
+
+def _multi_step(problem: SparseLinear, method: Method, carry: LazyCarry, local_step, rate, shrink,
+                drawn, fold=None) -> LazyCarry:
+  """``step`` of every run on the same drawn row (``rate`` and ``shrink`` per run)."""
+  keeps, size = _keeps_memory(method), math.prod(_slot(problem))
+  index, batch = drawn
+  columns, rows, table_index, table_row = carry.pending
+  coordinates = carry.coordinates.at[columns].set(rows)
+  table = carry.table
+  if keeps:
+    table = table.at[table_index].set(table_row, mode="drop")
+  cumulative = carry.cumulative
+  if cumulative.shape[-1]:
+    cumulative = jax.vmap(lambda c, q, o: jax.lax.dynamic_update_index_in_dim(
+        c, q, local_step - o, 0))(cumulative, carry.q_now, carry.origin)
+  packed = coordinates[batch[0][0]]
+  old = table[index[0]] if keeps else None
+  if fold is not None:
+    coordinates = jax.lax.cond(
+        fold, lambda c: c.at[:, :, :size].multiply(shrink[None, :, None].astype(c.dtype)),
+        lambda c: c, coordinates)
+  small = carry._replace(coordinates=None, table=None, cumulative=cumulative)
+  axes = _multi_axes(method, coordinates=None, table=None)
+  advanced = jax.vmap(
+      lambda c, k, o, r, f: _advance(problem, method, c, k, o, drawn, local_step, r, f, fold),
+      in_axes=(axes, 1, 0 if keeps else None, 0, 0),
+      out_axes=axes._replace(pending=(None, 1, None, 0)))(small, packed, old, rate, shrink)
+  return advanced._replace(coordinates=coordinates, table=table)
+
+
+def multi_run_steps(problem: SparseLinear, method: Method, rates, carry: LazyCarry, local_steps,
+                    drawn) -> LazyCarry:
+  """``run_steps`` of every run on the same page of drawn rows: ``rates`` (runs, page), a
+  multi-run carry (``multi_begin``). The rebase tests are taken over all runs, as under vmap."""
+  dtype = carry.coordinates.dtype
+  rates = rates.astype(dtype)
+  shrinks = 1.0 - rates * jnp.asarray(problem.l2, dtype)
+  floor = scale_floor(dtype)
+  page, start = local_steps.shape[0], local_steps[0]
+  span = carry.cumulative.shape[-1] - 1 if carry.cumulative.shape[-1] else RESCALE_EVERY
+  product = jnp.prod(jnp.maximum(shrinks, 0.0), axis=1)
+  strong = jnp.any(product < floor)
+  due = jnp.any((start - carry.origin + page > span) | (carry.scale * product < floor))
+  axes = _multi_axes(method)
+
+  def rebased(c, k):
+    c = jax.vmap(lambda one: rebase(problem, method, one, k), in_axes=(axes,), out_axes=axes)(c)
+    # The vmapped rebase moves the runs axis ahead and back: without this, XLA lays out the
+    # conditional's result runs-major and transposes it back every page (80 us a step).
+    return c._replace(coordinates=_row_major(c.coordinates), table=_row_major(c.table))
+  carry = jax.lax.cond(due, lambda c: rebased(c, start), lambda c: c, carry)
+
+  def body(i, c):
+    d = jax.tree.map(lambda a: a[i], drawn)
+    return _multi_step(problem, method, c, local_steps[i], rates[:, i], shrinks[:, i], d)
+
+  def guarded(i, c):
+    d = jax.tree.map(lambda a: a[i], drawn)
+    k, shrink = local_steps[i], shrinks[:, i]
+    fold = jnp.any(c.scale * shrink < floor)
+    c = jax.lax.cond(fold, lambda c: rebased(c, k), lambda c: c, c)
+    return _multi_step(problem, method, c, k, rates[:, i], shrink, d, fold)
+
   carry = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, carry)
   return jax.lax.fori_loop(0, jnp.where(strong, 0, page), body, carry)
 

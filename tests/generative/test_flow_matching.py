@@ -201,22 +201,23 @@ def test_bad_configs_are_refused(module, overrides, message):
 
 
 @pytest.mark.slow
-def test_cli_runs_each_config_for_a_few_steps(tmp_path):
-  for i, config in enumerate(["flow_matching_2d.py:moons,sinkhorn", "flow_matching_digits.py"]):
-    flags = [f"--config.{k.replace('__', '.')}={v}" for k, v in TINY.items()
-             if not (config.startswith("flow_matching_digits") and k == "data__num_samples")]
-    command = [sys.executable, "scripts/train.py", f"--config=configs/{config}",
-               f"--workdir={tmp_path / str(i)}", *flags]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads((tmp_path / str(i) / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["ode_failures"] == 0
-    assert math.isfinite(summary["test_nll"]) and summary["nll_ode_steps"] > 0
-    rows = metric_rows(tmp_path / str(i))
-    assert [r["step"] for r in rows] == [0, 20, 40] and rows[-1]["test_loss"] < rows[0]["test_loss"]
-    if i == 0:  # moons: no known law, so no kl_gap; a flow's straightness and w2
-      assert "kl_gap" not in summary and summary["straightness"] > 0 and summary["w2"] > 0
-    if i == 1:  # digits: bits per dimension and the classifier's verdict on the samples
-      assert summary["test_bits_per_dim"] == pytest.approx(
-          (summary["test_nll"] + 64 * math.log(17)) / (64 * math.log(2)), rel=1e-5)
-      assert 1 <= summary["classes_covered"] <= 10 and summary["frechet_distance"] > 0
+@pytest.mark.parametrize("i, config", enumerate(["flow_matching_2d.py:moons,sinkhorn",
+                                                 "flow_matching_digits.py"]))
+def test_cli_runs_each_config_for_a_few_steps(tmp_path, i, config):
+  flags = [f"--config.{k.replace('__', '.')}={v}" for k, v in TINY.items()
+           if not (config.startswith("flow_matching_digits") and k == "data__num_samples")]
+  command = [sys.executable, "scripts/train.py", f"--config=configs/{config}",
+             f"--workdir={tmp_path / str(i)}", *flags]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.loads((tmp_path / str(i) / "summary.json").read_text())
+  assert summary["status"] == "complete" and summary["ode_failures"] == 0
+  assert math.isfinite(summary["test_nll"]) and summary["nll_ode_steps"] > 0
+  rows = metric_rows(tmp_path / str(i))
+  assert [r["step"] for r in rows] == [0, 20, 40] and rows[-1]["test_loss"] < rows[0]["test_loss"]
+  if i == 0:  # moons: no known law, so no kl_gap; a flow's straightness and w2
+    assert "kl_gap" not in summary and summary["straightness"] > 0 and summary["w2"] > 0
+  if i == 1:  # digits: bits per dimension and the classifier's verdict on the samples
+    assert summary["test_bits_per_dim"] == pytest.approx(
+        (summary["test_nll"] + 64 * math.log(17)) / (64 * math.log(2)), rel=1e-5)
+    assert 1 <= summary["classes_covered"] <= 10 and summary["frechet_distance"] > 0

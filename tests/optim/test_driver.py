@@ -214,9 +214,10 @@ def test_unrolling_the_step_loop_does_not_change_the_run(small_data):
 
 
 def test_ema_reports_the_exponential_average_of_the_iterates(small_data):
-  """Method(ema=d): the run reports avg <- avg + (1 - d)(iterate - avg) from the start, checked
-  against that recursion over the recorded iterates of the same run without it (the rule's own
-  iterates do not change); sga refuses a second average, and decays outside (0, 1) are refused."""
+  """Method(ema=d): the run reports sum_k (1 - d) d^(l-k) iterate_k / (1 - d^l) after l steps,
+  checked against that sum over the recorded iterates of the same run without it (the rule's
+  own iterates do not change); sga refuses a second average, and decays outside (0, 1) are
+  refused."""
   problem = make_problem(*small_data)
   hyper = driver.hyperparameters(0.5 / problem.max_sample_lipschitz())
   decay, steps = 0.9, 40
@@ -227,10 +228,12 @@ def test_ema_reports_the_exponential_average_of_the_iterates(small_data):
   base_state, base_points = driver.run(problem, plain, hyper, jax.random.PRNGKey(5),
                                        num_steps=steps, log_every=1, record_params=True)
   np.testing.assert_allclose(state.params, base_state.params, rtol=1e-12)  # same iterates
-  want = np.asarray(problem.init_params(), np.float64)
-  for iterate, got in zip(np.asarray(base_points.params), np.asarray(points.params), strict=True):
-    want = want + (1 - decay) * (iterate - want)
+  iterates = np.asarray(base_points.params, np.float64)
+  for count, got in enumerate(np.asarray(points.params), start=1):
+    weights = (1 - decay) * decay ** np.arange(count - 1, -1, -1.0)
+    want = weights @ iterates[:count] / (1 - decay ** count)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)  # float32 runs
+  np.testing.assert_allclose(points.params[0], iterates[0], rtol=1e-6)  # w_1 = 1
   assert not np.allclose(want, base_state.params, rtol=1e-3)  # not the last iterate
   np.testing.assert_allclose(driver.reported_params(state), want, rtol=1e-5, atol=1e-7)
   assert float(points.objective[-1]) == pytest.approx(float(problem.objective(want)), rel=1e-5)

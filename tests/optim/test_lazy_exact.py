@@ -3,6 +3,7 @@ scikit-learn's own cases, log blocks and chunks that do not change the iterate, 
 whose rebases stay conditionals, and a seeded property test against the dense path."""
 
 import itertools
+import unittest.mock
 
 import jax
 import jax.numpy as jnp
@@ -181,3 +182,38 @@ def test_frequent_rebases_are_announced():
   (warning,) = lazy.frequent_rebase_warning(0.5, 1.0, jnp.float32)
   assert "every 63 steps" in warning and "0.5" in warning
   assert lazy.rebase_period(2.0, 0.5, jnp.float64) == 1.0
+
+
+@pytest.mark.parametrize("name, loss, l1, over_seen", [
+    ("sag", "multinomial", 0.0, True), ("sgd", "logistic", 0.02, False),
+    ("saga", "least_squares", 0.0, False)])
+def test_a_rate_sweep_steps_every_run_at_once_and_a_seed_sweep_run_by_run(name, loss, l1,
+                                                                          over_seen):
+  """Runs that share their draws (a sweep over rates) take ``lazy.multi_run_steps``: the rows of
+  every run stored side by side, one gather and one scatter a step. Each run equals its run
+  alone; runs with their own keys (a sweep over seeds) are vmapped run by run, and equal too."""
+  rng = np.random.default_rng(11)
+  x, y, _ = _random_problem(rng, n=30, p=12, width=4, loss=loss)
+  dense, sparse = _both(x, y, l2=10.0, l1=l1, fit_intercept=True, loss=loss)
+  options = dict(average_over_seen=True) if over_seen else {}
+  method = driver.Method(name, **options)
+  rates = jnp.array([0.003, 0.02, 0.06])  # tau l2 = 0.03, 0.2, 0.6: frequent rebases
+  hyper = driver.Hyperparameters(rates, jnp.ones(3), jnp.ones(3))
+  keys = jax.random.split(jax.random.PRNGKey(2), 3)
+
+  def run(h, key):
+    return driver.run(sparse, method, h, key, num_steps=600, log_every=300)[0].params
+
+  original = lazy.multi_run_steps
+  with unittest.mock.patch.object(lazy, "multi_run_steps", wraps=original) as multi:
+    shared = jax.jit(jax.vmap(run, in_axes=(0, None)))(hyper, keys[0])
+    assert multi.called
+    multi.reset_mock()
+    own = jax.jit(jax.vmap(run))(hyper, keys)
+    assert not multi.called
+  for k, rate in enumerate(rates):
+    h = driver.hyperparameters(rate, dtype=jnp.float64)
+    for got, key in ((shared[k], keys[0]), (own[k], keys[k])):
+      alone, _ = driver.run(dense, method, h, key, num_steps=600, log_every=300)
+      assert np.all(np.abs(alone.params) < 1e3)  # a run that converges, not overflows
+      np.testing.assert_allclose(got, alone.params, rtol=1e-12, atol=1e-12)

@@ -103,32 +103,42 @@ def sga(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformationEx
 class ExponentialAverageState(NamedTuple):
   """State of ``exponential_average``."""
 
-  average: optax.Params  # the exponential moving average of the iterates; like params
+  count: jax.Array  # int32 scalar, number of iterates averaged so far (l)
+  average: optax.Params  # the debiased exponential moving average of the iterates; like params
 
 
 def exponential_average(decay: float | jax.Array) -> optax.GradientTransformationExtraArgs:
   """Leaves updates unchanged and keeps an exponential moving average of the iterates they lead
-  to: avg <- avg + (1 - decay) (beta^(l) - avg), from the starting point (any rule's iterates;
-  ``optim.ema``, ``driver.Method(ema=...)``).
+  to (any rule's iterates; ``optim.ema``, ``driver.Method(ema=...)``).
 
-  Where SGA's Cesaro average weighs every iterate alike, this one forgets the early ones at rate
-  ``decay`` per step (an average over about 1 / (1 - decay) steps): the weight averaging of
-  deep generative models (the "EMA" of diffusion and flow-matching training), which smooths the
-  noise of the last steps of a decaying or constant-rate run. Must come last in a chain.
+  After l updates, ``average`` = sum_{k=1}^{l} (1 - d) d^(l-k) beta^(k) / (1 - d^l), d the
+  ``decay``: the iterates weighted by d per step of age, the weights normalized to sum to 1 (the
+  debiasing of adam's moments), so that a short run averages its own iterates and not its
+  starting point. It is kept as avg <- avg + w_l (beta^(l) - avg), w_l = (1 - d) / (1 - d^l)
+  (w_1 = 1; w_l -> 1 - d). Before any update it is the starting point.
+
+  Where SGA's Cesaro average weighs every iterate alike, this one forgets the early ones: an
+  average over about 1 / (1 - d) steps, the weight averaging of deep generative models (the "EMA"
+  of diffusion and flow-matching training), which smooths the noise of the last steps of a run.
+  Must come last in a chain.
   """
 
   def init_fn(params):
-    return ExponentialAverageState(average=params)
+    return ExponentialAverageState(count=jnp.zeros((), jnp.int32), average=params)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
       raise ValueError("exponential_average needs params")
+    count = optax.safe_increment(state.count)
     new_params = optax.apply_updates(params, updates)
-    average = jax.tree.map(
-        lambda a, p: a + (1 - jnp.asarray(decay, jnp.result_type(a))) * (p - a),
-        state.average, new_params)
-    return updates, ExponentialAverageState(average)
+
+    def blend(a, p):
+      d = jnp.asarray(decay, jnp.result_type(a))
+      weight = (1 - d) / (1 - d ** count.astype(d.dtype))
+      return a + weight * (p - a)
+
+    return updates, ExponentialAverageState(count, jax.tree.map(blend, state.average, new_params))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
