@@ -83,6 +83,10 @@ CASES = {
     "mmd_grid_lr3e-3": ("pushforward_2d", "grid,mmd", dict(optim__learning_rate=3e-3)),
     # the generator's weights averaged (optim.ema): the reported iterate is the moving average
     "mmd_grid_ema": ("pushforward_2d", "grid,mmd", dict(optim__ema=0.999)),
+    "mmd_grid_wide_ema": ("pushforward_2d", "grid,mmd", dict(model__hidden=(256, 256, 256),
+                                                             optim__ema=0.999)),
+    "mmd_grid_wide_ema_80k": ("pushforward_2d", "grid,mmd", dict(
+        model__hidden=(256, 256, 256), optim__ema=0.999, num_steps=80_000)),
     # configs/pushforward_2d.py's Sinkhorn (unbalanced, epsilon scaled within each solve of 100
     # iterations): the ring on the CPU, the grid on an accelerator.
     "sinkhorn_ring": ("pushforward_2d", "ring", {}),
@@ -99,7 +103,8 @@ CASES = {
 # Fewer seeds where a CPU run is long (--num_seeds caps all).
 SEEDS = {"flow_ring_10k_sgd": 3, "flow_ring_10k_sag": 3, "flow_ring_10k_adam": 3,
          "realnvp_ring_10k_sgd": 3, "realnvp_ring_10k_sag": 3, "realnvp_ring_10k_adam": 3,
-         "mmd_grid_wide": 3, "mmd_grid_lr3e-3": 3, "mmd_grid_ema": 3,
+         "mmd_grid_wide": 3, "mmd_grid_lr3e-3": 3, "mmd_grid_ema": 3, "mmd_grid_wide_ema": 3,
+         "mmd_grid_wide_ema_80k": 3,
          **{f"sinkhorn_ring_5k{suffix}": 2 for suffix in SINKHORN_ABLATION}}
 GROUPS = {
     "cheap": ["gmm_ring", "gmm_grid", "ae_linear_2", "ae_linear_8", "ae_linear_16", "ae_mlp_8",
