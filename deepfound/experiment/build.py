@@ -156,7 +156,7 @@ def build_method(config) -> driver.Method:
   options = {o.name: optim[o.name] for o in driver.get_rule(optim.name).options}
   return driver.Method(optim.name, schedule=optim.schedule, batch_size=optim.batch_size,
                        sampling=optim.sampling, memory=memory_layout(config), tol=optim.tol,
-                       unroll=optim.get("unroll"), ema=optim.get("ema"), **options)
+                       unroll=optim.get("unroll"), ema=optim.get("ema") or None, **options)
 
 
 def problem_constants(problem, max_memory_mb: float | None = None) -> dict[str, Any]:

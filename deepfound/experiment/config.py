@@ -152,7 +152,7 @@ def _shared_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = config_dict.placeholder(object)
   config.optim.tol = config_dict.placeholder(float)  # stop at epoch ends (scikit-learn's test)
   config.optim.unroll = config_dict.placeholder(int)  # None: the backend's (driver.DEFAULT_UNROLL)
-  config.optim.ema = config_dict.placeholder(float)  # None: report the last iterate
+  config.optim.ema = config_dict.placeholder(float)  # None or 0: report the last iterate
   config.optim.schedule = "constant"
   config.optim.l0 = 100.0
   config.optim.strong_convexity = config_dict.placeholder(float)  # None: problem.l2
@@ -415,7 +415,7 @@ KEY_HELP = {
                     "same run, another speed); None: the backend's default (8 on GPUs, 1 on "
                     "CPUs)",
     "optim.ema": "report an exponential moving average of the iterates with this decay in "
-                 "(0, 1) (weight averaging, e.g. 0.999); None: the last iterate",
+                 "(0, 1) (weight averaging, e.g. 0.999); 0 or None: the last iterate",
     "data.sparse": "linear models: auto (sparse input below 10% density stays sparse), true, "
                    "false",
     "data.weights": "sample weights: a file of one number per line, or column:<j> of the data",

@@ -53,9 +53,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if optim.tol is not None:
     positive("optim.tol", optim.tol)
   ema = optim.get("ema")
-  if ema is not None:
+  if ema is not None and not (isinstance(ema, int | float) and not isinstance(ema, bool)
+                              and ema == 0):
     if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 < ema < 1:
-      raise ConfigError(f"optim.ema must be a decay in (0, 1) (or None: report the last "
+      raise ConfigError(f"optim.ema must be a decay in (0, 1) (or 0: report the last "
                         f"iterate), got {ema!r}")
     if spec.averages:
       raise ConfigError(f"optim.ema: optim.name={spec.name} reports an average of its iterates "

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, config_of
 
 from deepfound.experiment import ConfigError, base_config, validate
+from deepfound.experiment.build import build_method
 from deepfound.experiment.config import kind_key_groups, model_key_groups, stored_config
 from deepfound.experiment.models import MODELS, SHARED_KEYS
 from deepfound.optim import RULES
@@ -167,3 +168,11 @@ def test_a_problem_l2_sweep_on_a_gan_is_refused():
   with pytest.raises(SpecError, match=r"optim.tol=None is ignored"):
     plan(config_of("gan_2d", "ring"), "seed=[0, 1]", given={"optim.tol"})
   plan(config_of("gan_2d", "ring"), "seed=[0, 1]")
+
+
+def test_a_moving_average_of_zero_is_the_last_iterate():
+  """optim.ema=0 (the command line cannot spell None for a float) reports the last iterate."""
+  config = config_of("flow_matching_2d", "ring", optim__ema=0.0)
+  validate(config)
+  assert build_method(config).ema is None
+  assert build_method(config_of("flow_matching_2d", "ring")).ema == 0.999
