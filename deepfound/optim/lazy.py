@@ -36,7 +36,11 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax.experimental.layout import Layout, with_layout_constraint
+
+try:  # an experimental API: where a jax lacks it, the rebase's layout is left to XLA
+  from jax.experimental.layout import Layout, with_layout_constraint
+except ImportError:  # pragma: no cover
+  Layout = with_layout_constraint = None
 
 from deepfound.numerics import any_run, soft_threshold
 from deepfound.optim.registry import LazyForm
@@ -425,6 +429,8 @@ def _multi_axes(method: Method, coordinates=1, table=1, scalars=0) -> LazyCarry:
 
 def _row_major(x):
   """``x`` in the default (row-major) layout."""
+  if with_layout_constraint is None:  # pragma: no cover
+    return x
   return with_layout_constraint(x, Layout(major_to_minor=tuple(range(x.ndim))))
 
 
