@@ -47,6 +47,9 @@ CASES = {
            ("sm_ring", ("score_matching_2d", "ring", {})),
            ("fm_digits", ("flow_matching_digits", "independent", {})))},
     "sm_ring": ("score_matching_2d", "ring", {}),
+    # twice the steps, the rate's decay stretched alike
+    "sm_ring_long": ("score_matching_2d", "ring", dict(num_steps=60_000, optim__l0=10_000.0,
+                                                       log_every=6_000)),
     "fm_ring_b128_independent": ("flow_matching_2d", "ring", COUPLED),
     "fm_ring_b128_ot": ("flow_matching_2d", "ring,ot", COUPLED),
     "fm_ring_b128_sinkhorn": ("flow_matching_2d", "ring,sinkhorn", COUPLED),
