@@ -556,7 +556,6 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
     return state._replace(params=carry[0], opt_state=carry[1], step=state.step + page,
                           order=order)
 
-
   def stopping(page_fn, check):
     """``page_fn`` that idles once the run has stopped (converged, or early stopping), and tests
     convergence at epoch ends (pages never straddle one)."""
@@ -581,7 +580,6 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
 
   def dense_check(state):
     return converged(problem, method, state, state.params)
-
 
   def lazy_block(problem, hyper, state):
     """A log block of one run on the lazy path (its arguments explicit: ``_lazy_block``)."""

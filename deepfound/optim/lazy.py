@@ -418,13 +418,12 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
 # the runs one by one.
 
 
-def _multi_axes(method: Method, coordinates=1, table=1, scalars=0) -> LazyCarry:
-  """The runs axis of each leaf of a multi-run carry (for ``vmap``'s in_axes and out_axes)."""
-  return LazyCarry(coordinates=coordinates, intercept=scalars, scale=scalars,
-                   cumulative=scalars, q_now=scalars, origin=scalars,
-                   table=table if _keeps_memory(method) else scalars,  # SGD: (runs, 0)
-                   intercept_sum=scalars, num_seen=scalars,
-                   pending=(None, coordinates, None, scalars))
+def _multi_axes(method: Method, coordinates=1, table=1) -> LazyCarry:
+  """The runs axis of each leaf of a multi-run carry (for ``vmap``'s in_axes and out_axes):
+  ``coordinates`` and ``table`` as given (None: a leaf left out), 0 for every other leaf."""
+  return LazyCarry(coordinates=coordinates, intercept=0, scale=0, cumulative=0, q_now=0,
+                   origin=0, table=table if _keeps_memory(method) else 0,  # SGD: (runs, 0)
+                   intercept_sum=0, num_seen=0, pending=(None, coordinates, None, 0))
 
 
 def _row_major(x):
