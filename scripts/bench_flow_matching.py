@@ -23,7 +23,8 @@ flags.DEFINE_string("out", "runs/flow_matching",
 flags.DEFINE_list("cases", ["ring"], "Case names, or the groups ring, couplings, grid, rules, digits, all.")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per case, run as one vmapped program.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every case's num_steps (quick checks: 0.01).")
-flags.DEFINE_bool("merge", True, "Keep the other cases of an existing --out/bench.json.")
+flags.DEFINE_bool("merge", True, "Keep the other cases of an existing --out/bench.json "
+                  "(--nomerge starts it afresh).")
 
 
 def main(argv):

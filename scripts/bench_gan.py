@@ -24,7 +24,8 @@ flags.DEFINE_list("cases", ["cpu"], "Case names, or the groups cpu, schemes, all
                   "CPU size), full (PacGAN's networks: for an accelerator).")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per case, run as one vmapped program.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every case's num_steps (quick checks: 0.01).")
-flags.DEFINE_bool("merge", False, "Keep the other cases of an existing --out/bench.json.")
+flags.DEFINE_bool("merge", True, "Keep the other cases of an existing --out/bench.json "
+                  "(--nomerge starts it afresh).")
 flags.DEFINE_string("sweep", None, "A case whose learning rates to sweep instead: a grid of "
                     "generator x discriminator rates x seeds in one vmapped program (sweep.json).")
 flags.DEFINE_list("sweep_rates", ["3e-5", "1e-4", "3e-4", "1e-3"], "The sweep's rates (both players).")

@@ -25,7 +25,8 @@ flags.DEFINE_string("out_name", "bench", "Base name of the .md and .json written
 flags.DEFINE_list("cases", ["all"], "Case names, or the groups cheap, slow, all.")
 flags.DEFINE_integer("num_seeds", 10, "Seeds per case, run as one vmapped program.")
 flags.DEFINE_float("steps_scale", 1.0, "Multiplies every case's num_steps (quick checks: 0.01).")
-flags.DEFINE_bool("merge", False, "Keep the other cases of an existing --out/--out_name.json.")
+flags.DEFINE_bool("merge", True, "Keep the other cases of an existing --out/--out_name.json "
+                  "(--nomerge starts it afresh).")
 flags.DEFINE_bool("render_only", False, "Rewrite the .md from the existing .json, running nothing.")
 
 
