@@ -47,3 +47,16 @@ def positive_int(key: str, value, largest: int | None = None) -> None:
 def seed(key: str, value) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
     raise ConfigError(f"{key} must be an integer in [0, {MAX_SEED}], got {value!r}")
+
+
+def check_ema(prefix: str, ema, spec) -> None:
+  """``<prefix>.ema``: None or 0 (the last iterate) or a decay in (0, 1), on a rule (``spec``, a
+  ``registry.RuleSpec``) that does not average its iterates already."""
+  if ema is None or (isinstance(ema, int | float) and not isinstance(ema, bool) and ema == 0):
+    return
+  if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 < ema < 1:
+    raise ConfigError(f"{prefix}.ema must be a decay in (0, 1) (or 0: report the last "
+                      f"iterate), got {ema!r}")
+  if spec.averages:
+    raise ConfigError(f"{prefix}.ema: {prefix}.name={spec.name} reports an average of its "
+                      "iterates already")

@@ -9,7 +9,7 @@ from ml_collections import config_dict
 
 from deepfound.errors import ConfigError
 from deepfound.experiment import build as build_lib
-from deepfound.experiment.checks import one_of, positive
+from deepfound.experiment.checks import check_ema, one_of, positive
 from deepfound.experiment.config import precision_dtype, rule_key_groups, single_rule_keys
 from deepfound.experiment.kinds import KeyGroup, KindSpec, register_kind
 from deepfound.optim import driver, game
@@ -31,6 +31,7 @@ def add_keys(config: ml_collections.ConfigDict) -> None:
     group.schedule = "constant"
     group.l0 = 100.0
     group.strong_convexity = config_dict.placeholder(float)
+    group.ema = config_dict.placeholder(float)  # None or 0: the player's last iterate
     for option in RULES.options().values():
       group[option.name] = option.config_default()
     config.optim[player] = group
@@ -65,6 +66,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "oracle; a game draws fresh samples every step: use sgd, sga or adam")
     for option in spec.options:
       option.validate(prefix, group[option.name])
+    check_ema(prefix, group.get("ema"), spec)
     one_of(f"{prefix}.schedule", group.schedule, SCHEDULES)
     if group.schedule == "strongly_convex":
       raise ConfigError(f"{prefix}.schedule=strongly_convex needs a strongly convex objective; "
@@ -94,7 +96,8 @@ def build_method(config: ml_collections.ConfigDict) -> game.GameMethod:
     group = config.optim[player]
     options = {o.name: group[o.name] for o in driver.get_rule(group.name).options}
     players.append(driver.Method(group.name, schedule=group.schedule,
-                                 batch_size=config.optim.batch_size, memory="pytree", **options))
+                                 batch_size=config.optim.batch_size, memory="pytree",
+                                 ema=group.get("ema") or None, **options))
   scheme = SCHEMES.get(config.optim.scheme)
   return game.GameMethod(*players, scheme=scheme.name, batch_size=config.optim.batch_size,
                          **{o.name: config.optim[o.name] for o in scheme.options})

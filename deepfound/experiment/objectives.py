@@ -9,7 +9,7 @@ import ml_collections
 
 from deepfound.errors import ConfigError
 from deepfound.experiment import build as build_lib
-from deepfound.experiment.checks import positive
+from deepfound.experiment.checks import check_ema, positive
 from deepfound.experiment.config import mesh_devices, precision_dtype
 from deepfound.experiment.kinds import KindSpec, register_kind
 from deepfound.experiment.models import MODELS
@@ -52,15 +52,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     positive("optim.learning_rate", optim.learning_rate, config.precision)
   if optim.tol is not None:
     positive("optim.tol", optim.tol)
-  ema = optim.get("ema")
-  if ema is not None and not (isinstance(ema, int | float) and not isinstance(ema, bool)
-                              and ema == 0):
-    if isinstance(ema, bool) or not isinstance(ema, int | float) or not 0 < ema < 1:
-      raise ConfigError(f"optim.ema must be a decay in (0, 1) (or 0: report the last "
-                        f"iterate), got {ema!r}")
-    if spec.averages:
-      raise ConfigError(f"optim.ema: optim.name={spec.name} reports an average of its iterates "
-                        "already")
+  check_ema("optim", optim.get("ema"), spec)
   if optim.unroll is not None and (isinstance(optim.unroll, bool) or not isinstance(optim.unroll, int)
                                    or not 1 <= optim.unroll <= driver.PAGE_STEPS):
     raise ConfigError(f"optim.unroll must be an integer in [1, {driver.PAGE_STEPS}] (or None: the "

@@ -51,6 +51,7 @@ import optax
 from deepfound.optim import driver, schedules, sharding
 from deepfound.optim.engine import BLOWUP_FACTOR, Failure, LogPoint, register_engine
 from deepfound.optim.registry import snapshot_period
+from deepfound.optim.rules.sga import averaged_params, exponential_average
 from deepfound.optim.schemes import SCHEMES, SchemeSpec, get_scheme, register_scheme
 from deepfound.problems.kinds import FiniteGame, Game
 from deepfound.registry import Option, positive
@@ -174,7 +175,10 @@ def player_optimizer(method: driver.Method, hyper: driver.Hyperparameters, schem
                                                hyper.strong_convexity)
   transformation = method.spec.build(method.context(rate, None))
   wrap = get_scheme(scheme).wrap_rule
-  return (transformation if wrap is None else wrap(transformation)), schedule
+  transformation = transformation if wrap is None else wrap(transformation)
+  if method.ema is not None:  # outermost: it averages the iterates the scheme makes
+    transformation = optax.chain(transformation, exponential_average(method.ema))
+  return transformation, schedule
 
 
 def gradients(problem: Game, params, batch):
@@ -393,13 +397,15 @@ def _finite(tree) -> jax.Array:
 def log_point(problem: Game, schedule, state: GameState, record_params: bool = False
               ) -> LogPoint:
   """The payoff V on the problem's evaluation batch as ``objective``, both players' losses and
-  gradient norms there, and the problem's metrics."""
-  (grad_g, grad_d), (loss_g, loss_d) = gradients(problem, state.params, problem.evaluation_batch())
+  gradient norms there, and the problem's metrics, all at the reported pair of iterates
+  (``reported_params``)."""
+  reported = reported_params(state)
+  (grad_g, grad_d), (loss_g, loss_d) = gradients(problem, reported, problem.evaluation_batch())
   extras = dict(generator_loss=loss_g, discriminator_loss=loss_d,
                 generator_grad_norm=optax.tree.norm(grad_g),
-                discriminator_grad_norm=optax.tree.norm(grad_d), **problem.metrics(state.params))
-  return LogPoint(state.step, problem.objective(state.params), schedule(state.step),
-                         state.params if record_params else None, extras)
+                discriminator_grad_norm=optax.tree.norm(grad_d), **problem.metrics(reported))
+  return LogPoint(state.step, problem.objective(reported), schedule(state.step),
+                  reported if record_params else None, extras)
 
 
 def run_chunk(problem: Game, method: GameMethod, hyper: GameHyper, state: GameState, *,
@@ -454,7 +460,11 @@ def run(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Array, par
 
 
 def reported_params(state: GameState) -> Any:
-  return state.params
+  """Each player's moving average of its iterates where its rule keeps one (``Method.ema``,
+  ``optim.<player>.ema``; a discriminator's average is of its iterates before the problem's
+  projection), else its last iterate."""
+  return tuple(averaged_params(opt_state, params)
+               for opt_state, params in zip(state.opt_state, state.params, strict=True))
 
 
 def final_params(state: GameState) -> Any:

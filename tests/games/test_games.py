@@ -128,6 +128,32 @@ def test_a_users_scheme_through_the_registry():
     validate(config)
 
 
+def test_a_players_moving_average_is_reported_and_the_iterates_are_unchanged():
+  """The generator with ``ema``: the game's iterates are those of the run without it, and the
+  reported generator is the debiased moving average of its recorded iterates (the discriminator,
+  without one, is reported as its last iterate)."""
+  decay, steps = 0.9, 12
+  hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
+
+  def play(generator):
+    method = game.GameMethod(generator, driver.Method("sgd"), scheme="alternating")
+    return game.run(Bilinear(jnp.array([1.0, 0.5])), method, hyper, jax.random.PRNGKey(0),
+                    num_steps=steps, log_every=1, record_params=True)
+
+  plain_state, plain = play(driver.Method("sgd"))
+  state, points = play(driver.Method("sgd", ema=decay))
+  np.testing.assert_allclose(state.params[0], plain_state.params[0], rtol=1e-6)
+  iterates = np.asarray(plain.params[0])
+  average = iterates[0]
+  for count in range(2, steps + 1):
+    average = average + (1 - decay) / (1 - decay ** count) * (iterates[count - 1] - average)
+  reported = game.reported_params(state)
+  np.testing.assert_allclose(reported[0], average, rtol=1e-5)
+  assert abs(float(reported[0]) - float(state.params[0])) > 1e-3  # the average is not the iterate
+  np.testing.assert_allclose(reported[1]["y"], state.params[1]["y"])
+  np.testing.assert_allclose(points.params[0][-1], average, rtol=1e-5)  # what the log reports
+
+
 def test_optimistic_wrapper_is_two_u_t_minus_u_t_minus_one():
   import optax
 
@@ -293,6 +319,9 @@ def test_a_bad_game_setting_exits_2_with_one_line(tmp_path):
     (dict(problem__pack=0), "problem.pack must be in"),
     (dict(problem__loss="mmd"), "problem.loss must be one of"),
     (dict(model__maxout_pieces=0), "model.maxout_pieces must be in"),
+    (dict(optim__generator__ema=1.0), r"optim.generator.ema must be a decay in \(0, 1\)"),
+    (dict(optim__discriminator__name="sga", optim__discriminator__ema=0.99),
+     "optim.discriminator.ema: optim.discriminator.name=sga reports an average"),
 ])
 def test_bad_game_settings_are_refused_in_one_line_before_anything_is_written(tmp_path, overrides,
                                                                                 message):
