@@ -46,8 +46,10 @@ for name in $PARTS; do
         --out="$W/steps_while"
       part steps_off 45 env XLA_FLAGS="--xla_gpu_enable_command_buffer=" \
         python scripts/accelerator_check.py "${STEPS[@]}" --out="$W/steps_off" ;;
-    pacgan) part pacgan 120 python scripts/bench_gan.py --out="$W/pacgan" \
-              --cases=grid_js_pack2_pacgan_full,grid_js_pacgan_full,ring_js_pacgan_full ;;
+    pacgan)
+      cases=grid_js_pack2_pacgan_full,grid_js_pack2_pacgan_ema_full,grid_js_pack2_ema_full
+      part pacgan 180 python scripts/bench_gan.py --out="$W/pacgan" \
+        --cases=$cases,grid_js_pacgan_full,ring_js_pacgan_full ;;
     pacgan_long) part pacgan_long 110 python scripts/bench_gan.py --steps_scale=4 \
                    --cases=grid_js_pack2_pacgan_full --out="$W/pacgan_long" ;;
     fm_mnist)

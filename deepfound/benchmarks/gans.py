@@ -72,6 +72,11 @@ CASES = {
     "grid_js_pack4_full": ("grid,4", FULL),
     "grid_js_svre_full": ("grid", dict(FULL, optim__scheme="svre")),
     "grid_js_extragradient_full": ("grid", dict(FULL, optim__scheme="extragradient")),
+    # the moving average of the generator's weights (optim.generator.ema; Yazici et al. 2019),
+    # reported in place of its last iterate: the same games, evaluated at the average
+    "grid_js_ema": ("grid", dict(CPU, optim__generator__ema=0.999)),
+    "grid_js_pack2_ema": ("grid,2", dict(CPU, optim__generator__ema=0.999)),
+    "grid_js_pack2_ema_full": ("grid,2", dict(FULL, optim__generator__ema=0.999)),
     # PacGAN's own harness (fjxmlzn/PacGAN, synthetic_data_experiments/2DGrid_GAN&PacGAN): on
     # top of the sizes and adam settings above, a maxout discriminator (5 pieces), a generator
     # with batch normalization after each hidden layer, weights from N(0, 0.02^2), and both
@@ -81,6 +86,9 @@ CASES = {
                                          model__init_stddev=0.02, optim__scheme="simultaneous"))
        for name, arg in (("ring_js", "ring"), ("ring_js_pack2", "ring,2"), ("grid_js", "grid"),
                          ("grid_js_pack2", "grid,2"))},
+    "grid_js_pack2_pacgan_ema_full": ("grid,2", dict(
+        FULL, model__maxout_pieces=5, model__generator_norm="batch", model__init_stddev=0.02,
+        optim__scheme="simultaneous", optim__generator__ema=0.999)),
 }
 GROUPS = {
     "cpu": ["ring_js", "ring_js_pack2", "grid_js", "grid_js_pack2"],
@@ -91,6 +99,7 @@ GROUPS = {
     "harness": ["grid_js_pack2_pacgan_full", "grid_js_pacgan_full", "ring_js_pacgan_full",
                 "ring_js_pack2_pacgan_full"],
 }
+GROUPS["averaged"] = ["grid_js_ema", "grid_js_pack2_ema"]
 GROUPS["all"] = GROUPS["cpu"] + GROUPS["schemes"]
 SHOWN = ("modes_captured", "high_quality_fraction", "mode_kl")
 KEPT_SAMPLES = 1_000  # seed 0's generated points kept at every log point, for the pictures
