@@ -447,13 +447,45 @@ def multi_end(problem: SparseLinear, method: Method, carry: LazyCarry, local_ste
                   in_axes=(_multi_axes(method),))(carry)
 
 
+# A step of many runs spends most of its time on the (m, runs, width) block of the sampled row,
+# m the longest row's non-zeros: on rows of skewed lengths most of it padding. The multi-run
+# step therefore works on the row's first w entries, w the smallest of MULTI_BUCKETS widths
+# (m / B, 2 m / B, ..., m) that holds the row's last stored column, chosen by ``lax.switch``:
+# both the gather and the arithmetic of a step, and the scatter of its rows at the next step.
+# The result is the same (padding entries point at the spare coordinate p with value 0).
+MULTI_BUCKETS = 4
+
+
+def _bucket_widths(width: int, buckets: int | None = None) -> tuple[int, ...]:
+  """The widths a multi-run step may work on, for rows padded to ``width`` entries
+  (``MULTI_BUCKETS`` of them unless ``buckets`` says)."""
+  buckets = buckets or MULTI_BUCKETS
+  return tuple(sorted({max(1, -(-width * (b + 1) // buckets)) for b in range(buckets)}))
+
+
+def _bucket(columns, num_columns: int, widths: tuple[int, ...]):
+  """The index in ``widths`` of the smallest width holding every stored entry of ``columns``
+  (padding: ``num_columns``), wherever the padding lies."""
+  extent = jnp.max(jnp.where(columns < num_columns,
+                             jnp.arange(1, columns.shape[0] + 1, dtype=jnp.int32), 0))
+  return jnp.searchsorted(jnp.asarray(widths, jnp.int32), extent, side="left")
+
+
 def _multi_step(problem: SparseLinear, method: Method, carry: LazyCarry, local_step, rate, shrink,
                 drawn, fold=None) -> LazyCarry:
-  """``step`` of every run on the same drawn row (``rate`` and ``shrink`` per run)."""
+  """``step`` of every run on the same drawn row (``rate`` and ``shrink`` per run), on the
+  row's first entries only (``_bucket_widths``)."""
   keeps, size = _keeps_memory(method), math.prod(_slot(problem))
   index, batch = drawn
+  full = batch[0].shape[-1]
+  widths = _bucket_widths(full)
   columns, rows, table_index, table_row = carry.pending
-  coordinates = carry.coordinates.at[columns].set(rows)
+
+  def flush(w, coordinates):
+    return coordinates.at[columns[:w]].set(rows[:w])
+
+  coordinates = jax.lax.switch(_bucket(columns, problem.num_columns, widths),
+                               [lambda c, w=w: flush(w, c) for w in widths], carry.coordinates)
   table = carry.table
   if keeps:
     table = table.at[table_index].set(table_row, mode="drop")
@@ -461,18 +493,28 @@ def _multi_step(problem: SparseLinear, method: Method, carry: LazyCarry, local_s
   if cumulative.shape[-1]:
     cumulative = jax.vmap(lambda c, q, o: jax.lax.dynamic_update_index_in_dim(
         c, q, local_step - o, 0))(cumulative, carry.q_now, carry.origin)
-  packed = coordinates[batch[0][0]]
   old = table[index[0]] if keeps else None
-  if fold is not None:
+  small = carry._replace(coordinates=None, table=None, cumulative=cumulative)
+  axes = _multi_axes(method, coordinates=None, table=None)
+
+  def advance(w, small, coordinates):
+    part = (index, (batch[0][:, :w], batch[1][:, :w]) + tuple(batch[2:]))
+    packed = coordinates[part[1][0][0]]
+    advanced = jax.vmap(
+        lambda c, k, o, r, f: _advance(problem, method, c, k, o, part, local_step, r, f, fold),
+        in_axes=(axes, 1, 0 if keeps else None, 0, 0),
+        out_axes=axes._replace(pending=(None, 1, None, 0)))(small, packed, old, rate, shrink)
+    _, new_rows, i, new = advanced.pending
+    padded = jnp.zeros((full,) + new_rows.shape[1:], new_rows.dtype).at[:w].set(new_rows)
+    return advanced._replace(pending=(batch[0][0], padded, i, new))
+
+  advanced = jax.lax.switch(_bucket(batch[0][0], problem.num_columns, widths),
+                            [lambda c, x, w=w: advance(w, c, x) for w in widths], small,
+                            coordinates)
+  if fold is not None:  # after the row is read at the old weights (``step``)
     coordinates = jax.lax.cond(
         fold, lambda c: c.at[:, :, :size].multiply(shrink[None, :, None].astype(c.dtype)),
         lambda c: c, coordinates)
-  small = carry._replace(coordinates=None, table=None, cumulative=cumulative)
-  axes = _multi_axes(method, coordinates=None, table=None)
-  advanced = jax.vmap(
-      lambda c, k, o, r, f: _advance(problem, method, c, k, o, drawn, local_step, r, f, fold),
-      in_axes=(axes, 1, 0 if keeps else None, 0, 0),
-      out_axes=axes._replace(pending=(None, 1, None, 0)))(small, packed, old, rate, shrink)
   return advanced._replace(coordinates=coordinates, table=table)
 
 

@@ -174,7 +174,9 @@ def test_vmapped_runs_rebase_together_and_stay_conditionals():
     np.testing.assert_allclose(state.params[k], alone.params, rtol=0, atol=1e-12)
   single = _count(jax.make_jaxpr(run)(driver.hyperparameters(0.1, dtype=jnp.float64)).jaxpr, "cond")
   batched = _count(jax.make_jaxpr(jax.vmap(run))(hyper).jaxpr, "cond")
-  assert single >= 3 and batched == single
+  # The runs share their draws: the multi-run step (lazy._multi_step) adds its two switches on
+  # the row's width (the scatter's and the step's) in each of its two step loops.
+  assert single >= 3 and batched == single + 2 * 2
 
 
 def test_frequent_rebases_are_announced():
@@ -217,3 +219,33 @@ def test_a_rate_sweep_steps_every_run_at_once_and_a_seed_sweep_run_by_run(name, 
       alone, _ = driver.run(dense, method, h, key, num_steps=600, log_every=300)
       assert np.all(np.abs(alone.params) < 1e3)  # a run that converges, not overflows
       np.testing.assert_allclose(got, alone.params, rtol=1e-12, atol=1e-12)
+
+
+def test_the_multi_run_step_works_on_the_rows_first_entries_wherever_the_padding_lies():
+  """The multi-run step takes the smallest of its widths that holds a row's last stored entry:
+  rows of 0 to 8 entries padded to 8 (widths 2, 4, 6, 8), and the same rows with their padding
+  moved to the front or the middle, give each run's iterate alone."""
+  import dataclasses
+
+  assert lazy._bucket_widths(8) == (2, 4, 6, 8) and lazy._bucket_widths(3) == (1, 2, 3)
+  p = 12
+  for columns, expected in (([p] * 8, 0), ([3, p, p, p, p, p, p, p], 0), ([p, p, 5] + [p] * 5, 1),
+                            ([p] * 7 + [0], 3), ([1, 2, 3, 4, 5, p, p, p], 2)):
+    assert int(lazy._bucket(jnp.asarray(columns), p, (2, 4, 6, 8))) == expected, columns
+  rng = np.random.default_rng(3)
+  x, y, _ = _random_problem(rng, n=40, p=p, width=8, loss="logistic")
+  dense, sparse = _both(x, y, l2=1.0, fit_intercept=True)
+  order = rng.permuted(np.tile(np.arange(8), (40, 1)), axis=1)  # each row's entries shuffled
+  shuffled = dataclasses.replace(
+      sparse, indices=jnp.take_along_axis(sparse.indices, jnp.asarray(order), axis=1),
+      values=jnp.take_along_axis(sparse.values, jnp.asarray(order), axis=1))
+  method, key = driver.Method("sag"), jax.random.PRNGKey(4)
+  rates = jnp.array([0.01, 0.1, 0.4])
+  hyper = driver.Hyperparameters(rates, jnp.ones(3), jnp.ones(3))
+  for problem in (sparse, shuffled):
+    got = jax.jit(jax.vmap(lambda h, problem=problem: driver.run(
+        problem, method, h, key, num_steps=400, log_every=200)[0].params))(hyper)
+    for k, rate in enumerate(rates):
+      alone, _ = driver.run(dense, method, driver.hyperparameters(rate, dtype=jnp.float64), key,
+                            num_steps=400, log_every=200)
+      np.testing.assert_allclose(got[k], alone.params, rtol=1e-12, atol=1e-12)
