@@ -451,7 +451,8 @@ def multi_end(problem: SparseLinear, method: Method, carry: LazyCarry, local_ste
 # m the longest row's non-zeros: on rows of skewed lengths most of it padding. The multi-run
 # step therefore works on the row's first w entries, w the smallest of MULTI_BUCKETS widths
 # (m / B, 2 m / B, ..., m) that holds the row's last stored column, chosen by ``lax.switch``:
-# both the gather and the arithmetic of a step, and the scatter of its rows at the next step.
+# the gather and the arithmetic of a step (the scatter of its rows at the next step drops the
+# entries past that width).
 # The result is the same (padding entries point at the spare coordinate p with value 0).
 MULTI_BUCKETS = 4
 
@@ -480,12 +481,9 @@ def _multi_step(problem: SparseLinear, method: Method, carry: LazyCarry, local_s
   full = batch[0].shape[-1]
   widths = _bucket_widths(full)
   columns, rows, table_index, table_row = carry.pending
-
-  def flush(w, coordinates):
-    return coordinates.at[columns[:w]].set(rows[:w])
-
-  coordinates = jax.lax.switch(_bucket(columns, problem.num_columns, widths),
-                               [lambda c, w=w: flush(w, c) for w in widths], carry.coordinates)
+  # The previous step's rows; the entries past its width point past the spare coordinate p and
+  # are dropped (a scatter in a conditional would copy the coordinates).
+  coordinates = carry.coordinates.at[columns].set(rows, mode="drop")
   table = carry.table
   if keeps:
     table = table.at[table_index].set(table_row, mode="drop")
@@ -506,7 +504,8 @@ def _multi_step(problem: SparseLinear, method: Method, carry: LazyCarry, local_s
         out_axes=axes._replace(pending=(None, 1, None, 0)))(small, packed, old, rate, shrink)
     _, new_rows, i, new = advanced.pending
     padded = jnp.zeros((full,) + new_rows.shape[1:], new_rows.dtype).at[:w].set(new_rows)
-    return advanced._replace(pending=(batch[0][0], padded, i, new))
+    written = jnp.where(jnp.arange(full) < w, batch[0][0], problem.num_columns + 1)
+    return advanced._replace(pending=(written, padded, i, new))
 
   advanced = jax.lax.switch(_bucket(batch[0][0], problem.num_columns, widths),
                             [lambda c, x, w=w: advance(w, c, x) for w in widths], small,
