@@ -454,7 +454,7 @@ def multi_end(problem: SparseLinear, method: Method, carry: LazyCarry, local_ste
 # the gather and the arithmetic of a step (the scatter of its rows at the next step drops the
 # entries past that width).
 # The result is the same (padding entries point at the spare coordinate p with value 0).
-MULTI_BUCKETS = 4
+MULTI_BUCKETS = 8
 
 
 def _bucket_widths(width: int, buckets: int | None = None) -> tuple[int, ...]:
@@ -469,7 +469,8 @@ def _bucket(columns, num_columns: int, widths: tuple[int, ...]):
   (padding: ``num_columns``), wherever the padding lies."""
   extent = jnp.max(jnp.where(columns < num_columns,
                              jnp.arange(1, columns.shape[0] + 1, dtype=jnp.int32), 0))
-  return jnp.searchsorted(jnp.asarray(widths, jnp.int32), extent, side="left")
+  # (not jnp.searchsorted: its default is a while loop, a few kernels more a step)
+  return jnp.sum(extent > jnp.asarray(widths[:-1], jnp.int32)).astype(jnp.int32)
 
 
 def _multi_step(problem: SparseLinear, method: Method, carry: LazyCarry, local_step, rate, shrink,
