@@ -648,7 +648,9 @@ def markdown(results: dict) -> str:
       lines += [
           "",
           f"The runs share their draws (one key), so the program steps all {s['runs']} at once "
-          "(`lazy.multi_run_steps`: one gather and one scatter of a step's rows for every run). "
+          "(`lazy.multi_run_steps`: one gather and one scatter of a step's rows for every run, "
+          "on the row's first entries: the smallest of `lazy.MULTI_BUCKETS` widths that holds "
+          "them). "
           f"The same {s['runs']} runs with a key each, vmapped run by run: "
           f"{_med(s['run_by_run_s'], 2)} s "
           f"({s['run_by_run_s']['median'] / s['ours_s']['median']:.2f}x the shared-draw time).",

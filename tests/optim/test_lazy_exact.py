@@ -221,13 +221,15 @@ def test_a_rate_sweep_steps_every_run_at_once_and_a_seed_sweep_run_by_run(name, 
       np.testing.assert_allclose(got, alone.params, rtol=1e-12, atol=1e-12)
 
 
-def test_the_multi_run_step_works_on_the_rows_first_entries_wherever_the_padding_lies():
+def test_the_multi_run_step_works_on_the_rows_first_entries_wherever_the_padding_lies(
+    monkeypatch):
   """The multi-run step takes the smallest of its widths that holds a row's last stored entry:
-  rows of 0 to 8 entries padded to 8 (widths 2, 4, 6, 8), and the same rows with their padding
-  moved to the front or the middle, give each run's iterate alone."""
+  rows of 0 to 8 entries padded to 8 (in 4 buckets, widths 2, 4, 6, 8), and the same rows with
+  their padding moved anywhere, give each run's iterate alone."""
   import dataclasses
 
-  assert lazy._bucket_widths(8) == (2, 4, 6, 8) and lazy._bucket_widths(3) == (1, 2, 3)
+  assert lazy._bucket_widths(8, 4) == (2, 4, 6, 8) and lazy._bucket_widths(3, 4) == (1, 2, 3)
+  assert lazy._bucket_widths(148, 8) == (19, 37, 56, 74, 93, 111, 130, 148)
   p = 12
   for columns, expected in (([p] * 8, 0), ([3, p, p, p, p, p, p, p], 0), ([p, p, 5] + [p] * 5, 1),
                             ([p] * 7 + [0], 3), ([1, 2, 3, 4, 5, p, p, p], 2)):
@@ -241,6 +243,7 @@ def test_the_multi_run_step_works_on_the_rows_first_entries_wherever_the_padding
       values=jnp.take_along_axis(sparse.values, jnp.asarray(order), axis=1))
   method, key = driver.Method("sag"), jax.random.PRNGKey(4)
   rates = jnp.array([0.01, 0.1, 0.4])
+  monkeypatch.setattr(lazy, "MULTI_BUCKETS", 4)
   hyper = driver.Hyperparameters(rates, jnp.ones(3), jnp.ones(3))
   for problem in (sparse, shuffled):
     got = jax.jit(jax.vmap(lambda h, problem=problem: driver.run(
