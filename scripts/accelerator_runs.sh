@@ -9,7 +9,8 @@
 #
 # Parts (default: all, in this order): accelerator steps pacgan fm_mnist sinkhorn_grid;
 # on request: scaling (the sweep against its number of runs, then the MLP, data-parallel and
-# checkpoint checks), pacgan_long (PacGAN2 on the grid at 4 times the steps).
+# checkpoint checks), pacgan_long (PacGAN2 on the grid at 4 times the steps), density_mnist (the
+# spline flow on MNIST, configs/density_mnist.py: its validation curve, as far as 100 s go).
 set -u
 OUT=${OUT:?set OUT to the output folder}
 W=$OUT/w
@@ -28,7 +29,7 @@ part() {  # part <name> <seconds> <command...>
 PARTS=${*:-accelerator steps pacgan fm_mnist sinkhorn_grid}
 for name in $PARTS; do  # every name checked before any device time is spent
   case $name in
-    accelerator|scaling|steps|pacgan|pacgan_long|fm_mnist|sinkhorn_grid) ;;
+    accelerator|scaling|steps|pacgan|pacgan_long|fm_mnist|sinkhorn_grid|density_mnist) ;;
     *) echo "unknown part $name" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +57,8 @@ for name in $PARTS; do
       part fm_mnist 140 python scripts/train.py --config=configs/flow_matching_mnist.py \
         --workdir="$W/fm_mnist"
       cp "$W/fm_mnist/params.npz" "$OUT/fm_mnist_params.npz" 2>/dev/null ;;
+    density_mnist) part density_mnist 100 python scripts/train.py --config=configs/density_mnist.py \
+                     --workdir="$W/density_mnist" ;;
     sinkhorn_grid) part sinkhorn_grid 80 python scripts/bench_generative.py --cases=sinkhorn_grid \
                      --steps_scale=0.5 --out="$W/sinkhorn" ;;
   esac
