@@ -460,10 +460,12 @@ def run(problem: Game, method: GameMethod, hyper: GameHyper, key: jax.Array, par
 
 
 def reported_params(state: GameState) -> Any:
-  """Each player's moving average of its iterates where its rule keeps one (``Method.ema``,
+  """Each player's moving average of its iterates where it keeps one (``Method.ema``,
   ``optim.<player>.ema``; a discriminator's average is of its iterates before the problem's
-  projection), else its last iterate."""
-  return tuple(averaged_params(opt_state, params)
+  projection), else its last iterate. A player on ``sga`` reports its last iterate too: a scheme
+  that wraps the rule (optimistic) would leave sga's own average over other points than the
+  iterates."""
+  return tuple(averaged_params(opt_state, params, cesaro=False)
                for opt_state, params in zip(state.opt_state, state.params, strict=True))
 
 

@@ -128,15 +128,17 @@ def test_a_users_scheme_through_the_registry():
     validate(config)
 
 
-def test_a_players_moving_average_is_reported_and_the_iterates_are_unchanged():
+@pytest.mark.parametrize("scheme", ["alternating", "optimistic", "extragradient"])
+def test_a_players_moving_average_is_reported_and_the_iterates_are_unchanged(scheme):
   """The generator with ``ema``: the game's iterates are those of the run without it, and the
-  reported generator is the debiased moving average of its recorded iterates (the discriminator,
-  without one, is reported as its last iterate)."""
+  reported generator is the debiased moving average of its recorded iterates, under a scheme
+  that wraps the rule (optimistic) too; the discriminator, on sga, is reported as its last
+  iterate (sga's own average would be over other points than the iterates there)."""
   decay, steps = 0.9, 12
   hyper = game.GameHyper(driver.hyperparameters(0.1), driver.hyperparameters(0.1))
 
   def play(generator):
-    method = game.GameMethod(generator, driver.Method("sgd"), scheme="alternating")
+    method = game.GameMethod(generator, driver.Method("sga"), scheme=scheme)
     return game.run(Bilinear(jnp.array([1.0, 0.5])), method, hyper, jax.random.PRNGKey(0),
                     num_steps=steps, log_every=1, record_params=True)
 

@@ -143,15 +143,16 @@ def exponential_average(decay: float | jax.Array) -> optax.GradientTransformatio
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def averaged_params(state: optax.OptState, default: optax.Params | None = None) -> optax.Params:
+def averaged_params(state: optax.OptState, default: optax.Params | None = None, *,
+                    cesaro: bool = True) -> optax.Params:
   """The average of the iterates kept in ``state``: an ``exponential_average``'s if there is one
-  (``optim.ema``), else the Cesaro average of ``sga`` (or of any chain holding
+  (``optim.ema``), else (with ``cesaro``) the Cesaro average of ``sga`` (or of any chain holding
   ``cesaro_average``).
 
   Returns ``default`` when the state holds no average (e.g. the state of ``sgd``), so a loop can
   call ``averaged_params(state, params)`` for every method.
   """
-  for kind in (ExponentialAverageState, CesaroAverageState):
+  for kind in (ExponentialAverageState, CesaroAverageState)[:2 if cesaro else 1]:
     is_average = lambda node, kind=kind: isinstance(node, kind)  # noqa: E731
     found = [node for node in jax.tree.leaves(state, is_leaf=is_average) if is_average(node)]
     if found:
