@@ -510,8 +510,8 @@ def _lazy_block(one_run, problem: Problem, method: Method, hyper: Hyperparameter
       state, carry = carried
       drawn, order = _draw_page(problem, method, state, page)
       steps = state.step + jnp.arange(page, dtype=jnp.int32)
-      page_rates = jax.vmap(lambda h: lazy._rates(rates(method, h)[0], steps,
-                                                  carry.coordinates.dtype))(hyper)
+      page_rates = jax.vmap(lambda h: lazy.step_rates(rates(method, h)[0], steps,
+                                                      carry.coordinates.dtype))(hyper)
       carry = lazy.multi_run_steps(problem, method, page_rates, carry, steps - start, drawn)
       return state._replace(step=state.step + page, order=order), carry
 
@@ -533,7 +533,6 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
   optimizer, schedule = _optimizer(problem, method, hyper)
   step = make_step(problem, method, optimizer)
   is_lazy = lazy.supports(problem, method)
-  rate, _ = rates(method, hyper)
 
   # Steps run in pages of samples drawn ahead (see _draw_page); a page divides the log block
   # and, for shuffled epochs, is no longer than an epoch.

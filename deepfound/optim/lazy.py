@@ -363,7 +363,8 @@ def _fold(problem: SparseLinear, carry: LazyCarry, shrink) -> LazyCarry:
   return carry._replace(coordinates=coordinates)
 
 
-def _rates(learning_rate: optax.ScalarOrSchedule, global_steps, dtype) -> jax.Array:
+def step_rates(learning_rate: optax.ScalarOrSchedule, global_steps, dtype) -> jax.Array:
+  """The rate of each of ``global_steps`` (a number or a schedule), in ``dtype``."""
   if callable(learning_rate):
     return jax.vmap(learning_rate)(global_steps).astype(dtype)
   return jnp.broadcast_to(jnp.asarray(learning_rate, dtype), global_steps.shape)
@@ -376,7 +377,7 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   page, not per step, since a conditional in the step body costs more than the step. Only a
   page whose own shrink factors take s below the floor tests before each step."""
   dtype = carry.coordinates.dtype
-  rates = _rates(learning_rate, global_steps, dtype)
+  rates = step_rates(learning_rate, global_steps, dtype)
   shrinks = 1.0 - rates * jnp.asarray(problem.l2, dtype)
   floor = scale_floor(dtype)
   page, start = local_steps.shape[0], local_steps[0]

@@ -32,16 +32,23 @@ def cesaro_average() -> optax.GradientTransformationExtraArgs:
   Must come last in a chain, so that ``updates`` are the final ones.
   """
 
+  return _iterate_average("cesaro_average", CesaroAverageState, _running_average)
+
+
+def _iterate_average(name: str, state_type, blend) -> optax.GradientTransformationExtraArgs:
+  """A transformation that leaves updates unchanged and keeps ``state_type(count, average)``,
+  the average moved to ``blend(average, new_params, count)`` after each update (count >= 1)."""
+
   def init_fn(params):
-    return CesaroAverageState(count=jnp.zeros((), jnp.int32), average=params)
+    return state_type(count=jnp.zeros((), jnp.int32), average=params)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
-      raise ValueError("cesaro_average needs params")
+      raise ValueError(f"{name} needs params")
     count = optax.safe_increment(state.count)
-    average = _running_average(state.average, optax.apply_updates(params, updates), count)
-    return updates, CesaroAverageState(count, average)
+    average = blend(state.average, optax.apply_updates(params, updates), count)
+    return updates, state_type(count, average)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -123,24 +130,15 @@ def exponential_average(decay: float | jax.Array) -> optax.GradientTransformatio
   Must come last in a chain.
   """
 
-  def init_fn(params):
-    return ExponentialAverageState(count=jnp.zeros((), jnp.int32), average=params)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    if params is None:
-      raise ValueError("exponential_average needs params")
-    count = optax.safe_increment(state.count)
-    new_params = optax.apply_updates(params, updates)
-
-    def blend(a, p):
+  def blend(average, new_params, count):
+    def leaf(a, p):
       d = jnp.asarray(decay, jnp.result_type(a))
       weight = (1 - d) / (1 - d ** count.astype(d.dtype))
       return a + weight * (p - a)
 
-    return updates, ExponentialAverageState(count, jax.tree.map(blend, state.average, new_params))
+    return jax.tree.map(leaf, average, new_params)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _iterate_average("exponential_average", ExponentialAverageState, blend)
 
 
 def averaged_params(state: optax.OptState, default: optax.Params | None = None, *,
