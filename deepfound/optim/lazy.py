@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover
   Layout = with_layout_constraint = None
 
 from deepfound.numerics import any_run, soft_threshold
+from deepfound.optim import lazy_kernel
 from deepfound.optim.registry import LazyForm
 from deepfound.problems.kinds import Objective, SparseLinear
 
@@ -404,7 +405,15 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   # insertion with region analysis (_xla_flags.py) copies the coordinates every step of a loop
   # inside a conditional (8.5 against 84 us a step of L1 SAGA on rcv1-shaped data).
   carry = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, carry)
-  return jax.lax.fori_loop(0, jnp.where(strong, 0, page), body, carry)
+  count = jnp.where(strong, 0, page)
+  if not (lazy_kernel.available() and lazy_kernel.supports(problem)):
+    return jax.lax.fori_loop(0, count, body, carry)
+  # The page's plain steps in one XLA:CPU call (lazy_kernel.cc) where the program is lowered for
+  # the CPU; this loop on other platforms.
+  return jax.lax.platform_dependent(
+      carry, cpu=lambda c: lazy_kernel.run_page(problem, form_of(method), _over_seen(method), c,
+                                                count, local_steps, rates, shrinks, drawn),
+      default=lambda c: jax.lax.fori_loop(0, count, body, c))
 
 
 # ----------------------------------------------------------------------------------------------
