@@ -431,9 +431,23 @@ def make_step(problem: Problem, method: Method, optimizer: optax.GradientTransfo
 
 
 PAGE_STEPS = 256  # 100 KB of rows at p = 100: leaves the cache to the gradient memory
+# A page of lazy sparse steps run by the compiled kernel (lazy_kernel): its plain steps are one
+# call, and what is left to spread is the page's own work (its draws, the rebase test). On
+# rcv1-shaped data (SAG, 10 epochs, one log block) pages of up to 256, 1,024 and 2,048 steps
+# took 0.47-0.50, 0.41-0.53 and 0.47-0.49 us a step (medians of 9, two runs each): flat around
+# 1,024, where the page's overhead is about 0.08 us a step.
+KERNEL_PAGE_STEPS = 1024
 # Steps per loop iteration by backend (``Method.unroll``'s default); measured by
 # scripts/accelerator_check.py (results/bench/accelerator.md: step time against the unroll).
 DEFAULT_UNROLL = {"cpu": 1, "gpu": 8}
+
+
+def page_bound(problem: Problem, method: Method) -> int:
+  """The most steps a page holds: ``KERNEL_PAGE_STEPS`` where the lazy path's compiled kernel
+  runs them (``lazy.kernel_runs``), ``PAGE_STEPS`` otherwise."""
+  if lazy.supports(problem, method) and lazy.kernel_runs(problem):
+    return KERNEL_PAGE_STEPS
+  return PAGE_STEPS
 
 
 def default_unroll(backend: str | None = None) -> int:
@@ -536,7 +550,7 @@ def run_chunk(problem: Problem, method: Method, hyper: Hyperparameters, state: R
 
   # Steps run in pages of samples drawn ahead (see _draw_page); a page divides the log block
   # and, for shuffled epochs, is no longer than an epoch.
-  bound = PAGE_STEPS
+  bound = page_bound(problem, method)
   if _shuffles(problem, method):
     bound = min(bound, steps_per_epoch(problem.num_samples, method.batch_size))
   page = largest_divisor_at_most(log_every, bound)
@@ -678,7 +692,7 @@ def run_on_indices(problem: FiniteSum, method: Method, hyper: Hyperparameters, i
     drawn = (block_b, _batches(problem, block_b, state.key, steps))
     if is_lazy:  # in pages, as run_chunk's, so that the scale's rescales come at the same steps
       carry = lazy.begin(problem, method, state.params, state.opt_state, log_every)
-      page = largest_divisor_at_most(log_every, PAGE_STEPS)
+      page = largest_divisor_at_most(log_every, page_bound(problem, method))
       paged = jax.tree.map(lambda a: a.reshape((log_every // page, page) + a.shape[1:]),
                            (steps, steps - state.step, drawn))
       carry = jax.lax.scan(lambda c, x: (lazy.run_steps(problem, method, rate, c, *x), None),

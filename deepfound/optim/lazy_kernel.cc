@@ -93,6 +93,19 @@ inline T LossDerivative(int64_t loss, T score, T target) {
   return score - target;
 }
 
+// The next step's row (a random row of a data set larger than the cache): its loads would
+// otherwise wait on memory at the start of the step.
+template <typename T>
+inline void Prefetch(const int32_t* columns, const T* values, int64_t start, int64_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr int64_t kLine = 64;
+  const char* c = reinterpret_cast<const char*>(columns + start);
+  const char* x = reinterpret_cast<const char*>(values + start);
+  for (int64_t b = 0; b < m * static_cast<int64_t>(sizeof(int32_t)); b += kLine) __builtin_prefetch(c + b);
+  for (int64_t b = 0; b < m * static_cast<int64_t>(sizeof(T)); b += kLine) __builtin_prefetch(x + b);
+#endif
+}
+
 template <typename T>
 void CopyIfMoved(const ffi::AnyBuffer& from, ffi::AnyBuffer* to) {
   if (from.untyped_data() != to->untyped_data()) {
@@ -122,6 +135,8 @@ void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::
   const int64_t width = width_dims[width_dims.size() - 1];
   const auto column_dims = columns_in.dimensions();
   const int64_t m = column_dims[column_dims.size() - 1];
+  const int64_t num_rows = column_dims[0];
+  const int64_t table_size = static_cast<int64_t>(table_in.element_count());
   const bool keeps = o.keeps != 0, l1 = o.l1 != 0.0;
   const bool weighted = weights_in.element_count() > 0;
   const int64_t p = o.num_columns;
@@ -140,10 +155,16 @@ void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::
   const int32_t* index = indices.typed_data();
   const int32_t* columns = columns_in.typed_data();
 
+  // A sample index out of range reads the nearest row and writes no memory, as XLA's gather and
+  // scatter would (the driver never draws one).
+  auto row_of = [num_rows](int32_t i) { return std::clamp<int64_t>(i, 0, num_rows - 1); };
   std::vector<T> v(m), g(m);
-  for (int32_t t = 0; t < count; ++t) {
-    const int32_t* row_columns = columns + static_cast<int64_t>(t) * m;
-    const T* row_values = values + static_cast<int64_t>(t) * m;
+  const int32_t steps_to_run = std::clamp<int32_t>(count, 0, static_cast<int32_t>(local_steps.element_count()));
+  for (int32_t t = 0; t < steps_to_run; ++t) {
+    const int64_t r = row_of(index[t]);
+    if (t + 2 < steps_to_run) Prefetch(columns, values, row_of(index[t + 2]) * m, m);
+    const int32_t* row_columns = columns + r * m;
+    const T* row_values = values + r * m;
     const int64_t to_index = static_cast<int64_t>(steps[t]) - origin;
     if (l1 && to_index >= 0 && to_index < num_sums) sums[to_index] = q_now;  // lazy._flush
     T den = o.over_seen ? T(std::max<int32_t>(num_seen, 1)) : T(o.num_samples);
@@ -170,14 +191,15 @@ void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::
       score += row_values[j] * (scale * vj);
     }
     score += intercept;
-    T fresh = LossDerivative<T>(o.loss, score, targets[t]);
-    if (weighted) fresh *= weights[t];
+    T fresh = LossDerivative<T>(o.loss, score, targets[r]);
+    if (weighted) fresh *= weights[r];
 
     // The memory, the direction and the step (lazy._advance).
     const int64_t i = index[t];
+    const bool stored = i >= 0 && i < table_size;
     T change = fresh, intercept_direction = fresh;
     if (keeps) {
-      T old = table[i];
+      T old = table[std::clamp<int64_t>(i, 0, table_size - 1)];
       if (o.over_seen) {
         if (std::isnan(old)) {
           old = T(0);
@@ -193,7 +215,7 @@ void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::
         intercept_direction = change + intercept_sum / den;
         intercept_sum = intercept_sum + change;
       }
-      table[i] = fresh;
+      if (stored) table[i] = fresh;
     }
     const T next_scale = scale * shrinks[t];
     const T ratio = rates[t] / next_scale;
@@ -264,7 +286,12 @@ ffi::Error LazyPage(ffi::AnyBuffer coordinates, ffi::AnyBuffer table, ffi::AnyBu
 }  // namespace
 
 // The one exported symbol (the library builds with hidden visibility).
-extern "C" __attribute__((visibility("default"))) XLA_FFI_Error* DeepfoundLazyPage(XLA_FFI_CallFrame*);
+#if defined(_WIN32)
+#define DEEPFOUND_EXPORT __declspec(dllexport)
+#else
+#define DEEPFOUND_EXPORT __attribute__((visibility("default")))
+#endif
+extern "C" DEEPFOUND_EXPORT XLA_FFI_Error* DeepfoundLazyPage(XLA_FFI_CallFrame*);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepfoundLazyPage, LazyPage,
                               ffi::Ffi::Bind()
@@ -277,10 +304,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepfoundLazyPage, LazyPage,
                                   .Arg<ffi::AnyBuffer>()             // rates (page,)
                                   .Arg<ffi::AnyBuffer>()             // shrinks (page,)
                                   .Arg<ffi::Buffer<ffi::S32>>()      // sample indices (page,)
-                                  .Arg<ffi::Buffer<ffi::S32>>()      // columns (page, m)
-                                  .Arg<ffi::AnyBuffer>()             // values (page, m)
-                                  .Arg<ffi::AnyBuffer>()             // targets (page,)
-                                  .Arg<ffi::AnyBuffer>()             // sample weights (page,) or (0,)
+                                  .Arg<ffi::Buffer<ffi::S32>>()      // the data's columns (n, m)
+                                  .Arg<ffi::AnyBuffer>()             // the data's values (n, m)
+                                  .Arg<ffi::AnyBuffer>()             // targets (n,)
+                                  .Arg<ffi::AnyBuffer>()             // sample weights (n,) or (0,)
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()

@@ -10,12 +10,14 @@ the reference the tests compare the kernel to. It covers the scalar layout (bina
 least squares) in float32 and float64, with or without a gradient memory, L1, an intercept and
 sample weights; multinomial problems take the JAX loop.
 
-``DEEPFOUND_LAZY_KERNEL=0`` in the environment (or ``ENABLED = False`` before a program is
-traced) turns the kernel off.
+``DEEPFOUND_LAZY_KERNEL=0`` in the environment turns the kernel off, and so does
+``with lazy_kernel.enabled(False):`` around the programs to trace (the choice is made when a
+program is traced, so the context clears JAX's caches on the way in and out).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib.machinery
@@ -62,6 +64,20 @@ def available() -> bool:
   return ENABLED and _registered()
 
 
+@contextlib.contextmanager
+def enabled(flag: bool):
+  """Traces the programs inside with the kernel on (where it is built) or off."""
+  global ENABLED
+  before = ENABLED
+  ENABLED = bool(flag)
+  jax.clear_caches()
+  try:
+    yield
+  finally:
+    ENABLED = before
+    jax.clear_caches()
+
+
 def supports(problem) -> bool:
   """Whether the kernel covers ``problem`` (a ``SparseLinear``): the scalar layout, float32 or
   float64."""
@@ -73,16 +89,17 @@ def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, s
   """``count`` steps (0 or the page) of the lazy loop from ``carry``, a ``lazy.LazyCarry`` whose
   deferred writes are flushed first; the result's deferred writes are empty, as after
   ``lazy.rebase``. ``form`` is the rule's ``LazyForm``; the other operands are those of
-  ``lazy.run_steps``' loop (the page's steps, rates, shrink factors and drawn rows)."""
+  ``lazy.run_steps``' loop (the page's steps, rates, shrink factors and draws), of which the
+  kernel takes the sample indices and reads their rows from ``problem``."""
   dtype = carry.coordinates.dtype
   columns, rows, table_index, _ = carry.pending
   coordinates = carry.coordinates.at[columns].set(rows)
   table = carry.table
   if table.shape[0]:
     table = table.at[table_index].set(carry.pending[3], mode="drop")
-  index, batch = drawn
+  index = drawn[0]  # the kernel reads the sampled rows from the data set itself
   page = local_steps.shape[0]
-  weights = batch[3].reshape(page) if len(batch) > 3 else jnp.zeros((0,), dtype)
+  weights = problem.weights if problem.weights is not None else jnp.zeros((0,), dtype)
   scalars = jnp.stack([carry.intercept, carry.scale, carry.q_now,
                        carry.intercept_sum]).astype(dtype)
   counters = jnp.stack([carry.origin, carry.num_seen, count]).astype(jnp.int32)
@@ -95,9 +112,8 @@ def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, s
   coordinates, table, cumulative, scalars, seen = call(
       coordinates, table, carry.cumulative, scalars, counters,
       local_steps.astype(jnp.int32), rates.astype(dtype), shrinks.astype(dtype),
-      index.reshape(page).astype(jnp.int32), batch[0].reshape(page, -1).astype(jnp.int32),
-      batch[1].reshape(page, -1).astype(dtype), batch[2].reshape(page).astype(dtype),
-      weights.astype(dtype),
+      index.reshape(page).astype(jnp.int32), problem.indices.astype(jnp.int32),
+      problem.values.astype(dtype), problem.targets.astype(dtype), weights.astype(dtype),
       loss=np.int64(LOSS_CODES[problem.loss]), keeps=np.int64(form.memory),
       unbiased=np.int64(form.unbiased), over_seen=np.int64(over_seen),
       fit_intercept=np.int64(problem.fit_intercept), num_columns=np.int64(problem.num_columns),

@@ -63,7 +63,7 @@ def bytes_per_run(problem, method: driver.Method, hyper, num_logs: int) -> int:
     sample = jax.eval_shape(problem.batch, jnp.zeros((method.batch_size,), jnp.int32))
   else:
     sample = jax.eval_shape(problem.draw, jax.random.PRNGKey(0), method.batch_size)
-  page = driver.PAGE_STEPS * (tree_bytes(sample) + 4 * method.batch_size)
+  page = driver.page_bound(problem, method) * (tree_bytes(sample) + 4 * method.batch_size)
   # The state is held twice while a step writes the next one.
   return 2 * tree_bytes(state) + 16 * num_logs + scores + page
 
