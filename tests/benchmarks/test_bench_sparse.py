@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from deepfound.optim import lazy_kernel
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -40,8 +42,17 @@ def test_benchmark_writes_its_table(tmp_path):
   assert "LogisticRegression(solver='sag')" in table and "learning-rate sweep" in table
 
   rows = results["versus"]["rows"]
+  # Where the compiled kernel runs the steps, the JAX loop is timed alongside.
+  blocks = ("run", "epoch") + (("run, JAX loop",) if lazy_kernel.available() else ())
   assert {(r["solver"], r["block"]) for r in rows} == {
-      (s, b) for s in ("sag", "saga") for b in ("run", "epoch")}
+      (s, b) for s in ("sag", "saga") for b in blocks}
+  by = {(r["solver"], r["block"]): r for r in rows}
+  if lazy_kernel.available():
+    assert "| kernel |" in table and "| JAX |" in table
+    for solver in ("sag", "saga"):  # the same iterate, to float32 rounding
+      assert by[solver, "run"]["loop"] == "kernel" and by[solver, "run, JAX loop"]["loop"] == "JAX"
+      assert by[solver, "run"]["ours_objective"] == pytest.approx(
+          by[solver, "run, JAX loop"]["ours_objective"], rel=1e-5)
   for r in rows:
     assert math.isfinite(r["ratio"]) and r["ratio"] > 0, r
     # Both final iterates are close to E* (2 epochs at n ~ 500: E - E* ~ 1e-2) and to each other.
