@@ -53,36 +53,39 @@ inline T Sign(T v) { return std::isnan(v) ? v : (v > 0 ? T(1) : (v < 0 ? T(-1) :
 template <typename T>
 inline T Soft(T v, T t) { return Sign(v) * Max(std::abs(v) - t, T(0)); }
 
-// jnp.searchsorted(sums, target, side="left") on an ascending array: the count of entries below.
+// jnp.searchsorted(sums, target, side="left") on an ascending array of size >= 1: the count of
+// entries below target. Without branches (a binary search's branches mispredict half the time,
+// and a step may search once per entry of its row).
 template <typename T>
 inline int64_t SearchLeft(const T* sums, int64_t size, T target) {
-  int64_t low = 0, high = size;
-  while (low < high) {
-    int64_t mid = low + (high - low) / 2;
-    if (sums[mid] < target) low = mid + 1; else high = mid;
+  const T* base = sums;
+  while (size > 1) {
+    const int64_t half = size / 2;
+    base = base[half - 1] < target ? base + half : base;
+    size -= half;
   }
-  return low;
+  return (base - sums) + (base[0] < target ? 1 : 0);
 }
 
-// lazy._threshold_walk for one coordinate.
+// lazy._threshold_walk for one coordinate; ``sums`` holds Q up to ``to_index`` (where it is
+// q_to) and +inf after. The cases the JAX version computes and then discards are skipped: the
+// crossing step is searched for only where the walk does cross zero (target <= q_to, which is
+// where the search over the whole array would end at or before to_index).
 template <typename T>
 T ThresholdWalk(T v, T h, T q_from, T q_to, T lam, const T* sums, int64_t size, int64_t to_index) {
   const T sign = h < 0 ? T(-1) : T(1);
   const T vv = v * sign, hh = h * sign;
   const T span = q_to - q_from;
-  const T small = Soft(vv - span * hh, span * lam);
-  const T target = q_from + (vv > 0 ? vv : T(0)) / Max(hh + lam, std::numeric_limits<T>::min());
-  int64_t after = SearchLeft(sums, size, target);
-  const bool crossed = after <= to_index;
-  after = std::clamp<int64_t>(after, 1, size - 1);
-  const T q_after = crossed ? sums[after] : q_to;
-  const T q_before = crossed ? sums[after - 1] : q_from;
+  if (hh <= lam) return sign * Soft(vv - span * hh, span * lam);
+  if (vv <= 0) return sign * (vv - span * (hh - lam));
+  const T target = q_from + vv / Max(hh + lam, std::numeric_limits<T>::min());
+  if (!(target <= q_to)) return sign * (vv - span * (hh + lam));  // not crossed (or NaN)
+  const int64_t after = std::clamp<int64_t>(SearchLeft(sums, to_index + 1, target), 1, size - 1);
+  const T q_after = sums[after], q_before = sums[after - 1];
   const T at_cross = vv - (q_before - q_from) * (hh + lam);
   const T step_q = q_after - q_before;
   const T landed = Min(T(0), at_cross - step_q * hh + step_q * lam);
-  const T through = landed - (q_to - q_after) * (hh - lam);
-  const T large = vv <= 0 ? vv - span * (hh - lam) : (crossed ? through : vv - span * (hh + lam));
-  return sign * (hh <= lam ? small : large);
+  return sign * (landed - (q_to - q_after) * (hh - lam));
 }
 
 template <typename T>
