@@ -560,34 +560,19 @@ def multi_run_steps(problem: SparseLinear, method: Method, rates, carry: LazyCar
     return c._replace(coordinates=_row_major(c.coordinates), table=_row_major(c.table))
   carry = jax.lax.cond(due, lambda c: rebased(c, start), lambda c: c, carry)
 
-  kernel = kernel_runs(problem)
-
-  def at(i):
-    """Step i's draw; with the kernel, a guarded step gathers its own row (``run_steps``)."""
-    if kernel:
-      return drawn[0][i], problem.batch(drawn[0][i])
-    return jax.tree.map(lambda a: a[i], drawn)
-
   def body(i, c):
-    d = at(i)
+    d = jax.tree.map(lambda a: a[i], drawn)
     return _multi_step(problem, method, c, local_steps[i], rates[:, i], shrinks[:, i], d)
 
   def guarded(i, c):
-    d = at(i)
+    d = jax.tree.map(lambda a: a[i], drawn)
     k, shrink = local_steps[i], shrinks[:, i]
     fold = jnp.any(c.scale * shrink < floor)
     c = jax.lax.cond(fold, lambda c: rebased(c, k), lambda c: c, c)
     return _multi_step(problem, method, c, k, rates[:, i], shrink, d, fold)
 
   carry = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, carry)
-  count = jnp.where(strong, 0, page)
-  if not kernel:
-    return jax.lax.fori_loop(0, count, body, carry)
-  # Every run's plain steps in one XLA:CPU call (lazy_kernel.cc), as in ``run_steps``.
-  return jax.lax.platform_dependent(
-      carry, cpu=lambda c: lazy_kernel.run_page(problem, form_of(method), _over_seen(method), c,
-                                                count, local_steps, rates, shrinks, drawn),
-      default=lambda c: jax.lax.fori_loop(0, count, body, c))
+  return jax.lax.fori_loop(0, jnp.where(strong, 0, page), body, carry)
 
 
 def kernel_runs(problem: SparseLinear) -> bool:

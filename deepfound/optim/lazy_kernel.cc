@@ -116,18 +116,9 @@ void CopyIfMoved(const ffi::AnyBuffer& from, ffi::AnyBuffer* to) {
   }
 }
 
-// One run's scalars between its steps.
+// The page: see lazy.run_kernel_steps for the operands.
 template <typename T>
-struct RunScalars {
-  T intercept, scale, q_now, intercept_sum;
-  int32_t origin, num_seen;
-};
-
-// The page, for R runs that draw the same rows (R = 1: a single run; see lazy_kernel.run_page
-// for the operands). Run r's coordinate c is the (c R + r)-th packed row, its stored scale of
-// sample i the (i R + r)-th table entry and its sums Q the r-th of R rows.
-template <typename T>
-void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::AnyBuffer& table_in,
+void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::AnyBuffer& table_in,
              const ffi::AnyBuffer& sums_in, const ffi::AnyBuffer& scalars_in,
              const ffi::Buffer<ffi::S32>& counters, const ffi::Buffer<ffi::S32>& local_steps,
              const ffi::AnyBuffer& rates_in, const ffi::AnyBuffer& shrinks_in,
@@ -142,30 +133,23 @@ void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::
   T* coordinates = coordinates_out.typed_data<T>();
   T* table = table_out.typed_data<T>();
   T* sums = sums_out.typed_data<T>();
-  const auto coordinate_dims = coordinates_in.dimensions();
-  const int64_t width = coordinate_dims[coordinate_dims.size() - 1];
-  const int64_t runs = coordinate_dims.size() == 3 ? coordinate_dims[1] : 1;
-  const int64_t num_sums = static_cast<int64_t>(sums_in.element_count()) / runs;
+  const int64_t num_sums = static_cast<int64_t>(sums_in.element_count());
+  const auto width_dims = coordinates_in.dimensions();
+  const int64_t width = width_dims[width_dims.size() - 1];
   const auto column_dims = columns_in.dimensions();
   const int64_t m = column_dims[column_dims.size() - 1];
   const int64_t num_rows = column_dims[0];
-  const int64_t table_size = static_cast<int64_t>(table_in.element_count()) / runs;
-  const int64_t page = static_cast<int64_t>(local_steps.element_count());
+  const int64_t table_size = static_cast<int64_t>(table_in.element_count());
   const bool keeps = o.keeps != 0, l1 = o.l1 != 0.0;
   const bool weighted = weights_in.element_count() > 0;
   const int64_t p = o.num_columns;
 
-  // scalars (4, R): intercept, scale, q_now, intercept_sum; counters (2 R + 1): origins,
-  // distinct samples seen, and the steps to run.
   const T* scalars = scalars_in.typed_data<T>();
-  const int32_t* counts = counters.typed_data();
-  std::vector<RunScalars<T>> state(runs);
-  for (int64_t r = 0; r < runs; ++r) {
-    state[r] = {scalars[r], scalars[runs + r], scalars[2 * runs + r], scalars[3 * runs + r],
-                counts[r], counts[runs + r]};
-  }
-  const int64_t steps_to_run = std::clamp<int64_t>(counts[2 * runs], 0, page);
-  const T* rates = rates_in.typed_data<T>();  // (R, page)
+  T intercept = scalars[0], scale = scalars[1], q_now = scalars[2], intercept_sum = scalars[3];
+  const int32_t origin = counters.typed_data()[0];
+  int32_t num_seen = counters.typed_data()[1];
+  const int32_t count = counters.typed_data()[2];
+  const T* rates = rates_in.typed_data<T>();
   const T* shrinks = shrinks_in.typed_data<T>();
   const T* values = values_in.typed_data<T>();
   const T* targets = targets_in.typed_data<T>();
@@ -178,105 +162,94 @@ void RunPage(const Options& o, const ffi::AnyBuffer& coordinates_in, const ffi::
   // scatter would (the driver never draws one).
   auto row_of = [num_rows](int32_t i) { return std::clamp<int64_t>(i, 0, num_rows - 1); };
   std::vector<T> v(m), g(m);
-  for (int64_t t = 0; t < steps_to_run; ++t) {
-    const int64_t r_row = row_of(index[t]);
+  const int32_t steps_to_run = std::clamp<int32_t>(count, 0, static_cast<int32_t>(local_steps.element_count()));
+  for (int32_t t = 0; t < steps_to_run; ++t) {
+    const int64_t r = row_of(index[t]);
     if (t + 2 < steps_to_run) Prefetch(columns, values, row_of(index[t + 2]) * m, m);
-    const int32_t* row_columns = columns + r_row * m;
-    const T* row_values = values + r_row * m;
-    const T target = targets[r_row];
-    const T weight = weighted ? weights[r_row] : T(1);
+    const int32_t* row_columns = columns + r * m;
+    const T* row_values = values + r * m;
+    const int64_t to_index = static_cast<int64_t>(steps[t]) - origin;
+    if (l1 && to_index >= 0 && to_index < num_sums) sums[to_index] = q_now;  // lazy._flush
+    T den = o.over_seen ? T(std::max<int32_t>(num_seen, 1)) : T(o.num_samples);
+    const T lam = T(o.l1) * (keeps ? den : T(1));
+
+    // The row's coordinates, brought up to date (lazy._catch_up), and the score.
+    T score = 0;
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t c = row_columns[j];
+      if (c < 0 || c >= p) continue;  // padding: value 0 on the spare coordinate p
+      const T* packed = coordinates + c * width;
+      T vj = packed[0];
+      const T gj = keeps ? packed[1] : T(0);
+      const T stamp = packed[width - 1];
+      if (!l1) {
+        if (keeps) vj = vj - (q_now - stamp) * gj;
+      } else if (!keeps) {
+        vj = Soft(vj, (q_now - stamp) * lam);
+      } else {
+        vj = ThresholdWalk(vj, gj, stamp, q_now, lam, sums, num_sums, to_index);
+      }
+      v[j] = vj;
+      g[j] = gj;
+      score += row_values[j] * (scale * vj);
+    }
+    score += intercept;
+    T fresh = LossDerivative<T>(o.loss, score, targets[r]);
+    if (weighted) fresh *= weights[r];
+
+    // The memory, the direction and the step (lazy._advance).
     const int64_t i = index[t];
     const bool stored = i >= 0 && i < table_size;
-
-    for (int64_t r = 0; r < runs; ++r) {
-      RunScalars<T>& s = state[r];
-      T* run_sums = sums + r * num_sums;
-      const int64_t to_index = static_cast<int64_t>(steps[t]) - s.origin;
-      if (l1 && to_index >= 0 && to_index < num_sums) run_sums[to_index] = s.q_now;  // lazy._flush
-      T den = o.over_seen ? T(std::max<int32_t>(s.num_seen, 1)) : T(o.num_samples);
-      const T lam = T(o.l1) * (keeps ? den : T(1));
-
-      // The row's coordinates, brought up to date (lazy._catch_up), and the score.
-      T score = 0;
-      for (int64_t j = 0; j < m; ++j) {
-        const int64_t c = row_columns[j];
-        if (c < 0 || c >= p) continue;  // padding: value 0 on the spare coordinate p
-        const T* packed = coordinates + (c * runs + r) * width;
-        T vj = packed[0];
-        const T gj = keeps ? packed[1] : T(0);
-        const T stamp = packed[width - 1];
-        if (!l1) {
-          if (keeps) vj = vj - (s.q_now - stamp) * gj;
-        } else if (!keeps) {
-          vj = Soft(vj, (s.q_now - stamp) * lam);
-        } else {
-          vj = ThresholdWalk(vj, gj, stamp, s.q_now, lam, run_sums, num_sums, to_index);
+    T change = fresh, intercept_direction = fresh;
+    if (keeps) {
+      T old = table[std::clamp<int64_t>(i, 0, table_size - 1)];
+      if (o.over_seen) {
+        if (std::isnan(old)) {
+          old = T(0);
+          ++num_seen;
         }
-        v[j] = vj;
-        g[j] = gj;
-        score += row_values[j] * (s.scale * vj);
+        den = T(std::max<int32_t>(num_seen, 1));
       }
-      score += s.intercept;
-      T fresh = LossDerivative<T>(o.loss, score, target);
-      if (weighted) fresh *= weight;
-
-      // The memory, the direction and the step (lazy._advance).
-      T change = fresh, intercept_direction = fresh;
-      if (keeps) {
-        T& slot = table[std::clamp<int64_t>(i, 0, table_size - 1) * runs + r];
-        T old = slot;
-        if (o.over_seen) {
-          if (std::isnan(old)) {
-            old = T(0);
-            ++s.num_seen;
-          }
-          den = T(std::max<int32_t>(s.num_seen, 1));
-        }
-        change = fresh - old;
-        if (!o.unbiased) {
-          s.intercept_sum = s.intercept_sum + change;
-          intercept_direction = s.intercept_sum / den;
-        } else {
-          intercept_direction = change + s.intercept_sum / den;
-          s.intercept_sum = s.intercept_sum + change;
-        }
-        if (stored) slot = fresh;
+      change = fresh - old;
+      if (!o.unbiased) {
+        intercept_sum = intercept_sum + change;
+        intercept_direction = intercept_sum / den;
+      } else {
+        intercept_direction = change + intercept_sum / den;
+        intercept_sum = intercept_sum + change;
       }
-      const T rate = rates[r * page + t];
-      const T next_scale = s.scale * shrinks[r * page + t];
-      const T ratio = rate / next_scale;
-      s.q_now = s.q_now + (keeps ? ratio / den : ratio);
-      for (int64_t j = 0; j < m; ++j) {
-        const int64_t c = row_columns[j];
-        if (c < 0 || c >= p) continue;
-        const T x = row_values[j];
-        T direction, g_new = g[j];
-        if (!keeps) {
-          direction = x * fresh;
-        } else {
-          g_new = g[j] + x * change;
-          direction = o.unbiased ? x * change + g[j] / den : g_new / den;
-        }
-        T vj = v[j] - ratio * direction;
-        if (l1) vj = Soft(vj, ratio * T(o.l1));
-        T* packed = coordinates + (c * runs + r) * width;
-        packed[0] = vj;
-        if (keeps) packed[1] = g_new;
-        packed[width - 1] = s.q_now;
-      }
-      if (o.fit_intercept) s.intercept = s.intercept - rate * intercept_direction;
-      s.scale = next_scale;
+      if (stored) table[i] = fresh;
     }
+    const T next_scale = scale * shrinks[t];
+    const T ratio = rates[t] / next_scale;
+    q_now = q_now + (keeps ? ratio / den : ratio);
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t c = row_columns[j];
+      if (c < 0 || c >= p) continue;
+      const T x = row_values[j];
+      T direction, g_new = g[j];
+      if (!keeps) {
+        direction = x * fresh;
+      } else {
+        g_new = g[j] + x * change;
+        direction = o.unbiased ? x * change + g[j] / den : g_new / den;
+      }
+      T vj = v[j] - ratio * direction;
+      if (l1) vj = Soft(vj, ratio * T(o.l1));
+      T* packed = coordinates + c * width;
+      packed[0] = vj;
+      if (keeps) packed[1] = g_new;
+      packed[width - 1] = q_now;
+    }
+    if (o.fit_intercept) intercept = intercept - rates[t] * intercept_direction;
+    scale = next_scale;
   }
   T* out = scalars_out.typed_data<T>();
-  int32_t* seen = seen_out->typed_data();
-  for (int64_t r = 0; r < runs; ++r) {
-    out[r] = state[r].intercept;
-    out[runs + r] = state[r].scale;
-    out[2 * runs + r] = state[r].q_now;
-    out[3 * runs + r] = state[r].intercept_sum;
-    seen[r] = state[r].num_seen;
-  }
+  out[0] = intercept;
+  out[1] = scale;
+  out[2] = q_now;
+  out[3] = intercept_sum;
+  seen_out->typed_data()[0] = num_seen;
 }
 
 ffi::Error LazyPage(ffi::AnyBuffer coordinates, ffi::AnyBuffer table, ffi::AnyBuffer sums,
@@ -298,18 +271,6 @@ ffi::Error LazyPage(ffi::AnyBuffer coordinates, ffi::AnyBuffer table, ffi::AnyBu
     if (b->element_type() != type) {
       return ffi::Error::InvalidArgument("lazy kernel: operands of mixed float types");
     }
-  }
-  const auto dims = coordinates.dimensions();
-  const int64_t runs = dims.size() == 3 ? dims[1] : 1;
-  const int64_t page = static_cast<int64_t>(local_steps.element_count());
-  if ((dims.size() != 2 && dims.size() != 3) || columns.dimensions().size() != 2 ||
-      scalars.element_count() != static_cast<size_t>(4 * runs) ||
-      counters.element_count() != static_cast<size_t>(2 * runs + 1) ||
-      rates.element_count() != static_cast<size_t>(runs * page) ||
-      shrinks.element_count() != static_cast<size_t>(runs * page) ||
-      indices.element_count() != static_cast<size_t>(page) || dims[0] != num_columns + 1 ||
-      values.element_count() != columns.element_count() || columns.dimensions()[0] < 1) {
-    return ffi::Error::InvalidArgument("lazy kernel: operand shapes do not agree");
   }
   if (type == ffi::DataType::F32) {
     RunPage<float>(o, coordinates, table, sums, scalars, counters, local_steps, rates, shrinks,
@@ -337,14 +298,14 @@ extern "C" DEEPFOUND_EXPORT XLA_FFI_Error* DeepfoundLazyPage(XLA_FFI_CallFrame*)
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepfoundLazyPage, LazyPage,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()             // coordinates (p + 1, [R,] width)
-                                  .Arg<ffi::AnyBuffer>()             // table (n[, R]) or empty
-                                  .Arg<ffi::AnyBuffer>()             // cumulative sums ([R,] S) or empty
-                                  .Arg<ffi::AnyBuffer>()             // (4, R) intercept, scale, q_now, intercept_sum
-                                  .Arg<ffi::Buffer<ffi::S32>>()      // (2 R + 1) origins, num_seen, steps to run
+                                  .Arg<ffi::AnyBuffer>()             // coordinates (p + 1, width)
+                                  .Arg<ffi::AnyBuffer>()             // table (n,) or (0,)
+                                  .Arg<ffi::AnyBuffer>()             // cumulative sums or (0,)
+                                  .Arg<ffi::AnyBuffer>()             // intercept, scale, q_now, intercept_sum
+                                  .Arg<ffi::Buffer<ffi::S32>>()      // origin, num_seen, steps to run
                                   .Arg<ffi::Buffer<ffi::S32>>()      // local steps (page,)
-                                  .Arg<ffi::AnyBuffer>()             // rates (R, page)
-                                  .Arg<ffi::AnyBuffer>()             // shrinks (R, page)
+                                  .Arg<ffi::AnyBuffer>()             // rates (page,)
+                                  .Arg<ffi::AnyBuffer>()             // shrinks (page,)
                                   .Arg<ffi::Buffer<ffi::S32>>()      // sample indices (page,)
                                   .Arg<ffi::Buffer<ffi::S32>>()      // the data's columns (n, m)
                                   .Arg<ffi::AnyBuffer>()             // the data's values (n, m)

@@ -90,44 +90,36 @@ def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, s
   deferred writes are flushed first; the result's deferred writes are empty, as after
   ``lazy.rebase``. ``form`` is the rule's ``LazyForm``; the other operands are those of
   ``lazy.run_steps``' loop (the page's steps, rates, shrink factors and draws), of which the
-  kernel takes the sample indices and reads their rows from ``problem``.
-
-  A multi-run carry (``lazy.multi_begin``: coordinates (p + 1, runs, width)) steps every run
-  on the same rows, with ``rates`` and ``shrinks`` (runs, page); each run's steps are those of
-  the single run."""
+  kernel takes the sample indices and reads their rows from ``problem``."""
   dtype = carry.coordinates.dtype
-  multi = carry.coordinates.ndim == 3
-  columns, rows, table_index, table_row = carry.pending
-  coordinates = carry.coordinates.at[columns].set(rows, mode="drop")
+  columns, rows, table_index, _ = carry.pending
+  coordinates = carry.coordinates.at[columns].set(rows)
   table = carry.table
-  if table.size:
-    table = table.at[table_index].set(table_row, mode="drop")
+  if table.shape[0]:
+    table = table.at[table_index].set(carry.pending[3], mode="drop")
+  index = drawn[0]  # the kernel reads the sampled rows from the data set itself
   page = local_steps.shape[0]
   weights = problem.weights if problem.weights is not None else jnp.zeros((0,), dtype)
   scalars = jnp.stack([carry.intercept, carry.scale, carry.q_now,
-                       carry.intercept_sum]).astype(dtype)  # (4,) or (4, runs)
-  counters = jnp.concatenate([jnp.ravel(carry.origin), jnp.ravel(carry.num_seen),
-                              jnp.reshape(count, (1,))]).astype(jnp.int32)
-  runs = carry.coordinates.shape[1] if multi else 1
+                       carry.intercept_sum]).astype(dtype)
+  counters = jnp.stack([carry.origin, carry.num_seen, count]).astype(jnp.int32)
   shape = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
   call = jax.ffi.ffi_call(
       TARGET,
-      (shape(coordinates), shape(table), shape(carry.cumulative), shape(scalars),
-       jax.ShapeDtypeStruct((runs,), jnp.int32)),
+      (shape(coordinates), shape(table), shape(carry.cumulative),
+       jax.ShapeDtypeStruct((4,), dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
       vmap_method="sequential", input_output_aliases={0: 0, 1: 1, 2: 2})
   coordinates, table, cumulative, scalars, seen = call(
       coordinates, table, carry.cumulative, scalars, counters,
       local_steps.astype(jnp.int32), rates.astype(dtype), shrinks.astype(dtype),
-      drawn[0].reshape(page).astype(jnp.int32), problem.indices.astype(jnp.int32),
+      index.reshape(page).astype(jnp.int32), problem.indices.astype(jnp.int32),
       problem.values.astype(dtype), problem.targets.astype(dtype), weights.astype(dtype),
       loss=np.int64(LOSS_CODES[problem.loss]), keeps=np.int64(form.memory),
       unbiased=np.int64(form.unbiased), over_seen=np.int64(over_seen),
       fit_intercept=np.int64(problem.fit_intercept), num_columns=np.int64(problem.num_columns),
       num_samples=np.int64(problem.num_samples), l1=np.float64(problem.l1))
   pending = (jnp.full_like(columns, problem.num_columns), jnp.zeros_like(rows),
-             jnp.asarray(table.shape[0], jnp.int32), jnp.zeros_like(table_row))
-  if not multi:
-    seen = seen[0]
+             jnp.asarray(table.shape[0], jnp.int32), jnp.zeros_like(carry.pending[3]))
   return carry._replace(coordinates=coordinates, table=table, cumulative=cumulative,
                         intercept=scalars[0], scale=scalars[1], q_now=scalars[2],
-                        intercept_sum=scalars[3], num_seen=seen, pending=pending)
+                        intercept_sum=scalars[3], num_seen=seen[0], pending=pending)

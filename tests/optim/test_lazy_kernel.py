@@ -136,26 +136,3 @@ def test_a_page_is_as_long_as_the_kernel_takes():
   assert driver.page_bound(problem, driver.Method("sag", batch_size=2)) == driver.PAGE_STEPS
   with lazy_kernel.enabled(False):
     assert driver.page_bound(problem, method) == driver.PAGE_STEPS
-
-
-@built
-def test_a_rate_sweep_runs_every_run_in_the_kernel():
-  """Runs that share their draws (``lazy.multi_run_steps``): every run's steps in one call, the
-  same as the multi-run JAX loop's (float64), rebases of one run taken by all."""
-  with jax.enable_x64(True):
-    problem = _problem(6, l2=1.0, l1=0.01, fit_intercept=True, shuffle=True,
-                       sample_weight=np.random.default_rng(2).uniform(0.3, 3.0, 40))
-    method = driver.Method("saga")
-    rates = jnp.array([0.002, 0.02, 0.08])
-    hyper = driver.Hyperparameters(rates, jnp.ones(3), jnp.ones(3))
-    run = jax.vmap(lambda h: driver.run(problem, method, h, jax.random.PRNGKey(1), num_steps=3000,
-                                        log_every=1500)[0])
-    with lazy_kernel.enabled(True):
-      assert lazy_kernel.TARGET in str(jax.make_jaxpr(run)(hyper))
-      kernel = jax.jit(run)(hyper)
-    with lazy_kernel.enabled(False):
-      reference = jax.jit(run)(hyper)
-    assert np.all(np.isfinite(kernel.params)) and np.abs(kernel.params).max() > 1e-3
-    for got, expected in zip(jax.tree.leaves((kernel.params, kernel.opt_state)),
-                             jax.tree.leaves((reference.params, reference.opt_state)), strict=True):
-      np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
