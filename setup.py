@@ -6,6 +6,7 @@ fails, the install goes on without it and the lazy path runs its pure-JAX loop
 (deepfound/optim/lazy_kernel.py says how to tell which one runs).
 """
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -29,8 +30,9 @@ class BuildKernel(build_ext):
   def build_extensions(self):
     msvc = self.compiler.compiler_type == "msvc"
     for extension in self.extensions:
-      extension.extra_compile_args = (["/std:c++17", "/O2"] if msvc else
-                                      ["-std=c++17", "-O3", "-fvisibility=hidden"])
+      extension.extra_compile_args = (["/std:c++17", "/O2", "/fp:precise"] if msvc else
+                                      ["-std=c++17", "-O3", "-fvisibility=hidden",
+                                       "-ffp-contract=off"])
     super().build_extensions()
 
 
@@ -38,8 +40,12 @@ include = ffi_include_dir()
 if include is None:
   print("deepfound: jaxlib's FFI headers not found; the lazy sparse kernel is not built "
         "(the pure-JAX loop runs instead)")
+SOURCE = "deepfound/optim/lazy_kernel.cc"
+# The source's digest, built into the library: lazy_kernel.py loads no library built from another.
+digest = hashlib.sha256((Path(__file__).resolve().parent / SOURCE).read_bytes()).hexdigest()[:16]
 extensions = [] if include is None else [
-    Extension("deepfound.optim._lazy_kernel", sources=["deepfound/optim/lazy_kernel.cc"],
-              include_dirs=[include], language="c++", optional=True)]
+    Extension("deepfound.optim._lazy_kernel", sources=[SOURCE], include_dirs=[include],
+              define_macros=[("DEEPFOUND_LAZY_KERNEL_SOURCE", f'"{digest}"')], language="c++",
+              optional=True)]
 
 setup(ext_modules=extensions, cmdclass={"build_ext": BuildKernel})

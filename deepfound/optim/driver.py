@@ -519,17 +519,19 @@ def _lazy_block(one_run, problem: Problem, method: Method, hyper: Hyperparameter
     params, memory = runs(state.params, state_b.params), runs(state.opt_state, state_b.opt_state)
     start = state.step
     carry = lazy.multi_begin(problem, method, params, memory, log_every)
+    # (pages of the plain length: the kernel's longer ones do not serve this path)
+    short = largest_divisor_at_most(page, PAGE_STEPS)
 
     def multi_page(_, carried):
       state, carry = carried
-      drawn, order = _draw_page(problem, method, state, page)
-      steps = state.step + jnp.arange(page, dtype=jnp.int32)
+      drawn, order = _draw_page(problem, method, state, short)
+      steps = state.step + jnp.arange(short, dtype=jnp.int32)
       page_rates = jax.vmap(lambda h: lazy.step_rates(rates(method, h)[0], steps,
                                                       carry.coordinates.dtype))(hyper)
       carry = lazy.multi_run_steps(problem, method, page_rates, carry, steps - start, drawn)
-      return state._replace(step=state.step + page, order=order), carry
+      return state._replace(step=state.step + short, order=order), carry
 
-    state, carry = jax.lax.fori_loop(0, log_every // page, multi_page, (state, carry))
+    state, carry = jax.lax.fori_loop(0, log_every // short, multi_page, (state, carry))
     params, memory = lazy.multi_end(problem, method, carry, log_every)
     out = state._replace(params=params, opt_state=memory)
     flags = state_b._replace(params=jax.tree.map(lambda _: True, params),

@@ -376,7 +376,8 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   """``lax.scan`` of ``step`` over a page of samples (pages are at most 256 steps and divide the
   log block), after a rebase where the page needs one (see ``RESCALE_EVERY``): the tests run per
   page, not per step, since a conditional in the step body costs more than the step. Only a
-  page whose own shrink factors take s below the floor tests before each step."""
+  page whose own shrink factors take s below the floor tests before each step. Where the
+  compiled kernel runs the page (``kernel_runs``), it tests every step itself, at no cost."""
   dtype = carry.coordinates.dtype
   rates = step_rates(learning_rate, global_steps, dtype)
   shrinks = 1.0 - rates * jnp.asarray(problem.l2, dtype)
@@ -414,16 +415,18 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   # Two loops, one of which runs no step, rather than a lax.cond between two scans: XLA's copy
   # insertion with region analysis (_xla_flags.py) copies the coordinates every step of a loop
   # inside a conditional (8.5 against 84 us a step of L1 SAGA on rcv1-shaped data).
-  carry = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, carry)
-  count = jnp.where(strong, 0, page)
+  def loops(c):
+    c = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, c)
+    return jax.lax.fori_loop(0, jnp.where(strong, 0, page), body, c)
+
   if not kernel:
-    return jax.lax.fori_loop(0, count, body, carry)
-  # The page's plain steps in one XLA:CPU call (lazy_kernel.cc) where the program is lowered for
-  # the CPU; this loop on other platforms.
+    return loops(carry)
+  # The page in one XLA:CPU call (lazy_kernel.cc), the guarded steps included (it tests each
+  # step as ``guarded`` does), where the program is lowered for the CPU; the loops elsewhere.
   return jax.lax.platform_dependent(
       carry, cpu=lambda c: lazy_kernel.run_page(problem, form_of(method), _over_seen(method), c,
-                                                count, local_steps, rates, shrinks, drawn),
-      default=lambda c: jax.lax.fori_loop(0, count, body, c))
+                                                page, local_steps, rates, shrinks, drawn, floor),
+      default=loops)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@
 // (SAG, SAGA, SGD), L1, an intercept and sample weights; lazy.py keeps everything else (the
 // rebase tests, the fold, multinomial targets) and is the reference the tests compare it to.
 //
-// The operations follow lazy._advance in order; the one liberty is the score's sum, taken over
-// the row's stored entries in order (XLA may sum in another order: a rounding's difference).
+// The operations follow lazy._advance in order, and agree with it to rounding: the score's sum
+// is taken over the row's stored entries in order (XLA may sum in another order), XLA may fuse
+// or reorder its arithmetic, and the kernel is compiled without contraction (-ffp-contract=off).
 
 #include <algorithm>
 #include <cmath>
@@ -38,7 +39,7 @@ enum Loss : int64_t { kLogistic = 0, kLeastSquares = 1 };
 
 struct Options {
   int64_t loss, keeps, unbiased, over_seen, fit_intercept, num_columns, num_samples;
-  double l1;
+  double l1, floor;
 };
 
 // jnp.maximum / jnp.minimum / jnp.sign semantics: NaN propagates.
@@ -146,7 +147,8 @@ void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::A
 
   const T* scalars = scalars_in.typed_data<T>();
   T intercept = scalars[0], scale = scalars[1], q_now = scalars[2], intercept_sum = scalars[3];
-  const int32_t origin = counters.typed_data()[0];
+  int32_t origin = counters.typed_data()[0];
+  const T floor = T(o.floor);
   int32_t num_seen = counters.typed_data()[1];
   const int32_t count = counters.typed_data()[2];
   const T* rates = rates_in.typed_data<T>();
@@ -158,8 +160,8 @@ void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::A
   const int32_t* index = indices.typed_data();
   const int32_t* columns = columns_in.typed_data();
 
-  // A sample index out of range reads the nearest row and writes no memory, as XLA's gather and
-  // scatter would (the driver never draws one).
+  // A sample index out of range (the driver never draws one) reads the nearest row and writes
+  // no memory.
   auto row_of = [num_rows](int32_t i) { return std::clamp<int64_t>(i, 0, num_rows - 1); };
   std::vector<T> v(m), g(m);
   const int32_t steps_to_run = std::clamp<int32_t>(count, 0, static_cast<int32_t>(local_steps.element_count()));
@@ -168,10 +170,38 @@ void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::A
     if (t + 2 < steps_to_run) Prefetch(columns, values, row_of(index[t + 2]) * m, m);
     const int32_t* row_columns = columns + r * m;
     const T* row_values = values + r * m;
-    const int64_t to_index = static_cast<int64_t>(steps[t]) - origin;
+    int64_t to_index = static_cast<int64_t>(steps[t]) - origin;
     if (l1 && to_index >= 0 && to_index < num_sums) sums[to_index] = q_now;  // lazy._flush
     T den = o.over_seen ? T(std::max<int32_t>(num_seen, 1)) : T(o.num_samples);
     const T lam = T(o.l1) * (keeps ? den : T(1));
+    T shrink = shrinks[t];
+
+    // lazy.run_steps' guarded step: where this step's shrink would take the scale below the
+    // floor, a rebase (every coordinate brought up to date, w = s v into v, s = 1, Q = 0 and its
+    // sums restarted), and the shrink folded into every v once the row's score is taken.
+    const bool fold = scale * shrink < floor;
+    if (fold) {
+      for (int64_t c = 0; c < p; ++c) {
+        T* packed = coordinates + c * width;
+        const T gc = keeps ? packed[1] : T(0);
+        const T vc = !l1 ? (keeps ? packed[0] - (q_now - packed[width - 1]) * gc : packed[0])
+                     : !keeps ? Soft(packed[0], (q_now - packed[width - 1]) * lam)
+                              : ThresholdWalk(packed[0], gc, packed[width - 1], q_now, lam, sums,
+                                              num_sums, to_index);
+        packed[0] = scale * vc;
+        packed[width - 1] = T(0);
+      }
+      coordinates[p * width] = T(0);  // the spare coordinate, as lazy.rebase leaves it
+      coordinates[p * width + width - 1] = T(0);
+      scale = T(1);
+      q_now = T(0);
+      origin = steps[t];
+      to_index = 0;
+      if (l1) {
+        sums[0] = T(0);
+        std::fill(sums + 1, sums + num_sums, std::numeric_limits<T>::infinity());
+      }
+    }
 
     // The row's coordinates, brought up to date (lazy._catch_up), and the score.
     T score = 0;
@@ -196,6 +226,11 @@ void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::A
     score += intercept;
     T fresh = LossDerivative<T>(o.loss, score, targets[r]);
     if (weighted) fresh *= weights[r];
+    if (fold) {  // (lazy._fold and lazy._advance's fold)
+      for (int64_t c = 0; c <= p; ++c) coordinates[c * width] *= shrink;
+      for (int64_t j = 0; j < m; ++j) v[j] *= shrink;
+      shrink = T(1);
+    }
 
     // The memory, the direction and the step (lazy._advance).
     const int64_t i = index[t];
@@ -220,7 +255,7 @@ void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::A
       }
       if (stored) table[i] = fresh;
     }
-    const T next_scale = scale * shrinks[t];
+    const T next_scale = scale * shrink;
     const T ratio = rates[t] / next_scale;
     q_now = q_now + (keeps ? ratio / den : ratio);
     for (int64_t j = 0; j < m; ++j) {
@@ -250,6 +285,7 @@ void RunPage(const Options o, const ffi::AnyBuffer& coordinates_in, const ffi::A
   out[2] = q_now;
   out[3] = intercept_sum;
   seen_out->typed_data()[0] = num_seen;
+  seen_out->typed_data()[1] = origin;
 }
 
 ffi::Error LazyPage(ffi::AnyBuffer coordinates, ffi::AnyBuffer table, ffi::AnyBuffer sums,
@@ -261,10 +297,36 @@ ffi::Error LazyPage(ffi::AnyBuffer coordinates, ffi::AnyBuffer table, ffi::AnyBu
                     ffi::Result<ffi::AnyBuffer> sums_out, ffi::Result<ffi::AnyBuffer> scalars_out,
                     ffi::Result<ffi::Buffer<ffi::S32>> seen_out, int64_t loss, int64_t keeps,
                     int64_t unbiased, int64_t over_seen, int64_t fit_intercept,
-                    int64_t num_columns, int64_t num_samples, double l1) {
-  const Options o{loss, keeps, unbiased, over_seen, fit_intercept, num_columns, num_samples, l1};
+                    int64_t num_columns, int64_t num_samples, double l1, double floor) {
+  const Options o{loss, keeps, unbiased, over_seen, fit_intercept, num_columns, num_samples, l1,
+                  floor};
   if (loss != kLogistic && loss != kLeastSquares) {
     return ffi::Error::InvalidArgument("lazy kernel: unknown loss code");
+  }
+  // The operands' shapes, as lazy_kernel.run_page makes them: a call with others is refused,
+  // never run out of bounds.
+  const auto dims = coordinates.dimensions();
+  const auto column_dims = columns.dimensions();
+  const size_t page = local_steps.element_count();
+  const size_t num_rows = column_dims.size() == 2 ? static_cast<size_t>(column_dims[0]) : 0;
+  const bool shapes = dims.size() == 2 && dims[0] == num_columns + 1 && dims[1] == (keeps ? 3 : 2) &&
+                      num_rows >= 1 && values.element_count() == columns.element_count() &&
+                      scalars.element_count() == 4 && counters.element_count() == 3 &&
+                      rates.element_count() == page && shrinks.element_count() == page &&
+                      indices.element_count() == page && targets.element_count() >= num_rows &&
+                      (weights.element_count() == 0 || weights.element_count() >= num_rows) &&
+                      (!keeps || table.element_count() >= 1) &&
+                      (l1 == 0.0 || sums.element_count() >= 2);
+  if (!shapes) return ffi::Error::InvalidArgument("lazy kernel: operand shapes do not agree");
+  if (l1 != 0.0) {  // every step within the cumulative sums, which the L1 walk searches
+    const int32_t* counts = counters.typed_data();
+    const int64_t steps = std::clamp<int64_t>(counts[2], 0, static_cast<int64_t>(page));
+    for (int64_t t = 0; t < steps; ++t) {
+      const int64_t k = static_cast<int64_t>(local_steps.typed_data()[t]) - counts[0];
+      if (k < 0 || k >= static_cast<int64_t>(sums.element_count())) {
+        return ffi::Error::InvalidArgument("lazy kernel: a step outside the cumulative sums");
+      }
+    }
   }
   const auto type = coordinates.element_type();
   for (const ffi::AnyBuffer* b : {&table, &sums, &scalars, &rates, &shrinks, &values, &targets, &weights}) {
@@ -296,6 +358,14 @@ ffi::Error LazyPage(ffi::AnyBuffer coordinates, ffi::AnyBuffer table, ffi::AnyBu
 #endif
 extern "C" DEEPFOUND_EXPORT XLA_FFI_Error* DeepfoundLazyPage(XLA_FFI_CallFrame*);
 
+// The digest of this file the library was built from (setup.py defines it), which
+// lazy_kernel.py compares with the file next to it: a library left from an older source is not
+// loaded.
+#ifndef DEEPFOUND_LAZY_KERNEL_SOURCE
+#define DEEPFOUND_LAZY_KERNEL_SOURCE "unknown"
+#endif
+extern "C" DEEPFOUND_EXPORT const char* DeepfoundLazyKernelSource() { return DEEPFOUND_LAZY_KERNEL_SOURCE; }
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepfoundLazyPage, LazyPage,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()             // coordinates (p + 1, width)
@@ -323,4 +393,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepfoundLazyPage, LazyPage,
                                   .Attr<int64_t>("fit_intercept")
                                   .Attr<int64_t>("num_columns")
                                   .Attr<int64_t>("num_samples")
-                                  .Attr<double>("l1"));
+                                  .Attr<double>("l1")
+                                  .Attr<double>("floor"));

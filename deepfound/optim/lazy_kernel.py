@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import importlib.machinery
 import os
 from pathlib import Path
@@ -45,18 +46,37 @@ def library_path() -> Path | None:
   return None
 
 
+def source_digest() -> str | None:
+  """The digest of ``lazy_kernel.cc`` next to this file (as setup.py builds it into the library),
+  or None where the source is not installed."""
+  source = Path(__file__).resolve().parent / "lazy_kernel.cc"
+  return hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source.is_file() else None
+
+
 @functools.cache
-def _registered() -> bool:
+def status() -> str:
+  """"loaded", or why the kernel is not: no library, a library built from another source (a
+  checkout changed since the install: rerun ``pip install -e .``), or one that does not load."""
   path = library_path()
   if path is None:
-    return False
+    return "no library (not built: `pip install -e .` with a C++17 compiler builds it)"
   try:
     library = ctypes.cdll.LoadLibrary(str(path))
+    built_from = ctypes.cast(library.DeepfoundLazyKernelSource,
+                             ctypes.CFUNCTYPE(ctypes.c_char_p))().decode()
+    expected = source_digest()
+    if expected is not None and built_from != expected:
+      return (f"{path.name} was built from another lazy_kernel.cc ({built_from}, now {expected}): "
+              "rerun `pip install -e .`")
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.DeepfoundLazyPage),
                                 platform="cpu")
-  except (OSError, AttributeError):  # built for another jaxlib or platform: the JAX loop
-    return False
-  return True
+  except (OSError, AttributeError) as error:  # built for another jaxlib or platform
+    return f"{path.name} does not load: {error}"
+  return "loaded"
+
+
+def _registered() -> bool:
+  return status() == "loaded"
 
 
 def available() -> bool:
@@ -85,12 +105,15 @@ def supports(problem) -> bool:
           and jnp.dtype(problem.dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)))
 
 
-def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, shrinks, drawn):
-  """``count`` steps (0 or the page) of the lazy loop from ``carry``, a ``lazy.LazyCarry`` whose
-  deferred writes are flushed first; the result's deferred writes are empty, as after
-  ``lazy.rebase``. ``form`` is the rule's ``LazyForm``; the other operands are those of
-  ``lazy.run_steps``' loop (the page's steps, rates, shrink factors and draws), of which the
-  kernel takes the sample indices and reads their rows from ``problem``."""
+def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, shrinks, drawn,
+             floor: float):
+  """``count`` steps of the lazy loop from ``carry``, a ``lazy.LazyCarry`` whose deferred writes
+  are flushed first; the result's deferred writes are empty, as after ``lazy.rebase``. A step
+  whose shrink would take the scale below ``floor`` is the guarded step of ``lazy.run_steps``:
+  a rebase, and the shrink folded into the weights. ``form`` is the rule's ``LazyForm``; the
+  other operands are those of ``lazy.run_steps``' loop (the page's steps, rates, shrink factors
+  and draws), of which the kernel takes the sample indices and reads their rows from
+  ``problem``."""
   dtype = carry.coordinates.dtype
   columns, rows, table_index, _ = carry.pending
   coordinates = carry.coordinates.at[columns].set(rows)
@@ -107,7 +130,7 @@ def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, s
   call = jax.ffi.ffi_call(
       TARGET,
       (shape(coordinates), shape(table), shape(carry.cumulative),
-       jax.ShapeDtypeStruct((4,), dtype), jax.ShapeDtypeStruct((1,), jnp.int32)),
+       jax.ShapeDtypeStruct((4,), dtype), jax.ShapeDtypeStruct((2,), jnp.int32)),
       vmap_method="sequential", input_output_aliases={0: 0, 1: 1, 2: 2})
   coordinates, table, cumulative, scalars, seen = call(
       coordinates, table, carry.cumulative, scalars, counters,
@@ -117,9 +140,11 @@ def run_page(problem, form, over_seen: bool, carry, count, local_steps, rates, s
       loss=np.int64(LOSS_CODES[problem.loss]), keeps=np.int64(form.memory),
       unbiased=np.int64(form.unbiased), over_seen=np.int64(over_seen),
       fit_intercept=np.int64(problem.fit_intercept), num_columns=np.int64(problem.num_columns),
-      num_samples=np.int64(problem.num_samples), l1=np.float64(problem.l1))
+      num_samples=np.int64(problem.num_samples), l1=np.float64(problem.l1),
+      floor=np.float64(floor))
   pending = (jnp.full_like(columns, problem.num_columns), jnp.zeros_like(rows),
              jnp.asarray(table.shape[0], jnp.int32), jnp.zeros_like(carry.pending[3]))
   return carry._replace(coordinates=coordinates, table=table, cumulative=cumulative,
                         intercept=scalars[0], scale=scalars[1], q_now=scalars[2],
-                        intercept_sum=scalars[3], num_seen=seen[0], pending=pending)
+                        intercept_sum=scalars[3], num_seen=seen[0], origin=seen[1],
+                        pending=pending)
