@@ -373,11 +373,12 @@ def step_rates(learning_rate: optax.ScalarOrSchedule, global_steps, dtype) -> ja
 
 def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.ScalarOrSchedule,
               carry: LazyCarry, global_steps, local_steps, drawn) -> LazyCarry:
-  """``lax.scan`` of ``step`` over a page of samples (pages are at most 256 steps and divide the
-  log block), after a rebase where the page needs one (see ``RESCALE_EVERY``): the tests run per
-  page, not per step, since a conditional in the step body costs more than the step. Only a
-  page whose own shrink factors take s below the floor tests before each step. Where the
-  compiled kernel runs the page (``kernel_runs``), it tests every step itself, at no cost."""
+  """``step`` over a page of samples (pages divide the log block: at most ``driver.PAGE_STEPS``
+  steps, or ``driver.KERNEL_PAGE_STEPS`` where the kernel runs them), after a rebase where the
+  page needs one (see ``RESCALE_EVERY``): the tests run per page, not per step, since a
+  conditional in the step body costs more than the step. Only a page whose own shrink factors
+  take s below the floor tests before each step. Where the compiled kernel runs the page
+  (``kernel_runs``), it tests every step itself, at no cost."""
   dtype = carry.coordinates.dtype
   rates = step_rates(learning_rate, global_steps, dtype)
   shrinks = 1.0 - rates * jnp.asarray(problem.l2, dtype)
@@ -390,17 +391,9 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
   due = any_run((start - carry.origin + page > span) | (carry.scale * product < floor))
   carry = jax.lax.cond(due, lambda c: rebase(problem, method, c, start), lambda c: c, carry)
 
-  kernel = kernel_runs(problem)
-
   def at(i):
-    """Step i's (local step, rate, shrink, draw). With the kernel, which reads the sampled rows
-    from the data set, a guarded step gathers its row too: the page's gathered rows go unused
-    and XLA leaves out their gather."""
-    k, rate, shrink = local_steps[i], rates[i], shrinks[i]
-    if kernel:
-      index = drawn[0][i]
-      return k, rate, shrink, (index, problem.batch(index))
-    return k, rate, shrink, jax.tree.map(lambda a: a[i], drawn)
+    """Step i's (local step, rate, shrink, draw)."""
+    return local_steps[i], rates[i], shrinks[i], jax.tree.map(lambda a: a[i], drawn)
 
   def body(i, c):
     k, rate, shrink, d = at(i)
@@ -419,7 +412,7 @@ def run_steps(problem: SparseLinear, method: Method, learning_rate: optax.Scalar
     c = jax.lax.fori_loop(0, jnp.where(strong, page, 0), guarded, c)
     return jax.lax.fori_loop(0, jnp.where(strong, 0, page), body, c)
 
-  if not kernel:
+  if not kernel_runs(problem):
     return loops(carry)
   # The page in one XLA:CPU call (lazy_kernel.cc), the guarded steps included (it tests each
   # step as ``guarded`` does), where the program is lowered for the CPU; the loops elsewhere.
